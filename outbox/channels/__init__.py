@@ -1,0 +1,1 @@
+"""Delivery channels: console, SMTP and webhook, all behind the `Channel` protocol."""

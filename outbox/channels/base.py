@@ -1,0 +1,77 @@
+"""What a channel receives and what it answers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Message:
+    """One rendered message; each channel uses the parts it needs.
+
+    ``key`` is the idempotency key, stable across retries and replays. ``headers`` are
+    extra e-mail headers (names and values are plain data, checked by the channel).
+    ``document`` is the JSON document a webhook posts; ``line`` is what the console prints.
+    """
+
+    key: str
+    recipient: str
+    subject: str
+    text: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    document: Mapping[str, Any] = field(default_factory=dict)
+    line: str = ""
+
+
+class Outcome(StrEnum):
+    """How an attempt ended."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"  # transient: try again later
+    PERMANENT = "permanent"  # the receiver refused for good: the row is dead
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The answer of one attempt, with the receiver's reason when it was not accepted."""
+
+    outcome: Outcome
+    error: str | None = None
+    retry_after: timedelta | None = None
+
+    @classmethod
+    def delivered(cls) -> Delivery:
+        """The receiver accepted the message."""
+        return cls(Outcome.DELIVERED)
+
+    @classmethod
+    def retry(cls, error: str, retry_after: timedelta | None = None) -> Delivery:
+        """A transient failure: worth trying again, not before ``retry_after`` if given."""
+        return cls(Outcome.RETRY, error, retry_after)
+
+    @classmethod
+    def permanent(cls, error: str) -> Delivery:
+        """The receiver refused the message for good."""
+        return cls(Outcome.PERMANENT, error)
+
+
+class Channel(Protocol):
+    """A way to deliver messages; it may keep a connection open between sends.
+
+    ``send`` never raises for a receiver's answer or a network error: it classifies them
+    into a `Delivery`. ``close`` ends any open connection (called after each batch).
+    """
+
+    name: str
+
+    def send(self, message: Message) -> Delivery:
+        """Deliver one message and say how it went."""
+        ...
+
+    def close(self) -> None:
+        """Close any connection kept open between sends."""
+        ...

@@ -1,0 +1,233 @@
+"""The SMTP channel: one e-mail per message through a relay, over a connection kept open.
+
+Replies are classified as RFC 5321 defines them: 2xx accepted, 4xx transient, 5xx
+permanent. Timeouts and connection errors are transient. Error texts name the code and
+the server's words with addresses masked, and never contain the password.
+"""
+
+from __future__ import annotations
+
+import email.errors
+import smtplib
+import ssl as tls
+from collections.abc import Mapping
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from outbox.channels.base import Delivery, Message
+from outbox.clock import Clock, SystemClock
+from outbox.masking import mask_email, mask_emails_in, one_line
+
+SUBJECT_LIMIT = 200
+_ERROR_LIMIT = 300
+# Strict: a defect while building the message is an error, never a silently odd e-mail.
+_POLICY = policy.SMTP.clone(raise_on_defect=True)
+# Headers the channel writes itself, or that would change who gets the message.
+_RESERVED = frozenset(
+    {"from", "to", "cc", "bcc", "subject", "date", "sender", "reply-to", "return-path"}
+    | {"mime-version", "content-type", "content-transfer-encoding"}
+)
+_BUILD_ERRORS = (ValueError, TypeError, IndexError, email.errors.MessageError)
+
+
+class _RelayUnusable(smtplib.SMTPException):
+    """The relay lacks what the configuration requires; retrying after a fix will work."""
+
+
+class SmtpChannel:
+    """Sends each message as a text/plain UTF-8 e-mail to ``message.recipient``.
+
+    The connection opens on the first send and stays open until `close`; a send that
+    finds it dropped by the server reconnects once. After any failure it is dropped, so
+    the next send starts afresh. Not thread-safe: give each thread its own channel.
+    """
+
+    name = "smtp"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        mail_from: str,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = False,
+        ssl: bool = False,
+        timeout: float,
+        ssl_context: tls.SSLContext | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if starttls and ssl:
+            raise ValueError("choose STARTTLS or implicit TLS (ssl=True), not both")
+        if _address_problem(mail_from) is not None:
+            raise ValueError("mail_from is not a valid e-mail address")
+        self._host, self._port, self._timeout = host, port, timeout
+        self._mail_from = mail_from
+        self._username, self._password = username, password
+        self._starttls, self._ssl = starttls, ssl
+        # Certificates are verified unless the caller hands in a context that does not.
+        self._tls = ssl_context or (tls.create_default_context() if starttls or ssl else None)
+        self._clock = clock or SystemClock()
+        self._domain = mail_from.rpartition("@")[2]
+        self._connection: smtplib.SMTP | None = None
+
+    def send(self, message: Message) -> Delivery:
+        """Send one e-mail and classify the relay's answer; never raises for a failure."""
+        problem = _address_problem(message.recipient) or _header_problem(message.headers)
+        if problem is not None:
+            return Delivery.permanent(problem)
+        try:
+            data = self._render(message)
+        except _BUILD_ERRORS as exc:
+            return Delivery.permanent(f"message cannot be built: {self._scrub(str(exc))}")
+        reused = self._connection is not None
+        try:
+            try:
+                self._transmit(message.recipient, data)
+            except smtplib.SMTPException as exc:
+                if not (reused and _dropped(exc)):
+                    raise
+                # Relays close idle connections; that says nothing about this message.
+                self._drop()
+                self._transmit(message.recipient, data)
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            return self._classify(exc)
+        return Delivery.delivered()
+
+    def close(self) -> None:
+        """Say QUIT and close the connection, if one is open."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            connection.quit()
+        except (smtplib.SMTPException, OSError):
+            pass  # the server may be gone already; the socket is closed below either way
+        finally:
+            connection.close()
+
+    def _render(self, message: Message) -> bytes:
+        mail = EmailMessage(policy=_POLICY)
+        mail["From"] = self._mail_from
+        mail["To"] = message.recipient
+        mail["Subject"] = _subject(message.subject)
+        mail["Date"] = format_datetime(self._clock.now())
+        for name, value in message.headers.items():
+            mail[name] = value
+        if "Message-ID" not in mail:
+            mail["Message-ID"] = make_msgid(domain=self._domain)
+        # Quoted-printable keeps non-ASCII text 7-bit clean for relays without 8BITMIME.
+        cte = None if message.text.isascii() else "quoted-printable"
+        mail.set_content(message.text, subtype="plain", charset="utf-8", cte=cte)
+        return mail.as_bytes()
+
+    def _transmit(self, recipient: str, data: bytes) -> None:
+        connection = self._connection or self._open()
+        connection.sendmail(self._mail_from, [recipient], data)
+
+    def _open(self) -> smtplib.SMTP:
+        connection: smtplib.SMTP
+        where, timeout = (self._host, self._port), self._timeout
+        if self._ssl:
+            connection = smtplib.SMTP_SSL(*where, timeout=timeout, context=self._tls)
+        else:
+            connection = smtplib.SMTP(*where, timeout=timeout)
+        try:
+            if self._starttls:
+                connection.ehlo()
+                if not connection.has_extn("starttls"):
+                    raise _RelayUnusable("the server does not offer STARTTLS")
+                connection.starttls(context=self._tls)
+                connection.ehlo()
+            if self._username is not None:
+                connection.ehlo_or_helo_if_needed()
+                if not connection.has_extn("auth"):
+                    raise _RelayUnusable("the server does not offer AUTH")
+                connection.login(self._username, self._password or "")
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+        return connection
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    def _classify(self, exc: smtplib.SMTPException | OSError) -> Delivery:
+        where = f"{self._host}:{self._port}"
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            address, (code, reply) = next(iter(exc.recipients.items()))
+            text = f"SMTP {code} for {mask_email(address)}: {self._scrub(reply)}"
+            return _by_code(code, text)
+        if isinstance(exc, smtplib.SMTPResponseException):
+            return _by_code(exc.smtp_code, f"SMTP {exc.smtp_code}: {self._scrub(exc.smtp_error)}")
+        if isinstance(exc, smtplib.SMTPNotSupportedError):
+            # The message needs an extension (such as SMTPUTF8) this relay lacks.
+            return Delivery.permanent(f"SMTP: {self._scrub(str(exc))}")
+        # smtplib reports a read timeout as a disconnection; the timeout is its context.
+        if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+            return Delivery.retry(f"SMTP timeout after {self._timeout}s talking to {where}")
+        if isinstance(exc, smtplib.SMTPServerDisconnected):
+            return Delivery.retry(f"SMTP connection to {where} lost: {self._scrub(str(exc))}")
+        if isinstance(exc, OSError):
+            return Delivery.retry(f"SMTP connection to {where} failed: {self._scrub(str(exc))}")
+        return Delivery.retry(f"SMTP error from {where}: {self._scrub(str(exc))}")
+
+    def _scrub(self, text: str | bytes) -> str:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        if self._password:
+            text = text.replace(self._password, "***")
+        return mask_emails_in(one_line(text))[:_ERROR_LIMIT]
+
+
+def _by_code(code: int, text: str) -> Delivery:
+    return Delivery.permanent(text) if 500 <= code <= 599 else Delivery.retry(text)
+
+
+def _dropped(exc: smtplib.SMTPException) -> bool:
+    """Tell whether ``exc`` says the connection is gone (421 is "closing channel")."""
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return True
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return any(code == 421 for code, _ in exc.recipients.values())
+    return isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code == 421
+
+
+def _subject(title: str) -> str:
+    subject = one_line(title)
+    return subject if len(subject) <= SUBJECT_LIMIT else subject[: SUBJECT_LIMIT - 1] + "…"
+
+
+def _address_problem(address: str) -> str | None:
+    """Say why ``address`` is not one plain ASCII e-mail address, or None if it is."""
+    if not address:
+        return "invalid recipient: empty address"
+    if not address.isascii() or not address.isprintable() or " " in address:
+        return "invalid recipient: spaces, line breaks, control or non-ASCII characters"
+    local, at, domain = address.rpartition("@")
+    if not (local and at and domain):
+        return "invalid recipient: not an e-mail address"
+    try:
+        parsed = Address(addr_spec=address)
+    except _BUILD_ERRORS:
+        return "invalid recipient: not a single valid e-mail address"
+    return None if parsed.username and parsed.domain else "invalid recipient address"
+
+
+def _header_problem(headers: Mapping[str, str]) -> str | None:
+    """Say why a caller's header cannot be sent as given, or None if all can."""
+    for name, value in headers.items():
+        if not name or not all(33 <= ord(ch) <= 126 and ch != ":" for ch in name):
+            return f"invalid header name {one_line(name)!r}"
+        if name.lower() in _RESERVED:
+            return f"header {name} is set by the channel"
+        if "\r" in value or "\n" in value:
+            return f"header {name} contains a line break"
+    return None

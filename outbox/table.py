@@ -1,0 +1,94 @@
+"""The outbox table: one row per message, its delivery state owned by the row itself."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, CheckConstraint, Index, MetaData, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from outbox.types import BigIntId, UTCDateTime
+
+
+class Status(StrEnum):
+    """Where a row is in its life.
+
+    pending -> claimed -> delivered | failed (retried later) | dead | cancelled.
+    A claimed row belongs to one relay until its lease (``available_at``) expires.
+    """
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    FAILED = "failed"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+#: Rows a relay may still pick up (a claimed row once its lease has expired).
+ACTIVE = (Status.PENDING, Status.FAILED, Status.CLAIMED)
+#: Rows waiting for their next attempt, which a newer message may supersede.
+WAITING = (Status.PENDING, Status.FAILED)
+#: Rows whose story is over; purge may delete them.
+FINISHED = (Status.DELIVERED, Status.CANCELLED)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class OutboxBase(DeclarativeBase):
+    """Declarative base of the outbox's own tables."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+_active_sql = "status IN ('pending', 'failed', 'claimed')"
+
+
+class OutboxRow(OutboxBase):
+    """A message to deliver, keyed by an idempotency key that never changes."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    # What the message is about (the domain's id) and which version of it (a due date).
+    subject_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    subject_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(20), default=Status.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    # Next attempt time; for a claimed row, the moment its lease expires.
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_token: Mapped[int] = mapped_column(BigInteger, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    replayed_by: Mapped[str | None] = mapped_column(String(200))
+    replay_count: Mapped[int] = mapped_column(default=0)
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'claimed', 'failed', 'delivered', 'dead', 'cancelled')",
+            name="status",
+        ),
+        Index(
+            "ix_outbox_due",
+            "available_at",
+            postgresql_where=text(_active_sql),
+            sqlite_where=text(_active_sql),
+        ),
+    )
+
+
+outbox_table = OutboxRow.__table__

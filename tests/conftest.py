@@ -1,0 +1,118 @@
+"""Fixtures: a migrated database per test (SQLite file, or a fresh PostgreSQL database)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from tests.support import ManualClock, RecordingChannel
+from worker import migrate
+from worker.db import make_engine
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_URL = os.environ.get(
+    "REMINDERS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("REMINDERS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEMPLATE = "reminders_test_template"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests start from the documented defaults, whatever the shell exported."""
+    for name in list(os.environ):
+        if name.startswith("REMINDERS_") and not name.startswith("REMINDERS_TEST_"):
+            monkeypatch.delenv(name)
+
+
+def unavailable(what: str, error: Exception) -> None:
+    """Skip outside CI; fail in CI, where every service must be up."""
+    message = f"{what} unreachable: {error}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock at 2026-11-28 12:00 UTC that tests move by hand."""
+    return ManualClock()
+
+
+@pytest.fixture
+def channel() -> RecordingChannel:
+    """A fake channel recording every message."""
+    return RecordingChannel()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: pytest.TempPathFactory) -> Iterator[Engine]:
+    """A migrated SQLite database in a file of its own."""
+    engine = make_engine(f"sqlite:///{tmp_path}/reminders.db")  # type: ignore[operator]
+    migrate.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> str:
+    """A migrated PostgreSQL database that each test's database is copied from."""
+    admin_url = make_url(POSTGRES_URL)
+    try:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {TEMPLATE}"))
+            connection.execute(text(f"CREATE DATABASE {TEMPLATE}"))
+    except Exception as error:
+        unavailable("PostgreSQL", error)
+    engine = make_engine(admin_url.set(database=TEMPLATE).render_as_string(hide_password=False))
+    migrate.upgrade(engine)
+    engine.dispose()
+    admin.dispose()
+    return TEMPLATE
+
+
+@pytest.fixture
+def postgres_url(postgres_template: str) -> Iterator[str]:
+    """The URL of a fresh, migrated PostgreSQL database, dropped after the test."""
+    name = f"reminders_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(make_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name} TEMPLATE {postgres_template}"))
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres_engine(postgres_url: str) -> Iterator[Engine]:
+    """An engine on this test's PostgreSQL database."""
+    engine = make_engine(postgres_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The test Redis database, emptied first."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client.flushdb()
+        client.close()
+    except Exception as error:
+        unavailable("Redis", error)
+    return REDIS_URL
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """The same test on SQLite and on PostgreSQL."""
+    return request.getfixturevalue(f"{request.param}_engine")  # type: ignore[no-any-return]

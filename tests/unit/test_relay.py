@@ -1,0 +1,246 @@
+"""The relay: re-check, send, record; retries owned by the row; leases and fencing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, delete, select, update
+
+from outbox.channels.base import Delivery, Message
+from outbox.store import claim_due_rows
+from outbox.table import OutboxRow, Status
+from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services, statuses
+from worker.bootstrap import Services
+from worker.schema import Task, User
+
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture
+def services(engine: Engine, clock: ManualClock, channel: RecordingChannel) -> Services:
+    """Services with max 3 attempts, on SQLite and PostgreSQL, and one owner."""
+    built = make_services(engine, clock, channel, max_attempts=3)
+    add_user(built, 1, email="ada@example.com", timezone="Europe/Paris")
+    return built
+
+
+def queue(services: Services, clock: ManualClock, *task_ids: int) -> None:
+    """Add tasks due in an hour and scan."""
+    for task_id in task_ids:
+        add_task(services, task_id, 1, clock.now() + HOUR)
+    services.scan()
+
+
+def row(services: Services, outbox_id: int = 1) -> OutboxRow:
+    """Read one outbox row afresh."""
+    with services.session_factory() as session:
+        found = session.get(OutboxRow, outbox_id)
+        assert found is not None
+        return found
+
+
+def test_a_due_row_is_delivered_once_with_the_contract_headers(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """The relay sends the rendered reminder and marks the row delivered."""
+    queue(services, clock, 7)
+    report = services.relay().relay_until_idle()
+    assert report.counts == {"delivered": 1}
+    assert services.relay().relay_until_idle().claimed == 0
+    [message] = channel.sent
+    assert message.recipient == "ada@example.com"
+    assert message.headers["Message-ID"] == f"<{message.key}@localhost>"
+    assert message.headers["X-Reminder-Key"] == message.key
+    assert message.headers["X-Task-Id"] == "7"
+    assert message.document["type"] == "task.due_soon"
+    assert message.document["due_date"] == "2026-11-28T13:00:00Z"
+    assert row(services).status == Status.DELIVERED
+    assert channel.closed >= 1  # connections are closed after each batch
+
+
+def test_a_transient_failure_backs_off_then_delivers(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """A 4xx-like failure reschedules the row; before its next attempt nothing is sent."""
+    queue(services, clock, 1)
+    channel.script = [Delivery.retry("451 try later")]
+    assert services.relay().relay_until_idle().counts == {"retry": 1}
+    failed = row(services)
+    assert (failed.status, failed.attempts, failed.last_error) == (
+        Status.FAILED,
+        1,
+        "451 try later",
+    )
+    assert failed.available_at > clock.now()
+    assert services.relay().relay_until_idle().claimed == 0
+    clock.set(failed.available_at)
+    assert services.relay().relay_until_idle().counts == {"delivered": 1}
+    assert len(channel.sent) == 2
+
+
+def test_attempts_run_out_and_the_row_is_dead_with_its_last_error(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """After max_attempts transient failures the row is dead and keeps the last error."""
+    queue(services, clock, 1)
+    channel.script = [Delivery.retry(f"451 busy {n}") for n in range(1, 4)]
+    for _ in range(3):
+        services.relay().relay_until_idle()
+        clock.advance(2 * HOUR)
+    dead = row(services)
+    assert (dead.status, dead.attempts) == (Status.DEAD, 3)
+    assert dead.last_error == "gave up after 3 attempts: 451 busy 3"
+    assert services.relay().relay_until_idle().claimed == 0
+
+
+def test_a_permanent_refusal_is_dead_at_once(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """A 5xx-like answer makes the row dead on the first attempt."""
+    queue(services, clock, 1)
+    channel.script = [Delivery.permanent("550 no such user")]
+    assert services.relay().relay_until_idle().counts == {"dead": 1}
+    assert (row(services).status, row(services).last_error) == (Status.DEAD, "550 no such user")
+
+
+def test_retry_after_postpones_the_next_attempt(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """A receiver's Retry-After is honoured."""
+    queue(services, clock, 1)
+    channel.script = [Delivery.retry("429", retry_after=timedelta(minutes=20))]
+    services.relay().relay_until_idle()
+    assert row(services).available_at >= clock.now() + timedelta(minutes=20)
+
+
+def test_a_poison_row_does_not_block_the_others(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """A row whose send raises is retried and ends dead; every other row is delivered."""
+    queue(services, clock, 1, 2, 3)
+
+    def explode(message: Message) -> None:
+        if "-2-" in message.key:
+            raise RuntimeError("renderer bug")
+
+    channel.on_send = explode
+    for _ in range(4):
+        services.relay().relay_until_idle()
+        clock.advance(2 * HOUR)
+    states = dict(statuses(services))
+    assert sorted(states.values()) == [Status.DEAD, Status.DELIVERED, Status.DELIVERED]
+    assert "RuntimeError: renderer bug" in (row(services, 2).last_error or "")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda s, c: s.execute(update(Task).values(completed_at=c.now())), "task completed"),
+        (lambda s, c: s.execute(delete(Task)), "task deleted"),
+        (
+            lambda s, c: s.execute(update(Task).values(due_date=c.now() + 3 * HOUR)),
+            "due date moved",
+        ),
+        (
+            lambda s, c: s.execute(update(User).values(notifications_enabled=False)),
+            "owner turned notifications off",
+        ),
+    ],
+    ids=["completed", "deleted", "moved", "opted-out"],
+)
+def test_the_relay_rechecks_the_task_and_cancels(
+    services: Services, clock: ManualClock, channel: RecordingChannel, change: object, reason: str
+) -> None:
+    """A task completed, deleted, moved or whose owner opted out after the scan is not reminded."""
+    queue(services, clock, 1)
+    with services.session_factory.begin() as session:
+        change(session, clock)  # type: ignore[operator]
+    assert services.relay().relay_until_idle().counts == {"cancelled": 1}
+    assert channel.sent == []
+    assert (row(services).status, row(services).last_error) == (Status.CANCELLED, reason)
+
+
+def test_the_recipient_is_the_current_owner(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """A change of owner between scan and delivery is seen at send time."""
+    add_user(services, 2, email="grace@example.org")
+    queue(services, clock, 1)
+    with services.session_factory.begin() as session:
+        session.execute(update(Task).values(owner_id=2))
+    services.relay().relay_until_idle()
+    assert [m.recipient for m in channel.sent] == ["grace@example.org"]
+
+
+def test_stopping_releases_rows_not_yet_attempted(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """When stop is set mid-batch, unsent rows go back to pending with their attempt uncounted."""
+    queue(services, clock, 1, 2, 3)
+    relay = services.relay()
+    channel.on_send = lambda _message: relay.stop.set()
+    report = relay.relay_until_idle()
+    assert report.counts == {"delivered": 1, "released": 2}
+    with services.session_factory() as session:
+        rows = session.scalars(select(OutboxRow).order_by(OutboxRow.id)).all()
+    assert [(r.status, r.attempts) for r in rows][1:] == [(Status.PENDING, 0)] * 2
+    assert all(r.lease_owner is None for r in rows)
+
+
+def test_an_expired_lease_lets_another_relay_take_the_row_and_fences_the_first(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """A relay whose lease expired mid-send cannot overwrite the new holder's result."""
+    queue(services, clock, 1)
+    second = services.relay()
+
+    def lease_expires_during_send(_message: Message) -> None:
+        channel.on_send = None
+        clock.advance(services.settings.lease + timedelta(seconds=1))
+        assert second.relay_until_idle().counts == {"delivered": 1}
+
+    channel.on_send = lease_expires_during_send
+    channel.script = [Delivery.retry("timeout")]
+    first = services.relay().relay_until_idle()
+    assert first.counts == {"fenced": 1}
+    final = row(services)
+    assert (final.status, final.attempts, final.lease_token) == (Status.DELIVERED, 2, 2)
+
+
+def test_a_row_whose_worker_died_comes_back_after_its_lease(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """A row claimed by a relay that never finished is retried once its lease expires."""
+    queue(services, clock, 1)
+    with services.session_factory.begin() as session:
+        claim_due_rows(session, clock.now(), clock.now() + services.settings.lease, "ghost", 10)
+    assert services.relay().relay_until_idle().claimed == 0
+    clock.advance(services.settings.lease)
+    assert services.relay().relay_until_idle().counts == {"delivered": 1}
+    assert row(services).attempts == 2
+
+
+def test_a_row_that_always_kills_its_worker_ends_dead(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """Claims count attempts, so a row whose worker dies every time is dead after max attempts."""
+    queue(services, clock, 1)
+    for _ in range(3):
+        with services.session_factory.begin() as session:
+            claim_due_rows(session, clock.now(), clock.now() + services.settings.lease, "ghost", 10)
+        clock.advance(services.settings.lease)
+    assert services.relay().relay_until_idle().counts == {"dead": 1}
+    assert channel.sent == []
+    assert "never finished" in (row(services).last_error or "")
+
+
+def test_leases_are_extended_before_they_run_short(
+    engine: Engine, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """In a long batch, the relay renews the leases of rows still waiting their turn."""
+    services = make_services(engine, clock, channel, lease="30s", send_timeout="10s")
+    add_user(services, 1)
+    queue(services, clock, 1, 2, 3)
+    channel.on_send = lambda _message: clock.advance(timedelta(seconds=12))
+    assert services.relay().relay_until_idle().counts == {"delivered": 3}

@@ -1,0 +1,205 @@
+"""The scan: who is due, exactly one row per key, re-arming, and the transaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from outbox.table import OutboxRow, Status
+from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services, statuses
+from worker.bootstrap import Services
+from worker.scan import reminder_key
+from worker.schema import Task
+
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture
+def services(engine: Engine, clock: ManualClock, channel: RecordingChannel) -> Services:
+    """Services on SQLite and PostgreSQL with one opted-in and one opted-out owner."""
+    built = make_services(engine, clock, channel)
+    add_user(built, 1)
+    add_user(built, 2, enabled=False)
+    return built
+
+
+def test_only_open_tasks_due_within_the_window_of_opted_in_owners_are_queued(
+    services: Services, clock: ManualClock
+) -> None:
+    """The window is (now, now + 24h]; completed, undated, overdue and opted-out are left out."""
+    now = clock.now()
+    add_task(services, 1, 1, now + HOUR)
+    add_task(services, 2, 1, now + 24 * HOUR)  # closed end: included
+    add_task(services, 3, 1, now + 24 * HOUR + timedelta(microseconds=1))
+    add_task(services, 4, 1, now)  # open end: excluded
+    add_task(services, 5, 1, now - HOUR)
+    add_task(services, 6, 1, None)
+    add_task(services, 7, 1, now + HOUR, completed=now)
+    add_task(services, 8, 2, now + HOUR)
+    result = services.scan()
+    assert result.queued == 2
+    assert [k for k, _ in statuses(services)] == [
+        reminder_key(1, now + HOUR),
+        reminder_key(2, now + 24 * HOUR),
+    ]
+
+
+def test_repeated_and_stale_scans_never_add_a_second_row(
+    services: Services, clock: ManualClock
+) -> None:
+    """Scanning again, later or with an older 'now' queues nothing new for the same key."""
+    add_task(services, 1, 1, clock.now() + HOUR)
+    assert services.scan().queued == 1
+    assert services.scan().queued == 0
+    assert services.scan(clock.now() - timedelta(minutes=5)).queued == 0
+    clock.advance(timedelta(minutes=30))
+    assert services.scan().queued == 0
+    assert len(list(statuses(services))) == 1
+
+
+def test_scan_marks_the_task_in_the_same_transaction(
+    services: Services, clock: ManualClock
+) -> None:
+    """reminder_sent_at and the outbox row are written together."""
+    due = clock.now() + HOUR
+    add_task(services, 1, 1, due)
+    services.scan()
+    with services.session_factory() as session:
+        task = session.get(Task, 1)
+        assert task is not None
+        assert task.reminder_sent_at == clock.now()
+        assert task.reminder_due_at == due
+
+
+def test_a_failing_insert_rolls_back_the_mark(
+    services: Services, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the outbox insert fails, the task is not marked either, so the next scan retries it."""
+    add_task(services, 1, 1, clock.now() + HOUR)
+
+    def broken(*_args: object) -> int:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr("worker.scan.insert_reminders", broken)
+    with pytest.raises(RuntimeError):
+        services.scan()
+    monkeypatch.undo()
+    with services.session_factory() as session:
+        assert session.get(Task, 1).reminder_sent_at is None  # type: ignore[union-attr]
+    assert services.scan().queued == 1
+
+
+def test_moving_the_due_date_rearms_and_cancels_the_old_row(
+    services: Services, clock: ManualClock
+) -> None:
+    """A new due date gets a new reminder; the still-pending one for the old date is cancelled."""
+    old, new = clock.now() + HOUR, clock.now() + 5 * HOUR
+    add_task(services, 1, 1, old)
+    services.scan()
+    with services.session_factory.begin() as session:
+        session.execute(update(Task).where(Task.id == 1).values(due_date=new))
+    result = services.scan()
+    assert (result.queued, result.superseded) == (1, 1)
+    assert list(statuses(services)) == [
+        (reminder_key(1, old), Status.CANCELLED),
+        (reminder_key(1, new), Status.PENDING),
+    ]
+
+
+def test_moving_back_to_a_cancelled_date_rearms_that_row(
+    services: Services, clock: ManualClock
+) -> None:
+    """Moving A -> B -> A reminds for A again once, reusing A's key; B's row is cancelled."""
+    a, b = clock.now() + HOUR, clock.now() + 2 * HOUR
+    add_task(services, 1, 1, a)
+    services.scan()
+    for due in (b, a):
+        with services.session_factory.begin() as session:
+            session.execute(update(Task).where(Task.id == 1).values(due_date=due))
+        services.scan()
+    rows = dict(statuses(services))
+    assert rows == {reminder_key(1, a): Status.PENDING, reminder_key(1, b): Status.CANCELLED}
+
+
+def test_a_delivered_key_is_never_queued_again(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """Moving the due date away and back after delivery does not remind twice for that date."""
+    a, b = clock.now() + HOUR, clock.now() + 2 * HOUR
+    add_task(services, 1, 1, a)
+    services.scan()
+    services.relay().relay_until_idle()
+    for due in (b, a):
+        with services.session_factory.begin() as session:
+            session.execute(update(Task).where(Task.id == 1).values(due_date=due))
+        services.scan()
+    services.relay().relay_until_idle()
+    assert channel.keys == [reminder_key(1, a)]
+
+
+def test_catch_up_after_downtime_queues_every_task_still_ahead(
+    services: Services, clock: ManualClock
+) -> None:
+    """After 30 hours without a scan, the first one queues all tasks still due ahead, none past."""
+    start = clock.now()
+    for i in range(1, 31):
+        add_task(services, i, 1, start + i * HOUR)  # one task due every hour
+    clock.advance(30 * HOUR - timedelta(minutes=30))
+    result = services.scan()
+    assert result.queued == 1  # only task 30 is still ahead
+    clock.set(start)
+    assert services.scan().queued == 24
+
+
+def test_scan_batches_cover_everything(
+    engine: Engine, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """With a small batch size the scan loops until every due task is queued."""
+    services = make_services(engine, clock, channel, scan_batch=7)
+    add_user(services, 1)
+    for i in range(1, 51):
+        add_task(services, i, 1, clock.now() + timedelta(minutes=i))
+    result = services.scan()
+    assert (result.queued, result.marked, result.batches) == (50, 50, 8)
+
+
+def test_naive_datetimes_are_refused_at_the_boundary(services: Services) -> None:
+    """A naive 'now' cannot reach the database."""
+    with pytest.raises(ValueError, match="naive"):
+        services.scan(datetime(2026, 11, 28, 12, 0))
+
+
+def test_the_key_is_stable_and_readable() -> None:
+    """The same task and due date always give the same key, in UTC whatever the input zone."""
+    due = datetime(2026, 11, 28, 18, 30, tzinfo=UTC)
+    assert reminder_key(42, due) == "due_soon-42-20261128T183000Z"
+    assert reminder_key(42, due.astimezone(timedelta_zone(5))) == reminder_key(42, due)
+
+
+def timedelta_zone(hours: int) -> object:
+    from datetime import timezone
+
+    return timezone(timedelta(hours=hours))
+
+
+def test_scan_records_its_heartbeat(services: Services, clock: ManualClock) -> None:
+    """Each scan leaves its time for `reminders status`."""
+    from worker.schema import ScanHeartbeat
+
+    services.scan()
+    clock.advance(timedelta(minutes=1))
+    services.scan()
+    with services.session_factory() as session:
+        beats = session.scalars(select(ScanHeartbeat)).all()
+    assert [b.scanned_at for b in beats] == [clock.now()]
+
+
+def test_outbox_rows_keep_utc(services: Services, clock: ManualClock) -> None:
+    """Times read back from the outbox are aware UTC."""
+    add_task(services, 1, 1, clock.now() + HOUR)
+    services.scan()
+    with services.session_factory() as session:
+        row = session.scalars(select(OutboxRow)).one()
+    assert row.subject_at is not None and row.subject_at.utcoffset() == timedelta(0)

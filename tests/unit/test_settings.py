@@ -1,0 +1,86 @@
+"""Settings: defaults from the contract, one clear line for each bad value."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from worker.errors import ConfigError
+from worker.settings import load_settings, parse_cron, parse_duration
+
+
+def test_defaults_match_the_contract() -> None:
+    """With no environment the documented defaults apply."""
+    settings = load_settings()
+    assert settings.database_url == "sqlite:///reminders.db"
+    assert settings.broker_url is None
+    assert settings.scan_schedule == "* * * * *"
+    assert settings.lookahead == timedelta(hours=24)
+    assert settings.channel == "console"
+    assert (settings.smtp_host, settings.smtp_port, settings.smtp_starttls) == (
+        "localhost",
+        25,
+        False,
+    )
+    assert (settings.mail_from, settings.mail_domain) == ("reminders@localhost", "localhost")
+    assert settings.max_attempts == 8
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("3600", 3600), ("24h", 86400), ("90m", 5400), ("2d", 172800), ("1.5s", 1.5)],
+)
+def test_durations_accept_seconds_and_units(text: str, seconds: float) -> None:
+    """Durations are seconds or a number with a unit."""
+    assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REMINDERS_LOOKAHEAD", "soon"),
+        ("REMINDERS_LOOKAHEAD", "0"),
+        ("REMINDERS_SCAN_SCHEDULE", "every minute"),
+        ("REMINDERS_SCAN_SCHEDULE", "61 * * * *"),
+        ("REMINDERS_CHANNEL", "fax"),
+        ("REMINDERS_MAX_ATTEMPTS", "0"),
+        ("REMINDERS_SMTP_PORT", "70000"),
+        ("REMINDERS_DATABASE_URL", "mysql://x"),
+        ("REMINDERS_BROKER_URL", "kafka://x"),
+        ("REMINDERS_MAIL_FROM", "a@b.c\r\nBcc: x@y.z"),
+    ],
+)
+def test_a_bad_value_names_its_variable_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """A bad value raises ConfigError whose one-line message starts with the variable."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(variable + ":")
+    assert "\n" not in message
+
+
+def test_a_bad_secret_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Errors about the webhook configuration never print the secret."""
+    monkeypatch.setenv("REMINDERS_CHANNEL", "webhook")
+    monkeypatch.setenv("REMINDERS_WEBHOOK_SECRET", "s3cr3t-value")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "REMINDERS_WEBHOOK_URL" in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)
+    settings = load_settings(webhook_url="https://example.com/hook")
+    assert settings.describe()["REMINDERS_WEBHOOK_SECRET"] == "***"
+
+
+def test_empty_broker_url_means_in_process() -> None:
+    """An empty REMINDERS_BROKER_URL selects the in-process broker."""
+    assert load_settings(broker_url="  ").broker_url is None
+
+
+@pytest.mark.parametrize("spec", ["0 9 * * 0", "0 9 * * sun", "@weekly"])
+def test_sunday_written_as_zero_fires_on_sunday(spec: str) -> None:
+    """periodiq numbers Sunday 7; a schedule that says 0 still fires on Sundays."""
+    assert 7 in parse_cron(spec).dow

@@ -1,0 +1,1 @@
+"""Due-date reminders for a task-management application."""

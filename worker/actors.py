@@ -1,0 +1,99 @@
+"""Dramatiq actors: thin shells over `Services.scan` and `Relay.relay_until_idle`.
+
+Importing this module builds the broker from the environment (``dramatiq worker.actors``
+and ``periodiq worker.actors`` find it here). Messages carry no data: they are wake-up
+calls, and the database says what is due. Dramatiq's own retries are off: an outbox row
+counts its attempts itself, and a lost tick is made good by the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from datetime import timedelta
+from functools import cache
+
+import dramatiq
+import structlog
+
+from worker.bootstrap import Services, bootstrap
+from worker.errors import ConfigError
+from worker.logs import configure_logging
+from worker.settings import Settings, load_settings
+
+log = structlog.get_logger("worker.actors")
+
+#: A relay run hands over to a fresh message after this long, well inside TIME_LIMIT.
+RELAY_BUDGET = timedelta(seconds=45)
+TIME_LIMIT_MS = 10 * 60 * 1000
+QUEUE = "reminders"
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        sys.stderr.write(f"reminders: {error}\n")
+        raise SystemExit(2) from None
+    launcher = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if settings.broker_url is None and launcher in ("dramatiq", "periodiq"):
+        # An in-process broker in a separate process would silently do nothing.
+        sys.stderr.write(
+            "reminders: REMINDERS_BROKER_URL: required for the dramatiq and periodiq commands "
+            "(empty means in-process: use `reminders run`)\n"
+        )
+        raise SystemExit(2)
+    return settings
+
+
+SETTINGS = _settings()
+STOP = threading.Event()
+if not os.environ.get("REMINDERS_NO_LOG_SETUP"):
+    configure_logging()
+
+from worker.broker import build_broker  # noqa: E402  (after the settings check above)
+
+broker = build_broker(SETTINGS, STOP)
+dramatiq.set_broker(broker)
+
+
+@cache
+def services() -> Services:
+    """This process's services, built on first use (never at import)."""
+    built = bootstrap(SETTINGS)
+    built.stop = STOP
+    return built
+
+
+@dramatiq.actor(
+    queue_name=QUEUE, periodic=SETTINGS.scan_cron, max_retries=0, time_limit=TIME_LIMIT_MS
+)
+def scan_due_tasks() -> None:
+    """Queue reminders for every task due within the lookahead, then wake the relay."""
+    result = services().scan()
+    log.info(
+        "scan",
+        queued=result.queued,
+        marked=result.marked,
+        superseded=result.superseded,
+        batches=result.batches,
+    )
+    if result.queued:
+        relay_outbox.send()
+
+
+@dramatiq.actor(
+    queue_name=QUEUE, periodic=SETTINGS.scan_cron, max_retries=0, time_limit=TIME_LIMIT_MS
+)
+def relay_outbox() -> None:
+    """Deliver due outbox rows; the schedule makes this a sweep even if wake-ups are lost."""
+    report = services().relay().relay_until_idle(budget=RELAY_BUDGET)
+    log.info("relay", **dict(report.counts))
+    if STOP.is_set():
+        return
+    if report.out_of_budget:
+        relay_outbox.send()  # the budget ran out with work left: hand over, do not hog
+    elif report.next_attempt_at is not None:
+        wait = report.next_attempt_at - services().clock.now()
+        relay_outbox.send_with_options(delay=max(int(wait.total_seconds() * 1000), 0))

@@ -1,0 +1,110 @@
+"""The one wiring point: settings in, everything a process needs out."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from outbox.channels.base import Channel
+from outbox.channels.console import ConsoleChannel
+from outbox.channels.smtp import SmtpChannel
+from outbox.channels.webhook import WebhookChannel
+from outbox.clock import Clock, SystemClock
+from outbox.relay import Attempt, Relay
+from outbox.retry import RetryPolicy
+from worker.db import make_engine, make_session_factory
+from worker.render import ReminderRenderer, reminder_preparer
+from worker.scan import ScanResult, scan_due_tasks
+from worker.settings import Settings
+
+ChannelFactory = Callable[[], Channel]
+
+
+def channel_factory(settings: Settings) -> ChannelFactory:
+    """Build the configured channel anew for each relay run (connections are per thread)."""
+    timeout = settings.send_timeout.total_seconds()
+    if settings.channel == "smtp":
+        password = settings.smtp_password
+        return lambda: SmtpChannel(
+            settings.smtp_host,
+            settings.smtp_port,
+            mail_from=settings.mail_from,
+            username=settings.smtp_username,
+            password=None if password is None else password.get_secret_value(),
+            starttls=settings.smtp_starttls,
+            ssl=settings.smtp_ssl,
+            timeout=timeout,
+        )
+    if settings.channel == "webhook":
+        assert settings.webhook_url is not None and settings.webhook_secret is not None
+        url, secrets = settings.webhook_url, settings.webhook_secret.get_secret_value().split()
+        return lambda: WebhookChannel(url, secrets, timeout=timeout)
+    return ConsoleChannel
+
+
+def worker_id() -> str:
+    """Who holds a lease: host, process and thread, for operators reading ``show``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+@dataclass
+class Services:
+    """Everything the actors and commands use, built once per process."""
+
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    clock: Clock
+    make_channel: ChannelFactory
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def scan(self, now: datetime | None = None) -> ScanResult:
+        """Queue every reminder due now (or at ``now``)."""
+        return scan_due_tasks(
+            self.session_factory,
+            now or self.clock.now(),
+            self.settings.lookahead,
+            self.settings.scan_batch,
+        )
+
+    def relay(self, on_attempt: Callable[[Attempt], None] | None = None) -> Relay:
+        """A relay with a fresh channel, ready to deliver due rows."""
+        settings = self.settings
+        return Relay(
+            session_factory=self.session_factory,
+            channel=self.make_channel(),
+            prepare=reminder_preparer(ReminderRenderer(settings.mail_domain)),
+            clock=self.clock,
+            policy=RetryPolicy(settings.max_attempts, settings.retry_base, settings.retry_cap),
+            owner=worker_id(),
+            lease=settings.lease,
+            batch_size=settings.relay_batch,
+            send_timeout=settings.send_timeout,
+            stop=self.stop,
+            on_attempt=on_attempt,
+        )
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    engine: Engine | None = None,
+    make_channel: ChannelFactory | None = None,
+) -> Services:
+    """Wire the services for ``settings``; tests pass their own clock, engine or channel."""
+    engine = engine or make_engine(settings.database_url)
+    return Services(
+        settings=settings,
+        engine=engine,
+        session_factory=make_session_factory(engine),
+        clock=clock or SystemClock(),
+        make_channel=make_channel or channel_factory(settings),
+    )

@@ -1,0 +1,165 @@
+"""The ``reminders`` command: migrate, scan, relay, run, demo, and the outbox by hand."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from outbox.relay import Attempt
+from worker import migrate as migrations
+from worker.bootstrap import Services, bootstrap
+from worker.db import make_engine
+from worker.errors import ConfigError, DatabaseNotReady, ReminderError, UsageError
+from worker.logs import configure_logging
+from worker.settings import Settings, load_settings
+
+ENV_HELP = "Reads REMINDERS_DATABASE_URL and the other REMINDERS_* variables (see README)."
+app = typer.Typer(
+    help="Due-date reminders: scan tasks, relay the outbox, operate it by hand.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one line on stderr and exit with ``code``."""
+    sys.stderr.write(f"reminders: {message}\n")
+    sys.exit(code)
+
+
+def settings() -> Settings:
+    """The settings, or exit 2 naming the bad variable."""
+    try:
+        return load_settings()
+    except ConfigError as error:
+        fail(str(error), 2)
+
+
+def ready_services() -> Services:
+    """Services on a reachable, migrated database, or exit 1 saying which it is not."""
+    services = bootstrap(settings())
+    current = migrations.current_revision(services.engine)
+    if current != migrations.head_revision():
+        raise DatabaseNotReady(
+            f"the database is at revision {current or 'none'}, this version needs "
+            f"{migrations.head_revision()}: run `reminders migrate`"
+        )
+    return services
+
+
+@app.command()
+def migrate(as_json: JsonOption = False) -> None:
+    """Create or upgrade the schema (idempotent). Reads REMINDERS_DATABASE_URL."""
+    engine = make_engine(settings().database_url)
+    before, after = migrations.upgrade(engine)
+    if as_json:
+        out.print_json(json.dumps({"before": before, "after": after}))
+    elif before == after:
+        out.print(f"schema already at revision {after}")
+    else:
+        out.print(f"schema upgraded from {before or 'empty'} to revision {after}")
+
+
+@app.command()
+def scan(as_json: JsonOption = False) -> None:
+    """Run one scan now (the code the periodic actor runs); print how many were queued.
+
+    Reads REMINDERS_DATABASE_URL and REMINDERS_LOOKAHEAD.
+    """
+    result = ready_services().scan()
+    if as_json:
+        out.print_json(json.dumps(result.__dict__))
+        return
+    out.print(
+        f"queued {result.queued} reminder(s); {result.marked} task(s) marked, "
+        f"{result.superseded} superseded reminder(s) cancelled"
+    )
+
+
+@app.command()
+def relay(as_json: JsonOption = False) -> None:
+    """Deliver due outbox rows now until none is left; print what happened to each.
+
+    Reads REMINDERS_DATABASE_URL, REMINDERS_CHANNEL and the channel's variables.
+    """
+    attempts: list[Attempt] = []
+
+    def show(attempt: Attempt) -> None:
+        if as_json:
+            attempts.append(attempt)
+            return
+        detail = f" ({attempt.detail})" if attempt.detail else ""
+        to = f" to {attempt.recipient}" if attempt.recipient else ""
+        out.print(f"{attempt.outcome:<9} #{attempt.outbox_id} {attempt.key}{to}{detail}")
+
+    report = ready_services().relay(on_attempt=show).relay_until_idle()
+    if as_json:
+        document = {"counts": dict(report.counts), "attempts": [a.__dict__ for a in attempts]}
+        out.print_json(json.dumps(document))
+        return
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(report.counts.items()))
+    out.print(f"relay done: {summary or 'nothing was due'}")
+
+
+@app.command()
+def run(
+    threads: Annotated[int, typer.Option(min=1, max=64, help="Worker threads.")] = 2,
+) -> None:
+    """Run scheduler and workers in one process until SIGTERM or Ctrl-C.
+
+    Reads every REMINDERS_* variable; REMINDERS_BROKER_URL empty means an in-process broker.
+    """
+    ready_services()
+    from worker import actors
+    from worker.embedded import run_embedded
+
+    run_embedded(
+        actors.broker,
+        [actors.scan_due_tasks, actors.relay_outbox],
+        actors.SETTINGS.scan_cron,
+        actors.services().clock,
+        actors.STOP,
+        worker_threads=threads,
+    )
+
+
+@app.command()
+def demo(
+    database: Annotated[str, typer.Option(help="SQLite file to create afresh.")] = "demo.db",
+) -> None:
+    """Seed a SQLite database with sample users and tasks and run one full cycle."""
+    import logging
+
+    from worker.demo import run_demo
+
+    configure_logging(logging.WARNING)  # the demo prints its own story
+    run_demo(database, out)
+
+
+def main() -> None:
+    """Entry point: run the app, turning known failures into one line and an exit code."""
+    configure_logging()
+    try:
+        app()  # typer reports usage errors itself, with exit code 2
+    except (ConfigError, UsageError) as error:
+        fail(str(error), 2)
+    except ReminderError as error:
+        fail(str(error), 1)
+    except OperationalError as error:
+        fail(f"database unreachable: {_first_line(error.orig)}", 1)
+    except DBAPIError as error:
+        fail(f"database error: {_first_line(error.orig)}", 1)
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

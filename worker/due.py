@@ -1,0 +1,109 @@
+"""The SQL that decides who is due for a reminder: every query of the scan, in one place.
+
+A task is due for a reminder when it is open, dated within (now, now + lookahead], owned
+by a user who wants notifications, and not yet reminded for the due date it has now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, and_, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from outbox.table import WAITING, OutboxRow, Status
+from worker.schema import ScanHeartbeat, Task, User
+
+REMINDER_KIND = "due_soon"
+
+
+def awaiting_reminder(now: datetime, lookahead: timedelta) -> ColumnElement[bool]:
+    """Open tasks, due in (now, now + lookahead], not yet reminded for this due date.
+
+    The first three terms repeat the partial index's predicate so that the planner uses it.
+    """
+    return and_(
+        Task.completed_at.is_(None),
+        Task.due_date.is_not(None),
+        Task.reminder_due_at.is_distinct_from(Task.due_date),
+        Task.due_date > now,
+        Task.due_date <= now + lookahead,
+    )
+
+
+def claim_due_tasks(
+    session: Session, now: datetime, lookahead: timedelta, limit: int
+) -> Sequence[Row[int, datetime | None]]:
+    """Mark up to ``limit`` due tasks as reminded for their due date; return (id, due date).
+
+    Rows locked by another scanner are skipped (PostgreSQL), so scanners share the work;
+    the row lock holds until the caller commits the outbox rows written for them.
+    """
+    due = (
+        select(Task.id)
+        .join(User, User.id == Task.owner_id)
+        .where(awaiting_reminder(now, lookahead), User.notifications_enabled.is_(True))
+        .order_by(Task.due_date)
+        .limit(limit)
+        .with_for_update(of=Task, skip_locked=True)
+    )
+    mark = (
+        update(Task)
+        .where(Task.id.in_(due.scalar_subquery()))
+        .values(reminder_sent_at=now, reminder_due_at=Task.due_date)
+        .returning(Task.id, Task.due_date)
+    )
+    return session.execute(mark, execution_options={"synchronize_session": False}).all()
+
+
+def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
+    """Insert outbox rows; a key already present is left alone unless it was cancelled.
+
+    A cancelled row is armed again (its due date came back); a delivered, dead or pending
+    one stays as it is, so a key can never be reminded twice. Returns rows now pending.
+    """
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(OutboxRow).on_conflict_do_update(
+        index_elements=[OutboxRow.idempotency_key],
+        set_={
+            "status": Status.PENDING,
+            "attempts": 0,
+            "available_at": rows[0]["available_at"],
+            "updated_at": rows[0]["updated_at"],
+            "last_error": None,
+        },
+        where=OutboxRow.status == Status.CANCELLED,
+    )
+    return len(session.execute(stmt.returning(OutboxRow.id), rows).all())
+
+
+def cancel_superseded(session: Session, now: datetime) -> int:
+    """Cancel waiting reminders for a due date their task no longer has been reminded for."""
+    moved = exists().where(
+        Task.id == OutboxRow.subject_id,
+        Task.reminder_due_at.is_distinct_from(OutboxRow.subject_at),
+    )
+    stmt = (
+        update(OutboxRow)
+        .where(OutboxRow.kind == REMINDER_KIND, OutboxRow.status.in_(WAITING), moved)
+        .values(
+            status=Status.CANCELLED, last_error="superseded: the due date moved", updated_at=now
+        )
+    )
+    result = session.execute(stmt, execution_options={"synchronize_session": False})
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def record_scan(
+    session: Session, at: datetime, queued: int, marked: int, duration_ms: float
+) -> None:
+    """Remember when the last scan ran and what it did (one row, last writer wins)."""
+    values = {"scanned_at": at, "queued": queued, "marked": marked, "duration_ms": duration_ms}
+    if session.execute(update(ScanHeartbeat).values(**values)).rowcount == 0:  # type: ignore[attr-defined]
+        session.add(ScanHeartbeat(id=1, **values))

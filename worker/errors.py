@@ -1,0 +1,22 @@
+"""Errors of the reminder service; each docstring is the default message."""
+
+from __future__ import annotations
+
+
+class ReminderError(Exception):
+    """The reminder service failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.__doc__ or self.__class__.__name__)
+
+
+class ConfigError(ReminderError):
+    """The configuration is invalid."""
+
+
+class DatabaseNotReady(ReminderError):
+    """The database is unreachable or not migrated; run `reminders migrate`."""
+
+
+class UsageError(ReminderError):
+    """The command was used wrongly."""

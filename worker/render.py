@@ -1,0 +1,117 @@
+"""A reminder's content: re-checked against the task at send time, rendered as data.
+
+Titles, addresses and time zones come from the host application's rows: they are data.
+They go into a subject (one line, bounded), a plain-text body and a JSON document; never
+into a header name, markup or a format string.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from outbox.channels.base import Message
+from outbox.masking import mask_email
+from outbox.relay import Cancel, Prepare
+from outbox.store import Claim
+from worker.schema import Task, User
+
+log = structlog.get_logger("worker.render")
+
+SUBJECT_TITLE_LIMIT = 120
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
+
+
+def owner_zone(name: str | None, *, user_id: int) -> tzinfo:
+    """The owner's time zone, or UTC (logged) when the name is empty or unknown."""
+    try:
+        if name and name.strip():
+            return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        pass
+    log.warning("unknown_timezone", user_id=user_id, timezone=(name or "")[:64], fallback="UTC")
+    return UTC
+
+
+def local_due(due_date: datetime, zone: tzinfo) -> str:
+    """The due time as the owner reads it: 'Sun 29 Mar 2026 03:30 CEST (UTC+02:00)'."""
+    local = due_date.astimezone(zone)
+    offset = local.strftime("%z")
+    return f"{local:%a %d %b %Y %H:%M} {local.tzname()} (UTC{offset[:3]}:{offset[3:]})"
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` with control characters (CR, LF, ...) turned into spaces, cut to ``limit``."""
+    flat = " ".join(_CONTROL.sub(" ", text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class ReminderRenderer:
+    """Renders one reminder for every channel from the task and its owner."""
+
+    mail_domain: str
+
+    def render(self, key: str, task: Task, owner: User) -> Message:
+        """The message for ``task``'s reminder under idempotency key ``key``."""
+        assert task.due_date is not None  # the re-check cancels undated tasks first
+        due_text = local_due(task.due_date, owner_zone(owner.timezone, user_id=owner.id))
+        title = one_line(task.title, SUBJECT_TITLE_LIMIT)
+        body = (
+            f"Your task is due soon.\n\n"
+            f"Task: {task.title}\n"
+            f"Due:  {due_text}\n\n"
+            f"You receive this because reminders are on for your account.\n"
+        )
+        return Message(
+            key=key,
+            recipient=owner.email,
+            subject=f"Reminder: {title} is due {due_text}",
+            text=body,
+            headers={
+                "Message-ID": f"<{key}@{self.mail_domain}>",
+                "X-Reminder-Key": key,
+                "X-Task-Id": str(task.id),
+            },
+            document={
+                "type": "task.due_soon",
+                "key": key,
+                "task_id": task.id,
+                "owner_id": owner.id,
+                "title": task.title,
+                "due_date": task.due_date.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            },
+            line=(
+                f"reminder to {mask_email(owner.email)}: {title!r} is due {due_text} "
+                f"(task {task.id}, key {key})"
+            ),
+        )
+
+
+def reminder_preparer(renderer: ReminderRenderer) -> Prepare:
+    """The relay's re-check: cancel unless the task is still open, due then, owner opted in."""
+
+    def prepare(session: Session, claim: Claim) -> Message | Cancel:
+        found = session.execute(
+            select(Task, User)
+            .join(User, User.id == Task.owner_id)
+            .where(Task.id == claim.subject_id)
+        ).first()
+        if found is None:
+            return Cancel("task deleted")
+        task, owner = found
+        if task.completed_at is not None:
+            return Cancel("task completed")
+        if task.due_date != claim.subject_at:
+            return Cancel("due date moved")
+        if not owner.notifications_enabled:
+            return Cancel("owner turned notifications off")
+        return renderer.render(claim.key, task, owner)
+
+    return prepare

@@ -1,0 +1,82 @@
+"""The scan: queue one reminder per due task, in the same transaction that marks the task."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from outbox.clock import require_utc
+from outbox.table import Status
+from worker.due import (
+    REMINDER_KIND,
+    cancel_superseded,
+    claim_due_tasks,
+    insert_reminders,
+    record_scan,
+)
+
+
+def reminder_key(task_id: int, due_date: datetime, kind: str = REMINDER_KIND) -> str:
+    """The idempotency key of a reminder: the same (task, due date, kind) always gives it.
+
+    Usable as the local part of a Message-ID and as a webhook id.
+    """
+    due = require_utc(due_date)
+    stamp = due.strftime("%Y%m%dT%H%M%S") + (f".{due.microsecond:06d}" if due.microsecond else "")
+    return f"{kind}-{task_id}-{stamp}Z"
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What one scan did."""
+
+    queued: int  # outbox rows now pending that were not before
+    marked: int  # tasks whose reminder_sent_at was set
+    superseded: int  # waiting rows cancelled because their task's due date moved
+    batches: int
+
+
+def scan_due_tasks(
+    session_factory: sessionmaker[Session], now: datetime, lookahead: timedelta, batch_size: int
+) -> ScanResult:
+    """Queue reminders for every task due in (now, now + lookahead], batch by batch.
+
+    Each batch is one transaction: the tasks' ``reminder_sent_at`` and their outbox rows
+    commit together or not at all, so a crash at any point loses or duplicates nothing.
+    """
+    now = require_utc(now)
+    started = time.perf_counter()
+    queued = marked = superseded = batches = 0
+    while True:
+        with session_factory.begin() as session:
+            tasks = claim_due_tasks(session, now, lookahead, batch_size)
+            rows = [
+                {
+                    "idempotency_key": reminder_key(task_id, due_date),
+                    "kind": REMINDER_KIND,
+                    "subject_id": task_id,
+                    "subject_at": due_date,
+                    "status": Status.PENDING,
+                    "attempts": 0,
+                    "available_at": now,
+                    "lease_token": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                    "replay_count": 0,
+                }
+                for task_id, due_date in tasks
+                if due_date is not None  # the due query only returns dated tasks
+            ]
+            queued += insert_reminders(session, rows)
+            if tasks:
+                superseded += cancel_superseded(session, now)
+        marked += len(tasks)
+        batches += 1
+        if len(tasks) < batch_size:
+            break
+    with session_factory.begin() as session:
+        record_scan(session, now, queued, marked, (time.perf_counter() - started) * 1000)
+    return ScanResult(queued=queued, marked=marked, superseded=superseded, batches=batches)

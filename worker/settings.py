@@ -1,0 +1,189 @@
+"""The one frozen settings object, read from the ``REMINDERS_*`` environment."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from periodiq import CronSpec
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+ENV_PREFIX = "REMINDERS_"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Read ``3600``, ``90m``, ``24h``, ``2d`` or a timedelta as a positive duration."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration (seconds, or a number with ms/s/m/h/d)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+def parse_cron(value: str) -> CronSpec:
+    """Parse a five-field cron expression (UTC) so that Sunday written as 0 also fires.
+
+    periodiq compares the day of week with ``isoweekday()`` (Sunday is 7), so a schedule
+    naming Sunday as ``0``, ``sun`` or ``@weekly`` would never fire; we add 7 wherever 0 is.
+    """
+    text = value.strip()
+    fields = text.split()
+    if not (text.startswith("@") or len(fields) == 5):
+        raise ValueError(f"{value!r} is not a cron expression of five fields (m h dom mon dow)")
+    try:
+        spec = CronSpec.parse(text)
+    except (KeyError, ValueError, IndexError) as exc:
+        raise ValueError(f"{value!r} is not a valid cron expression") from exc
+    if 0 in spec.dow and 7 not in spec.dow:
+        spec = spec.replace(dow=[*spec.dow, 7])
+    ranges = ((spec.minute, 0, 59), (spec.hour, 0, 23), (spec.dom, 1, 31), (spec.month, 1, 12))
+    if not spec.dow or any(not v or min(v) < lo or max(v) > hi for v, lo, hi in ranges):
+        raise ValueError(f"{value!r} has a field out of range")
+    return spec
+
+
+def _empty_is_none(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Cron = Annotated[str, AfterValidator(lambda v: (parse_cron(v), v.strip())[1])]
+OptionalText = Annotated[str | None, BeforeValidator(_empty_is_none)]
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_is_none)]
+
+
+class Settings(BaseSettings):
+    """Configuration of every process; see the README for the meaning of each variable."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    database_url: str = "sqlite:///reminders.db"
+    broker_url: OptionalText = None
+    scan_schedule: Cron = "* * * * *"
+    lookahead: Duration = timedelta(hours=24)
+    channel: Literal["console", "smtp", "webhook"] = "console"
+
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: OptionalText = None
+    smtp_password: OptionalSecret = None
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    mail_from: str = "reminders@localhost"
+    mail_domain: str = "localhost"
+
+    webhook_url: OptionalText = None
+    webhook_secret: OptionalSecret = None
+
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    send_timeout: Duration = timedelta(seconds=10)
+    lease: Duration = timedelta(seconds=60)
+    relay_batch: int = Field(default=50, ge=1, le=10_000)
+    scan_batch: int = Field(default=5_000, ge=1, le=1_000_000)
+    retry_base: Duration = timedelta(seconds=30)
+    retry_cap: Duration = timedelta(hours=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(
+            ("redis://", "rediss://", "amqp://", "amqps://")
+        ):
+            raise ValueError("must be empty (in-process broker), redis://… or amqp://…")
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if "@" not in value or any(c in value for c in "\r\n<>, "):
+            raise ValueError("must be one plain e-mail address")
+        return value
+
+    @field_validator("mail_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?", value):
+            raise ValueError("must be a host name")
+        return value
+
+    @model_validator(mode="after")
+    def _channel_needs(self) -> Settings:
+        if self.channel == "webhook":
+            if not self.webhook_url:
+                raise ValueError("REMINDERS_WEBHOOK_URL: required when REMINDERS_CHANNEL=webhook")
+            if not self.webhook_url.startswith(("http://", "https://")):
+                raise ValueError("REMINDERS_WEBHOOK_URL: must be an http:// or https:// URL")
+            if self.webhook_secret is None:
+                raise ValueError(
+                    "REMINDERS_WEBHOOK_SECRET: required when REMINDERS_CHANNEL=webhook"
+                )
+        if self.smtp_starttls and self.smtp_ssl:
+            raise ValueError("REMINDERS_SMTP_STARTTLS: cannot be combined with REMINDERS_SMTP_SSL")
+        return self
+
+    @property
+    def scan_cron(self) -> CronSpec:
+        """The scan schedule as periodiq's cron object (Sunday fixed, see `parse_cron`)."""
+        return parse_cron(self.scan_schedule)
+
+    def describe(self) -> dict[str, Any]:
+        """Every setting by environment variable, secrets shown as ``***``."""
+        shown: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                shown[ENV_PREFIX + name.upper()] = "***"
+            elif isinstance(value, timedelta):
+                shown[ENV_PREFIX + name.upper()] = f"{value.total_seconds():g}s"
+            else:
+                shown[ENV_PREFIX + name.upper()] = value
+        return shown
+
+
+_SECRET_FIELDS = {"smtp_password", "webhook_secret"}
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not first["loc"]:
+        return message
+    field = str(first["loc"][0])
+    variable = ENV_PREFIX + field.upper()
+    shown = repr(first.get("input"))
+    if field in _SECRET_FIELDS or isinstance(first.get("input"), dict | None) or shown in message:
+        return f"{variable}: {message}"
+    return f"{variable}: {message} (got {shown})"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment; a bad value raises a one-line `ConfigError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(_one_line(error)) from None

@@ -43,8 +43,8 @@ def channel_factory(settings: Settings) -> ChannelFactory:
             timeout=timeout,
         )
     if settings.channel == "webhook":
-        assert settings.webhook_url is not None and settings.webhook_secret is not None
-        url, secrets = settings.webhook_url, settings.webhook_secret.get_secret_value().split()
+        assert settings.webhook_url is not None  # checked by Settings
+        url, secrets = settings.webhook_url, settings.webhook_secrets
         return lambda: WebhookChannel(url, secrets, timeout=timeout)
     return ConsoleChannel
 

@@ -37,5 +37,6 @@ def configure_logging(level: int = logging.INFO, *, json: bool | None = None) ->
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Alembic narrates every migration step at INFO; the migrate command reports the result.
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    # Alembic and pika narrate every step at INFO; our own events say what matters.
+    for chatty in ("alembic", "pika"):
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))

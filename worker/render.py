@@ -7,7 +7,6 @@ into a header name, markup or a format string.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from outbox.channels.base import Message
-from outbox.masking import mask_email
+from outbox.masking import mask_email, one_line
 from outbox.relay import Cancel, Prepare
 from outbox.store import Claim
 from worker.schema import Task, User
@@ -25,7 +24,6 @@ from worker.schema import Task, User
 log = structlog.get_logger("worker.render")
 
 SUBJECT_TITLE_LIMIT = 120
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 
 
 def owner_zone(name: str | None, *, user_id: int) -> tzinfo:
@@ -46,9 +44,9 @@ def local_due(due_date: datetime, zone: tzinfo) -> str:
     return f"{local:%a %d %b %Y %H:%M} {local.tzname()} (UTC{offset[:3]}:{offset[3:]})"
 
 
-def one_line(text: str, limit: int) -> str:
-    """``text`` with control characters (CR, LF, ...) turned into spaces, cut to ``limit``."""
-    flat = " ".join(_CONTROL.sub(" ", text).split())
+def short_line(text: str, limit: int) -> str:
+    """``text`` on one line (control characters become spaces), cut to ``limit``."""
+    flat = " ".join(one_line(text[: limit * 4]).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -62,7 +60,7 @@ class ReminderRenderer:
         """The message for ``task``'s reminder under idempotency key ``key``."""
         assert task.due_date is not None  # the re-check cancels undated tasks first
         due_text = local_due(task.due_date, owner_zone(owner.timezone, user_id=owner.id))
-        title = one_line(task.title, SUBJECT_TITLE_LIMIT)
+        title = short_line(task.title, SUBJECT_TITLE_LIMIT)
         body = (
             f"Your task is due soon.\n\n"
             f"Task: {task.title}\n"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from periodiq import CronSpec
 from pydantic import (
@@ -18,9 +21,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from outbox.signing import secret_key
 from worker.errors import ConfigError
 
 ENV_PREFIX = "REMINDERS_"
+# Standard Webhooks asks for secrets of 24 to 64 bytes.
+MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -93,6 +99,7 @@ class Settings(BaseSettings):
 
     webhook_url: OptionalText = None
     webhook_secret: OptionalSecret = None
+    webhook_allow_http_localhost: bool = False
 
     max_attempts: int = Field(default=8, ge=1, le=100)
     send_timeout: Duration = timedelta(seconds=10)
@@ -132,20 +139,60 @@ class Settings(BaseSettings):
             raise ValueError("must be a host name")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        """``REMINDERS_X_FILE`` names a file (a mounted secret) holding the value of X."""
+        if not isinstance(data, dict):
+            return data
+        for field in _SECRET_FIELDS:
+            variable = f"{ENV_PREFIX}{field.upper()}_FILE"
+            path = data.pop(f"{field}_file", None) or os.environ.get(variable)
+            if path and not data.get(field):
+                try:
+                    data[field] = Path(path).read_text(encoding="utf-8").strip()
+                except OSError as error:
+                    raise ValueError(f"{variable}: cannot read {path}: {error.strerror}") from None
+        return data
+
     @model_validator(mode="after")
     def _channel_needs(self) -> Settings:
         if self.channel == "webhook":
-            if not self.webhook_url:
-                raise ValueError("REMINDERS_WEBHOOK_URL: required when REMINDERS_CHANNEL=webhook")
-            if not self.webhook_url.startswith(("http://", "https://")):
-                raise ValueError("REMINDERS_WEBHOOK_URL: must be an http:// or https:// URL")
-            if self.webhook_secret is None:
-                raise ValueError(
-                    "REMINDERS_WEBHOOK_SECRET: required when REMINDERS_CHANNEL=webhook"
-                )
+            self._check_webhook()
         if self.smtp_starttls and self.smtp_ssl:
             raise ValueError("REMINDERS_SMTP_STARTTLS: cannot be combined with REMINDERS_SMTP_SSL")
         return self
+
+    def _check_webhook(self) -> None:
+        url, secret = self.webhook_url, self.webhook_secret
+        if not url:
+            raise ValueError("REMINDERS_WEBHOOK_URL: required when REMINDERS_CHANNEL=webhook")
+        parsed = urlsplit(url)
+        local = parsed.hostname in ("localhost", "127.0.0.1", "::1")
+        if parsed.scheme == "http" and not (local and self.webhook_allow_http_localhost):
+            raise ValueError(
+                "REMINDERS_WEBHOOK_URL: must be https:// (http:// only to localhost, with "
+                "REMINDERS_WEBHOOK_ALLOW_HTTP_LOCALHOST=true)"
+            )
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("REMINDERS_WEBHOOK_URL: must be an https:// URL")
+        if secret is None:
+            raise ValueError("REMINDERS_WEBHOOK_SECRET: required when REMINDERS_CHANNEL=webhook")
+        for one in secret.get_secret_value().split():
+            try:
+                size = len(secret_key(one))
+            except ValueError as error:
+                raise ValueError(f"REMINDERS_WEBHOOK_SECRET: {error}") from None
+            if not MIN_SECRET_BYTES <= size <= MAX_SECRET_BYTES:
+                raise ValueError(
+                    f"REMINDERS_WEBHOOK_SECRET: each secret must be {MIN_SECRET_BYTES} to "
+                    f"{MAX_SECRET_BYTES} bytes (whsec_<base64> or text), one is {size}"
+                )
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        """The signing secrets, newest first (several during a rotation)."""
+        return [] if self.webhook_secret is None else self.webhook_secret.get_secret_value().split()
 
     @property
     def scan_cron(self) -> CronSpec:

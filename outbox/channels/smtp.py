@@ -167,9 +167,6 @@ class SmtpChannel:
             return _by_code(code, text)
         if isinstance(exc, smtplib.SMTPResponseException):
             return _by_code(exc.smtp_code, f"SMTP {exc.smtp_code}: {self._scrub(exc.smtp_error)}")
-        if isinstance(exc, smtplib.SMTPNotSupportedError):
-            # The message needs an extension (such as SMTPUTF8) this relay lacks.
-            return Delivery.permanent(f"SMTP: {self._scrub(str(exc))}")
         # smtplib reports a read timeout as a disconnection; the timeout is its context.
         if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
             return Delivery.retry(f"SMTP timeout after {self._timeout}s talking to {where}")
@@ -206,7 +203,10 @@ def _subject(title: str) -> str:
 
 
 def _address_problem(address: str) -> str | None:
-    """Say why ``address`` is not one plain ASCII e-mail address, or None if it is."""
+    """Say why ``address`` is not one plain e-mail address, or None if it is.
+
+    Only ASCII addresses pass: the channel does not use SMTPUTF8, which many relays lack.
+    """
     if not address:
         return "invalid recipient: empty address"
     if not address.isascii() or not address.isprintable() or " " in address:

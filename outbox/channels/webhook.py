@@ -43,8 +43,12 @@ class WebhookChannel:
         client: httpx.Client | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if httpx.URL(url).scheme not in ("http", "https"):
-            raise ValueError("the webhook URL must be http:// or https://")
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"the webhook URL is invalid: {exc}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError("the webhook URL must be http:// or https:// with a host")
         if isinstance(secrets, str) or not secrets:
             raise ValueError("give the webhook secrets as a non-empty sequence of strings")
         for secret in secrets:
@@ -70,11 +74,11 @@ class WebhookChannel:
         now = self._clock.now()
         timestamp = int(now.timestamp())
         headers = {
-            "content-type": "application/json",
+            "Content-Type": "application/json",
             "webhook-id": key,
             "webhook-timestamp": str(timestamp),
             "webhook-signature": signature_header(self._secrets, key, timestamp, body),
-            "idempotency-key": key,
+            "Idempotency-Key": key,
         }
         try:
             response = self._http().post(
@@ -86,8 +90,8 @@ class WebhookChannel:
             )
         except httpx.TimeoutException:
             return Delivery.retry(f"webhook timeout after {self._timeout.read}s")
-        except httpx.TransportError as exc:
-            return Delivery.retry(f"webhook network error: {type(exc).__name__}: {exc}")
+        except httpx.RequestError as exc:  # network, protocol, undecodable answer
+            return Delivery.retry(f"webhook request failed: {type(exc).__name__}: {exc}")
         return _classify(response, now)
 
     def close(self) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import email
 import socket
+import threading
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -234,6 +235,39 @@ def test_silent_server_times_out_as_retry() -> None:
     """A relay that accepts the connection but never greets is a transient timeout."""
     with SilentServer() as silent, closing(channel_for(silent, timeout=0.5)) as channel:
         expect(channel.send(reminder()), Outcome.RETRY, "timeout")
+
+
+@contextmanager
+def greeting_only(greeting: bytes) -> Iterator[int]:
+    """A one-connection server that answers the greeting with ``greeting``; yields its port."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(5)
+
+        def answer() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.sendall(greeting)
+                connection.recv(1024)  # returns once the client has hung up
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("greeting", "outcome"),
+    [(b"421 4.3.2 Too busy, come back later\r\n", Outcome.RETRY),
+     (b"554 5.3.2 No SMTP service here\r\n", Outcome.PERMANENT)],
+)  # fmt: skip
+def test_refused_greeting_is_classified_by_its_code(greeting: bytes, outcome: Outcome) -> None:
+    """A 4xx greeting is transient, a 5xx greeting permanent, as RFC 5321 says."""
+    with greeting_only(greeting) as port:
+        channel = SmtpChannel("127.0.0.1", port, mail_from="r@reminders.test", timeout=5.0)
+        with closing(channel):
+            expect(channel.send(reminder()), outcome, f"SMTP {greeting[:3].decode()}")
 
 
 def test_refused_connection_is_retry() -> None:

@@ -219,10 +219,11 @@ def test_unserialisable_document_is_permanent(server: RecordingWebhookServer) ->
 @pytest.mark.parametrize(
     ("url", "secrets"),
     [("ftp://example.test/", [SECRET]), ("http://example.test/", []),
-     ("http://example.test/", "whsec_c2VjcmV0"), ("http://example.test/", ["whsec_!!"])],
+     ("http://example.test/", "whsec_c2VjcmV0"), ("http://example.test/", ["whsec_!!"]),
+     ("http://[::1/", [SECRET]), ("/relative/path", [SECRET])],
 )  # fmt: skip
 def test_bad_configuration_is_refused_at_construction(url: str, secrets: list[str]) -> None:
-    """A non-HTTP URL, no secret, a bare string or a malformed whsec_ secret fail at start."""
+    """A bad or non-HTTP URL, no secret, a bare string or a bad whsec_ secret fail at start."""
     with pytest.raises(ValueError):
         WebhookChannel(url, secrets, timeout=1.0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +72,7 @@ def test_a_bad_secret_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
     assert "REMINDERS_WEBHOOK_URL" in str(caught.value)
     assert "s3cr3t" not in str(caught.value)
+    monkeypatch.setenv("REMINDERS_WEBHOOK_SECRET", "s3cr3t-value-long-enough-for-hmac")
     settings = load_settings(webhook_url="https://example.com/hook")
     assert settings.describe()["REMINDERS_WEBHOOK_SECRET"] == "***"
 
@@ -84,3 +86,62 @@ def test_empty_broker_url_means_in_process() -> None:
 def test_sunday_written_as_zero_fires_on_sunday(spec: str) -> None:
     """periodiq numbers Sunday 7; a schedule that says 0 still fires on Sundays."""
     assert 7 in parse_cron(spec).dow
+
+
+def webhook(**overrides: object) -> dict[str, object]:
+    """Webhook settings that are valid unless overridden."""
+    base: dict[str, object] = {
+        "channel": "webhook",
+        "webhook_url": "https://hooks.example.com/reminders",
+        "webhook_secret": "x" * 32,
+    }
+    return {**base, **overrides}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"webhook_url": "http://hooks.example.com/r"}, "REMINDERS_WEBHOOK_URL"),
+        ({"webhook_url": "http://127.0.0.1:8080/r"}, "REMINDERS_WEBHOOK_URL"),
+        ({"webhook_url": "ftp://hooks.example.com/r"}, "REMINDERS_WEBHOOK_URL"),
+        ({"webhook_secret": "too-short"}, "REMINDERS_WEBHOOK_SECRET"),
+        ({"webhook_secret": "x" * 65}, "REMINDERS_WEBHOOK_SECRET"),
+        ({"webhook_secret": "whsec_not base64!"}, "REMINDERS_WEBHOOK_SECRET"),
+    ],
+)
+def test_webhook_needs_https_and_a_proper_secret(
+    overrides: dict[str, object], variable: str
+) -> None:
+    """Plain http (except to localhost when allowed) and badly sized secrets stop start-up."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**webhook(**overrides))
+    assert str(caught.value).startswith(variable + ":")
+    assert "x" * 20 not in str(caught.value)
+
+
+def test_http_to_localhost_is_allowed_only_when_asked() -> None:
+    """REMINDERS_WEBHOOK_ALLOW_HTTP_LOCALHOST permits http:// to a loopback receiver."""
+    settings = load_settings(
+        **webhook(webhook_url="http://127.0.0.1:8080/r", webhook_allow_http_localhost=True)
+    )
+    assert settings.webhook_url == "http://127.0.0.1:8080/r"
+
+
+def test_several_secrets_rotate() -> None:
+    """Space-separated secrets are all used for signing."""
+    settings = load_settings(**webhook(webhook_secret="a" * 24 + " " + "b" * 30))
+    assert settings.webhook_secrets == ["a" * 24, "b" * 30]
+
+
+def test_secrets_can_come_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """REMINDERS_SMTP_PASSWORD_FILE reads a mounted secret; a missing file names the variable."""
+    secret = tmp_path / "password"
+    secret.write_text("hunter2-from-file\n")
+    monkeypatch.setenv("REMINDERS_SMTP_PASSWORD_FILE", str(secret))
+    settings = load_settings()
+    assert settings.smtp_password is not None
+    assert settings.smtp_password.get_secret_value() == "hunter2-from-file"
+    assert settings.describe()["REMINDERS_SMTP_PASSWORD"] == "***"
+    monkeypatch.setenv("REMINDERS_SMTP_PASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="^REMINDERS_SMTP_PASSWORD_FILE: cannot read"):
+        load_settings()

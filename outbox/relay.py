@@ -51,6 +51,8 @@ class Attempt:
     outcome: str  # delivered, retry, dead, cancelled, fenced or released
     detail: str | None = None
     recipient: str | None = None  # masked
+    subject_at: datetime | None = None
+    created_at: datetime | None = None
 
 
 @dataclass
@@ -217,7 +219,16 @@ class Relay:
         elapsed: float | None = None,
         next_at: datetime | None = None,
     ) -> None:
-        attempt = Attempt(claim.id, claim.key, claim.attempts, outcome, detail, recipient)
+        attempt = Attempt(
+            claim.id,
+            claim.key,
+            claim.attempts,
+            outcome,
+            detail,
+            recipient,
+            claim.subject_at,
+            claim.created_at,
+        )
         report.add(attempt, next_at)
         log.log(
             30 if outcome in ("fenced", "dead") else 20,

@@ -17,9 +17,12 @@ from functools import cache
 import dramatiq
 import structlog
 
+from outbox.admin import count_by_status, oldest_waiting
+from outbox.relay import Attempt
 from worker.bootstrap import Services, bootstrap
 from worker.errors import ConfigError
 from worker.logs import configure_logging
+from worker.metrics import service_metrics
 from worker.settings import Settings, load_settings
 
 log = structlog.get_logger("worker.actors")
@@ -71,16 +74,23 @@ def services() -> Services:
 )
 def scan_due_tasks() -> None:
     """Queue reminders for every task due within the lookahead, then wake the relay."""
-    result = services().scan()
+    built = services()
+    result = built.scan()
     log.info(
         "scan",
         queued=result.queued,
         marked=result.marked,
         superseded=result.superseded,
         batches=result.batches,
+        duration_ms=round(result.duration.total_seconds() * 1000, 1),
     )
     if result.queued:
         relay_outbox.send()
+    metrics = service_metrics()
+    metrics.observe_scan(result)
+    with built.session_factory() as session:
+        now = built.clock.now()
+        metrics.observe_outbox(count_by_status(session), oldest_waiting(session, now))
 
 
 @dramatiq.actor(
@@ -88,12 +98,19 @@ def scan_due_tasks() -> None:
 )
 def relay_outbox() -> None:
     """Deliver due outbox rows; the schedule makes this a sweep even if wake-ups are lost."""
-    report = services().relay().relay_until_idle(budget=RELAY_BUDGET)
+    built = services()
+    channel = built.settings.channel
+    lookahead = built.settings.lookahead
+
+    def observe(attempt: Attempt) -> None:
+        service_metrics().observe_attempt(channel, attempt, built.clock.now(), lookahead)
+
+    report = built.relay(on_attempt=observe).relay_until_idle(budget=RELAY_BUDGET)
     log.info("relay", **dict(report.counts))
     if STOP.is_set():
         return
     if report.out_of_budget:
         relay_outbox.send()  # the budget ran out with work left: hand over, do not hog
     elif report.next_attempt_at is not None:
-        wait = report.next_attempt_at - services().clock.now()
+        wait = report.next_attempt_at - built.clock.now()
         relay_outbox.send_with_options(delay=max(int(wait.total_seconds() * 1000), 0))

@@ -6,6 +6,7 @@ the broker before `worker.actors` declares a periodic actor.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -54,6 +55,12 @@ def build_broker(settings: Settings, stop: threading.Event) -> dramatiq.Broker:
         broker = RedisBroker(client=client)  # type: ignore[no-untyped-call]
     else:
         broker = RabbitmqBroker(url=url)
+    if settings.metrics_port is not None and url is not None:
+        # Dramatiq's exposition server reads its port when its module is imported.
+        os.environ["dramatiq_prom_port"] = str(settings.metrics_port)
+        from dramatiq.middleware.prometheus import Prometheus
+
+        broker.add_middleware(Prometheus())
     broker.add_middleware(PeriodiqMiddleware(skip_delay=SKIP_DELAY_SECONDS))
     broker.add_middleware(StopRelaysOnShutdown(stop))
     return broker

@@ -46,8 +46,13 @@ def run_embedded(
     *,
     worker_threads: int = 2,
     install_signals: bool = True,
+    metrics_port: int | None = None,
 ) -> None:
     """Run a worker and the schedule in this process until SIGTERM, Ctrl-C or ``stop``."""
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
     if install_signals:
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:

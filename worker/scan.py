@@ -37,6 +37,7 @@ class ScanResult:
     marked: int  # tasks whose reminder_sent_at was set
     superseded: int  # waiting rows cancelled because their task's due date moved
     batches: int
+    duration: timedelta
 
 
 def scan_due_tasks(
@@ -77,6 +78,7 @@ def scan_due_tasks(
         batches += 1
         if len(tasks) < batch_size:
             break
+    duration = timedelta(seconds=time.perf_counter() - started)
     with session_factory.begin() as session:
-        record_scan(session, now, queued, marked, (time.perf_counter() - started) * 1000)
-    return ScanResult(queued=queued, marked=marked, superseded=superseded, batches=batches)
+        record_scan(session, now, queued, marked, duration.total_seconds() * 1000)
+    return ScanResult(queued, marked, superseded, batches, duration)

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     webhook_secret: OptionalSecret = None
     webhook_allow_http_localhost: bool = False
 
+    metrics_port: Annotated[int | None, BeforeValidator(_empty_is_none)] = Field(
+        default=None, ge=1, le=65535
+    )
+
     max_attempts: int = Field(default=8, ge=1, le=100)
     send_timeout: Duration = timedelta(seconds=10)
     lease: Duration = timedelta(seconds=60)

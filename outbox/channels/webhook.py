@@ -17,9 +17,9 @@ import httpx
 from outbox.channels.base import Delivery, Message
 from outbox.clock import Clock, SystemClock
 from outbox.masking import mask_emails_in, one_line
+from outbox.retry import MAX_RETRY_AFTER
 from outbox.signing import secret_key, signature_header
 
-MAX_RETRY_AFTER = timedelta(days=1)
 _BODY_EXCERPT = 200
 _TRANSIENT = frozenset({408, 429})
 

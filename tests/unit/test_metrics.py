@@ -1,0 +1,51 @@
+"""Metrics: scans, deliveries, latency from eligibility, outbox gauges."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prometheus_client import CollectorRegistry
+
+from outbox.relay import Attempt
+from tests.support import T0
+from worker.metrics import ServiceMetrics
+from worker.scan import ScanResult
+
+
+def test_scan_and_delivery_metrics_count_what_happened() -> None:
+    """Queued reminders, attempts by outcome and latency from eligibility are recorded."""
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    metrics.observe_scan(ScanResult(3, 4, 1, 1, timedelta(milliseconds=20)))
+    due = T0 + timedelta(hours=24)
+    delivered = Attempt(1, "k", 1, "delivered", subject_at=due, created_at=T0)
+    metrics.observe_attempt("smtp", delivered, T0 + timedelta(seconds=42), timedelta(hours=24))
+    metrics.observe_attempt("smtp", Attempt(2, "k2", 1, "retry"), T0, timedelta(hours=24))
+    value = registry.get_sample_value
+    assert value("reminders_queued_total") == 3
+    assert value("reminders_scan_tasks_marked_total") == 4
+    assert value("reminders_deliveries_total", {"channel": "smtp", "outcome": "delivered"}) == 1
+    assert value("reminders_deliveries_total", {"channel": "smtp", "outcome": "retry"}) == 1
+    assert value("reminders_delivery_latency_seconds_sum") == 42
+    assert value("reminders_delivery_latency_seconds_count") == 1
+
+
+def test_latency_starts_when_the_row_was_created_if_later() -> None:
+    """A task created inside the window becomes due when its row is written, not before."""
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    created = T0 + timedelta(hours=5)
+    attempt = Attempt(1, "k", 1, "delivered", subject_at=T0 + timedelta(hours=6), created_at=created)
+    metrics.observe_attempt("console", attempt, created + timedelta(seconds=3), timedelta(hours=24))
+    assert registry.get_sample_value("reminders_delivery_latency_seconds_sum") == 3
+
+
+def test_outbox_gauges_follow_the_last_reading() -> None:
+    """Rows by status and the oldest waiting row's age are published as gauges."""
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    metrics.observe_outbox({"pending": 5, "dead": 1}, timedelta(minutes=3))
+    metrics.observe_outbox({"pending": 2, "dead": 1}, None)
+    value = registry.get_sample_value
+    assert value("reminders_outbox_rows", {"status": "pending"}) == 2
+    assert value("reminders_outbox_oldest_waiting_age_seconds") == 0

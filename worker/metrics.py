@@ -1,0 +1,95 @@
+"""Prometheus metrics of the reminder service.
+
+In ``dramatiq`` worker processes the metrics are written to Dramatiq's multiprocess
+directory and served, with Dramatiq's own, by its exposition server (port
+``REMINDERS_METRICS_PORT``). ``prometheus_client`` decides on multiprocess mode when it is
+first imported, which must happen after the worker process booted: hence the late imports.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
+
+from outbox.relay import Attempt
+from worker.scan import ScanResult
+
+LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+
+
+class ServiceMetrics:
+    """The counters, histograms and gauges the service exports."""
+
+    def __init__(self, registry: Any = None) -> None:
+        from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+        reg = registry if registry is not None else REGISTRY
+        self.queued = Counter(
+            "reminders_queued", "Reminders written to the outbox by scans.", registry=reg
+        )
+        self.marked = Counter(
+            "reminders_scan_tasks_marked", "Tasks the scans marked as reminded.", registry=reg
+        )
+        self.scan_duration = Histogram(
+            "reminders_scan_duration_seconds", "Duration of one whole scan.", registry=reg
+        )
+        self.deliveries = Counter(
+            "reminders_deliveries",
+            "Delivery attempts by channel and outcome.",
+            ["channel", "outcome"],
+            registry=reg,
+        )
+        self.latency = Histogram(
+            "reminders_delivery_latency_seconds",
+            "From the moment a reminder became due to be sent to the receiver's acceptance.",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.outbox_rows = Gauge(
+            "reminders_outbox_rows",
+            "Outbox rows by status, as of the last scan.",
+            ["status"],
+            multiprocess_mode="mostrecent",
+            registry=reg,
+        )
+        self.oldest_waiting = Gauge(
+            "reminders_outbox_oldest_waiting_age_seconds",
+            "Age of the oldest pending or failed row, as of the last scan (0 when none).",
+            multiprocess_mode="mostrecent",
+            registry=reg,
+        )
+
+    def observe_scan(self, result: ScanResult) -> None:
+        """Count one scan."""
+        self.queued.inc(result.queued)
+        self.marked.inc(result.marked)
+        self.scan_duration.observe(result.duration.total_seconds())
+
+    def observe_attempt(
+        self, channel: str, attempt: Attempt, now: datetime, lookahead: timedelta
+    ) -> None:
+        """Count one delivery attempt; for an accepted one, how long after it became due.
+
+        A reminder becomes due when its due date enters the lookahead window, or when the
+        row was created if that is later (a task created or moved inside the window).
+        """
+        self.deliveries.labels(channel=channel, outcome=attempt.outcome).inc()
+        if attempt.outcome != "delivered" or attempt.subject_at is None:
+            return
+        became_due = attempt.subject_at - lookahead
+        if attempt.created_at is not None:
+            became_due = max(became_due, attempt.created_at)
+        self.latency.observe(max((now - became_due).total_seconds(), 0.0))
+
+    def observe_outbox(self, counts: dict[str, int], oldest: timedelta | None) -> None:
+        """Publish the outbox's rows by status and the age of its oldest waiting row."""
+        for status, rows in counts.items():
+            self.outbox_rows.labels(status=status).set(rows)
+        self.oldest_waiting.set(0 if oldest is None else oldest.total_seconds())
+
+
+@cache
+def service_metrics() -> ServiceMetrics:
+    """This process's metrics, created on first use (after the worker process booted)."""
+    return ServiceMetrics()

@@ -49,6 +49,7 @@ class OutboxBase(DeclarativeBase):
 
 
 _active_sql = "status IN ('pending', 'failed', 'claimed')"
+_finished_sql = "status IN ('delivered', 'cancelled')"
 
 
 class OutboxRow(OutboxBase):
@@ -87,6 +88,13 @@ class OutboxRow(OutboxBase):
             "available_at",
             postgresql_where=text(_active_sql),
             sqlite_where=text(_active_sql),
+        ),
+        # Purge deletes finished rows by age without reading the live ones.
+        Index(
+            "ix_outbox_finished",
+            "updated_at",
+            postgresql_where=text(_finished_sql),
+            sqlite_where=text(_finished_sql),
         ),
     )
 

@@ -19,7 +19,8 @@ POSTGRES_URL = os.environ.get(
     "REMINDERS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("REMINDERS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-TEMPLATE = "reminders_test_template"
+# One template per test session, so that sessions running at once do not drop each other's.
+TEMPLATE = f"reminders_test_template_{os.getpid()}"
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +61,7 @@ def sqlite_engine(tmp_path: pytest.TempPathFactory) -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="session")
-def postgres_template() -> str:
+def postgres_template() -> Iterator[str]:
     """A migrated PostgreSQL database that each test's database is copied from."""
     admin_url = make_url(POSTGRES_URL)
     try:
@@ -73,8 +74,10 @@ def postgres_template() -> str:
     engine = make_engine(admin_url.set(database=TEMPLATE).render_as_string(hide_password=False))
     migrate.upgrade(engine)
     engine.dispose()
+    yield TEMPLATE
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"))
     admin.dispose()
-    return TEMPLATE
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ def build_broker(settings: Settings, stop: threading.Event) -> dramatiq.Broker:
         broker = RabbitmqBroker(url=url)
     if settings.metrics_port is not None and url is not None:
         # Dramatiq's exposition server reads its port when its module is imported.
-        os.environ["dramatiq_prom_port"] = str(settings.metrics_port)
+        os.environ["dramatiq_prom_port"] = str(settings.metrics_port)  # noqa: SIM112 (its name)
         from dramatiq.middleware.prometheus import Prometheus
 
         broker.add_middleware(Prometheus())

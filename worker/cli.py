@@ -77,7 +77,14 @@ def scan(as_json: JsonOption = False) -> None:
     """
     result = ready_services().scan()
     if as_json:
-        out.print_json(json.dumps(result.__dict__))
+        document = {
+            "queued": result.queued,
+            "marked": result.marked,
+            "superseded": result.superseded,
+            "batches": result.batches,
+            "duration_ms": round(result.duration.total_seconds() * 1000, 1),
+        }
+        out.print_json(json.dumps(document))
         return
     out.print(
         f"queued {result.queued} reminder(s); {result.marked} task(s) marked, "
@@ -103,7 +110,20 @@ def relay(as_json: JsonOption = False) -> None:
 
     report = ready_services().relay(on_attempt=show).relay_until_idle()
     if as_json:
-        document = {"counts": dict(report.counts), "attempts": [a.__dict__ for a in attempts]}
+        document = {
+            "counts": dict(report.counts),
+            "attempts": [
+                {
+                    "outbox_id": a.outbox_id,
+                    "key": a.key,
+                    "attempt": a.attempt,
+                    "outcome": a.outcome,
+                    "detail": a.detail,
+                    "recipient": a.recipient,
+                }
+                for a in attempts
+            ],
+        }
         out.print_json(json.dumps(document))
         return
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(report.counts.items()))
@@ -129,6 +149,7 @@ def run(
         actors.services().clock,
         actors.STOP,
         worker_threads=threads,
+        metrics_port=actors.SETTINGS.metrics_port,
     )
 
 
@@ -145,6 +166,11 @@ def demo(
     run_demo(database, out)
 
 
+from worker.cli_outbox import register  # noqa: E402  (status, health, outbox ...)
+
+register(app)
+
+
 def main() -> None:
     """Entry point: run the app, turning known failures into one line and an exit code."""
     configure_logging()
@@ -155,11 +181,12 @@ def main() -> None:
     except ReminderError as error:
         fail(str(error), 1)
     except OperationalError as error:
-        fail(f"database unreachable: {_first_line(error.orig)}", 1)
+        fail(f"database unreachable: {first_line(error.orig)}", 1)
     except DBAPIError as error:
-        fail(f"database error: {_first_line(error.orig)}", 1)
+        fail(f"database error: {first_line(error.orig)}", 1)
 
 
-def _first_line(error: BaseException | None) -> str:
+def first_line(error: BaseException | None) -> str:
+    """The first line of an error's message (drivers add details on more lines)."""
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__

@@ -67,9 +67,7 @@ def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
     """
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(OutboxRow).on_conflict_do_update(
+    stmt = _upsert(session)(OutboxRow).on_conflict_do_update(
         index_elements=[OutboxRow.idempotency_key],
         set_={
             "status": Status.PENDING,
@@ -105,5 +103,11 @@ def record_scan(
 ) -> None:
     """Remember when the last scan ran and what it did (one row, last writer wins)."""
     values = {"scanned_at": at, "queued": queued, "marked": marked, "duration_ms": duration_ms}
-    if session.execute(update(ScanHeartbeat).values(**values)).rowcount == 0:  # type: ignore[attr-defined]
-        session.add(ScanHeartbeat(id=1, **values))
+    stmt = _upsert(session)(ScanHeartbeat).values(id=1, **values)
+    session.execute(stmt.on_conflict_do_update(index_elements=[ScanHeartbeat.id], set_=values))
+
+
+def _upsert(session: Session) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT (PostgreSQL and SQLite alike)."""
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert

@@ -19,6 +19,7 @@ branch_labels = None
 depends_on = None
 
 ACTIVE = "status IN ('pending', 'failed', 'claimed')"
+FINISHED = "status IN ('delivered', 'cancelled')"
 
 
 def upgrade() -> None:
@@ -92,6 +93,13 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_outbox_subject_id", "outbox", ["subject_id"])
+    op.create_index(
+        "ix_outbox_finished",
+        "outbox",
+        ["updated_at"],
+        postgresql_where=sa.text(FINISHED),
+        sqlite_where=sa.text(FINISHED),
+    )
     op.create_index(
         "ix_outbox_due",
         "outbox",

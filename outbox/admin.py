@@ -1,0 +1,215 @@
+"""Operator queries on the outbox: counts, listings, replay and purge.
+
+Plain functions over a `Session` (or a session factory, for purge), generic over what the
+rows mean. Time is a parameter; nothing here reads the clock.
+
+Replay puts a row back to ``pending`` as if it had just been queued: ``attempts`` is 0,
+it is due at once, the lease owner and ``delivered_at`` are cleared, and its idempotency
+key is untouched, so a receiver that saw it before can tell. Two things are kept on
+purpose: ``last_error`` (why the row died is what the operator is acting on; the next
+attempt overwrites it, and a delivery clears it) and ``lease_token`` (a fence counter
+must never go backwards, or a relay holding a stale claim could write again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from outbox.clock import require_utc
+from outbox.table import FINISHED, WAITING, OutboxRow, Status
+
+#: Statuses ``replay(status=...)`` accepts: rows that stopped without being delivered.
+REPLAYABLE_BY_STATUS = (Status.DEAD, Status.FAILED)
+#: Statuses a row named by id may be replayed from (never pending, never claimed).
+REPLAYABLE_BY_ID = (Status.DEAD, Status.FAILED, Status.DELIVERED, Status.CANCELLED)
+MAX_REPLAYED_BY = 200  # the column's width
+
+
+@dataclass(frozen=True)
+class ReplayChange:
+    """What replay did (or, in a dry run, would do) to one row, and why not when it did not."""
+
+    id: int
+    key: str | None  # None when no row has this id
+    status_before: str | None
+    replayed: bool
+    reason: str | None = None  # why the row was left alone
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    """Rows per status, every status present (zero when none), in life-cycle order."""
+    counts = {status.value: 0 for status in Status}
+    stmt = select(OutboxRow.status, func.count()).group_by(OutboxRow.status)
+    for status, count in session.execute(stmt):
+        counts[status] = int(count)
+    return counts
+
+
+def oldest_waiting(session: Session, now: datetime) -> timedelta | None:
+    """Age of the oldest pending or failed row, or None when no row is waiting.
+
+    A row's wait starts when it was created or, if replayed since, when it was replayed:
+    replaying a week-old dead row must not make the queue look a week late.
+    """
+    since = func.coalesce(OutboxRow.replayed_at, OutboxRow.created_at)
+    stmt = select(OutboxRow.created_at, OutboxRow.replayed_at).where(
+        OutboxRow.status.in_(WAITING)
+    ).order_by(since).limit(1)
+    found = session.execute(stmt).first()
+    if found is None:
+        return None
+    created_at, replayed_at = found
+    start = replayed_at if replayed_at is not None and replayed_at > created_at else created_at
+    return max(require_utc(now) - start, timedelta(0))
+
+
+def list_rows(
+    session: Session,
+    *,
+    status: Status | None = None,
+    subject_id: int | None = None,
+    older_than: timedelta | None = None,
+    now: datetime,
+    limit: int = 50,
+) -> list[OutboxRow]:
+    """Rows matching every filter given, newest first, at most ``limit`` of them.
+
+    ``older_than`` keeps rows created at least that long before ``now``.
+    """
+    stmt = select(OutboxRow).order_by(OutboxRow.id.desc()).limit(limit)
+    if status is not None:
+        stmt = stmt.where(OutboxRow.status == status)
+    if subject_id is not None:
+        stmt = stmt.where(OutboxRow.subject_id == subject_id)
+    if older_than is not None:
+        stmt = stmt.where(OutboxRow.created_at <= require_utc(now) - older_than)
+    return list(session.scalars(stmt))
+
+
+def get_row(session: Session, row_id: int) -> OutboxRow | None:
+    """The row with this id, or None."""
+    return session.get(OutboxRow, row_id)
+
+
+def replay(
+    session: Session,
+    ids: Sequence[int] | None,
+    status: Status | None,
+    *,
+    by: str,
+    now: datetime,
+    dry_run: bool = False,
+) -> list[ReplayChange]:
+    """Put rows back to pending, named by ``ids`` or by ``status`` (dead or failed), not both.
+
+    By id, any row that is neither pending (nothing to do) nor claimed (in flight: its
+    relay may be sending it right now) is replayed; unknown ids are reported. The caller
+    commits; with ``dry_run`` nothing is written and the changes say what would happen.
+    Raises ValueError when both or neither of ids and status are given, or status is not
+    one of `REPLAYABLE_BY_STATUS`.
+    """
+    if (ids is None) == (status is None):
+        raise ValueError("name the rows to replay by ids or by status, not both")
+    now = require_utc(now)
+    columns = (OutboxRow.id, OutboxRow.idempotency_key, OutboxRow.status, OutboxRow.lease_owner)
+    query = select(*columns).order_by(OutboxRow.id).with_for_update()
+    if status is not None:
+        if status not in REPLAYABLE_BY_STATUS:
+            raise ValueError(f"only {' or '.join(REPLAYABLE_BY_STATUS)} rows replay by status")
+        query = query.where(OutboxRow.status == status)
+    else:
+        assert ids is not None
+        query = query.where(OutboxRow.id.in_(set(ids)))
+    found = session.execute(query).all()
+    rows = {row.id: row for row in found}
+    changes: dict[int, ReplayChange] = {}
+    for row_id in dict.fromkeys(ids if ids is not None else rows):  # keep order, drop repeats
+        row = rows.get(row_id)
+        if row is None:
+            changes[row_id] = ReplayChange(row_id, None, None, False, "no such row")
+        elif row.status == Status.CLAIMED:
+            owner = row.lease_owner or "a relay"
+            reason = f"claimed by {owner}: in flight, replay it once it is no longer claimed"
+            changes[row_id] = ReplayChange(row_id, row.idempotency_key, row.status, False, reason)
+        elif row.status == Status.PENDING:
+            reason = "already pending"
+            changes[row_id] = ReplayChange(row_id, row.idempotency_key, row.status, False, reason)
+        else:
+            changes[row_id] = ReplayChange(row_id, row.idempotency_key, row.status, True)
+    chosen = [change.id for change in changes.values() if change.replayed]
+    if dry_run or not chosen:
+        return list(changes.values())
+    done = _put_back(session, chosen, by, now)
+    for row_id in chosen:
+        if row_id not in done:  # a relay claimed it between our read and our write
+            before = changes[row_id]
+            reason = "changed while replaying (claimed by a relay?): try again"
+            changes[row_id] = ReplayChange(row_id, before.key, before.status_before, False, reason)
+    return list(changes.values())
+
+
+def _put_back(session: Session, ids: list[int], by: str, now: datetime) -> set[int]:
+    replayed: set[int] = set()
+    for start in range(0, len(ids), 500):  # keep the IN list within every driver's limits
+        stmt = (
+            update(OutboxRow)
+            .where(OutboxRow.id.in_(ids[start : start + 500]))
+            .where(OutboxRow.status.in_(REPLAYABLE_BY_ID))
+            .values(
+                status=Status.PENDING,
+                attempts=0,
+                available_at=now,
+                lease_owner=None,
+                delivered_at=None,
+                updated_at=now,
+                replayed_at=now,
+                replayed_by=by[:MAX_REPLAYED_BY],
+                replay_count=OutboxRow.replay_count + 1,
+            )
+            .returning(OutboxRow.id)
+        )
+        result = session.execute(stmt, execution_options={"synchronize_session": False})
+        replayed.update(result.scalars())
+    return replayed
+
+
+def purge(
+    session_factory: sessionmaker[Session],
+    older_than: timedelta,
+    now: datetime,
+    batch_size: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Delete delivered and cancelled rows last updated before ``now - older_than``.
+
+    Deletes ``batch_size`` rows per transaction, so no lock is held for long and the
+    relay keeps flowing; rows in any other status are never touched. ``progress`` gets
+    the running total after each batch. Returns how many rows were deleted.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    cutoff = require_utc(now) - older_than
+    total = 0
+    while True:
+        batch = (
+            select(OutboxRow.id)
+            .where(OutboxRow.status.in_(FINISHED), OutboxRow.updated_at < cutoff)
+            .limit(batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = delete(OutboxRow).where(
+            OutboxRow.id.in_(batch.scalar_subquery()), OutboxRow.status.in_(FINISHED)
+        )
+        with session_factory.begin() as session:
+            result = session.execute(stmt, execution_options={"synchronize_session": False})
+            deleted = int(result.rowcount)  # type: ignore[attr-defined]
+        total += deleted
+        if progress is not None and deleted:
+            progress(total)
+        if deleted < batch_size:
+            return total

@@ -1,0 +1,132 @@
+"""``reminders health``: a container health check of database, broker and outbox."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from outbox import admin
+from worker import cli_common as common
+from worker.cli_outbox import JsonOption
+from worker.errors import DatabaseNotReady
+from worker.schema import ScanHeartbeat
+
+
+def health(
+    max_pending_age: Annotated[
+        str,
+        typer.Option(
+            help="Unhealthy when a pending or failed row has waited this long (90s, 15m, 2h).",
+        ),
+    ] = "15m",
+    max_scan_age: Annotated[
+        str | None,
+        typer.Option(
+            help="Unhealthy when the last scan is older than this (e.g. 5m); unchecked if unset.",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Exit 0 when the database is migrated, the broker answers and nothing waits too long.
+
+    Reads REMINDERS_DATABASE_URL and REMINDERS_BROKER_URL (checked only when set).
+
+    The broker check is a redis PING, or an AMQP connection opened and closed (5 s timeout).
+
+    Exit 1 with one line on stderr naming every problem; 2 for bad usage or configuration.
+    """
+    from worker.cli import fail, first_line, settings
+
+    threshold = common.duration("--max-pending-age", max_pending_age)
+    scan_limit = None if max_scan_age is None else common.duration("--max-scan-age", max_scan_age)
+    broker_url = settings().broker_url
+    problems: list[str] = []
+    oldest: timedelta | None = None
+    last_scan: datetime | None = None
+    try:
+        services = common.ready()
+        with services.session_factory() as session:
+            oldest = admin.oldest_waiting(session, services.clock.now())
+            last_scan = session.scalar(select(ScanHeartbeat.scanned_at))
+    except DatabaseNotReady as error:
+        problems.append(str(error))
+    except DBAPIError as error:
+        what = "unreachable" if isinstance(error, OperationalError) else "error"
+        problems.append(f"database {what}: {first_line(error.orig)}")
+    if oldest is not None and oldest >= threshold:
+        problems.append(
+            f"the oldest pending row has waited {common.human(oldest)} "
+            f"(limit {common.human(threshold)})"
+        )
+    if scan_limit is not None and not problems:
+        now = services.clock.now()
+        if last_scan is None or now - last_scan >= scan_limit:
+            ago = "never" if last_scan is None else f"{common.human(now - last_scan)} ago"
+            problems.append(f"the last scan ran {ago} (limit {common.human(scan_limit)})")
+    broker = "not configured (in-process broker)"
+    if broker_url:
+        broker = _where(broker_url)
+        error_line = _ping_broker(broker_url)
+        if error_line is not None:
+            problems.append(f"broker {broker} unreachable: {error_line}")
+    if as_json:
+        common.print_json(
+            {
+                "healthy": not problems,
+                "problems": problems,
+                "broker": broker,
+                "oldest_waiting_seconds": common.seconds(oldest),
+                "max_pending_age_seconds": threshold.total_seconds(),
+                "last_scan_at": None if last_scan is None else common.iso(last_scan),
+            }
+        )
+    if problems:
+        fail("unhealthy: " + "; ".join(problems))
+    if not as_json:
+        waited = "nothing waiting" if oldest is None else f"oldest pending {common.human(oldest)}"
+        common.console().print(
+            f"healthy: database migrated, broker {broker}, {waited} "
+            f"(limit {common.human(threshold)})"
+        )
+
+
+def _where(url: str) -> str:
+    """Scheme, host and port of a URL: never its credentials."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or 'localhost'}{port}"
+
+
+def _ping_broker(url: str) -> str | None:
+    """None when the broker answers, else one line saying why not (credentials masked)."""
+    try:
+        if url.startswith(("redis://", "rediss://")):
+            import redis
+
+            client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            try:
+                client.ping()
+            finally:
+                client.close()
+        else:
+            import pika  # type: ignore[import-untyped]
+
+            logging.getLogger("pika").setLevel(logging.CRITICAL)  # it logs every failed step
+            parameters = pika.URLParameters(url)
+            parameters.socket_timeout = 5
+            parameters.stack_timeout = 10
+            parameters.connection_attempts = 1
+            pika.BlockingConnection(parameters).close()
+    except Exception as error:  # any failure to answer is the answer
+        # pika's errors say nothing in str(); the cause is in their first argument's repr.
+        text = str(error).strip() or (repr(error.args[0]) if error.args else "")
+        line = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+        password = urlsplit(url).password
+        return line.replace(password, "***") if password else line
+    return None

@@ -153,6 +153,27 @@ def run(
     )
 
 
+@app.command("grant-role")
+def grant_role_command(
+    role: Annotated[str, typer.Argument(help="An existing PostgreSQL role the workers log in as.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Grant a role exactly what the workers need, and nothing more (PostgreSQL).
+
+    Run it as the schema owner after `reminders migrate`. Reads REMINDERS_DATABASE_URL.
+    """
+    from worker.grants import grant_role
+
+    engine = make_engine(settings().database_url)
+    with engine.begin() as connection:
+        statements = grant_role(connection, role)
+    if as_json:
+        out.print_json(json.dumps({"role": role, "statements": statements}))
+        return
+    for statement in statements:
+        out.print(statement + ";")
+
+
 @app.command()
 def demo(
     database: Annotated[str, typer.Option(help="SQLite file to create afresh.")] = "demo.db",

@@ -1,0 +1,81 @@
+"""The least-privilege role: scan and relay work, nothing else is reachable."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
+
+from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services
+from worker.db import make_engine
+from worker.errors import UsageError
+from worker.grants import grant_role
+
+
+@pytest.fixture
+def worker_role(postgres_url: str, postgres_engine: Engine) -> Iterator[str]:
+    """A fresh login role with the worker's grants, and a table it must not see."""
+    role = f"reminders_worker_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(make_url(postgres_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        connection.execute(text("CREATE TABLE secrets (id int, value text)"))
+        connection.execute(text("INSERT INTO secrets VALUES (1, 'the crown jewels')"))
+    with postgres_engine.begin() as connection:
+        grant_role(connection, role)
+    yield role
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP OWNED BY "{role}"'))
+        connection.execute(text(f'DROP ROLE "{role}"'))
+    admin.dispose()
+
+
+def test_the_worker_role_can_scan_and_relay(
+    postgres_url: str, postgres_engine: Engine, worker_role: str, clock: ManualClock
+) -> None:
+    """Scan, re-check, delivery and status work as the least-privilege role."""
+    owner = make_services(postgres_engine, clock, RecordingChannel())
+    add_user(owner, 1)
+    add_task(owner, 1, 1, clock.now() + timedelta(hours=1))
+    engine = make_engine(make_url(postgres_url).set(username=worker_role).render_as_string(False))
+    channel = RecordingChannel()
+    services = make_services(engine, clock, channel)
+    assert services.scan().queued == 1
+    assert services.relay().relay_until_idle().counts == {"delivered": 1}
+    assert len(channel.sent) == 1
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT * FROM secrets",
+        "UPDATE tasks SET title = 'pwned'",
+        "UPDATE users SET email = 'evil@example.com'",
+        "DELETE FROM tasks",
+        "INSERT INTO users (id, email) VALUES (99, 'x@example.com')",
+        "DROP TABLE outbox",
+        "CREATE TABLE mine (id int)",
+    ],
+)
+def test_the_worker_role_cannot_touch_anything_else(
+    postgres_url: str, worker_role: str, statement: str
+) -> None:
+    """Reading other tables, changing the host's data and changing the schema are refused."""
+    engine = create_engine(make_url(postgres_url).set(username=worker_role))
+    with pytest.raises(ProgrammingError, match="permission denied|must be owner"):
+        with engine.begin() as connection:
+            connection.execute(text(statement))
+    engine.dispose()
+
+
+def test_granting_a_missing_role_says_how_to_create_it(postgres_engine: Engine) -> None:
+    """A role that does not exist gives one clear line, not a database error."""
+    with pytest.raises(UsageError, match="does not exist: create it first"):
+        with postgres_engine.begin() as connection:
+            grant_role(connection, "no_such_role_here")

@@ -68,14 +68,18 @@ def test_the_worker_role_cannot_touch_anything_else(
 ) -> None:
     """Reading other tables, changing the host's data and changing the schema are refused."""
     engine = create_engine(make_url(postgres_url).set(username=worker_role))
-    with pytest.raises(ProgrammingError, match="permission denied|must be owner"):
-        with engine.begin() as connection:
-            connection.execute(text(statement))
+    with (
+        pytest.raises(ProgrammingError, match=r"permission denied|must be owner"),
+        engine.begin() as connection,
+    ):
+        connection.execute(text(statement))
     engine.dispose()
 
 
 def test_granting_a_missing_role_says_how_to_create_it(postgres_engine: Engine) -> None:
     """A role that does not exist gives one clear line, not a database error."""
-    with pytest.raises(UsageError, match="does not exist: create it first"):
-        with postgres_engine.begin() as connection:
-            grant_role(connection, "no_such_role_here")
+    with (
+        pytest.raises(UsageError, match="does not exist: create it first"),
+        postgres_engine.begin() as connection,
+    ):
+        grant_role(connection, "no_such_role_here")

@@ -28,13 +28,27 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
     return make_session_factory(engine)
 
 
-def put(sessions: sessionmaker[Session], status: Status, *, created: datetime = T0,
-        updated: datetime | None = None, subject: int = 1, **extra: Any) -> int:
+def put(
+    sessions: sessionmaker[Session],
+    status: Status,
+    *,
+    created: datetime = T0,
+    updated: datetime | None = None,
+    subject: int = 1,
+    **extra: Any,
+) -> int:
     """Insert one outbox row as the relay would have left it; return its id."""
     values: dict[str, Any] = {
-        "idempotency_key": f"k-{next(_keys)}", "kind": "test", "subject_id": subject,
-        "subject_at": None, "status": status, "attempts": 0, "available_at": created,
-        "lease_token": 0, "created_at": created, "updated_at": updated or created,
+        "idempotency_key": f"k-{next(_keys)}",
+        "kind": "test",
+        "subject_id": subject,
+        "subject_at": None,
+        "status": status,
+        "attempts": 0,
+        "available_at": created,
+        "lease_token": 0,
+        "created_at": created,
+        "updated_at": updated or created,
         "replay_count": 0,
     }
     with sessions.begin() as session:
@@ -59,8 +73,14 @@ def test_counts_name_every_status(sessions: sessionmaker[Session]) -> None:
     put(sessions, Status.PENDING)
     with sessions() as session:
         counts = admin.count_by_status(session)
-    assert counts == {"pending": 1, "claimed": 0, "failed": 0, "delivered": 0, "dead": 2,
-                      "cancelled": 0}
+    assert counts == {
+        "pending": 1,
+        "claimed": 0,
+        "failed": 0,
+        "delivered": 0,
+        "dead": 2,
+        "cancelled": 0,
+    }
 
 
 def test_oldest_waiting_counts_pending_and_failed_rows_only(
@@ -108,22 +128,36 @@ def test_replay_puts_rows_back_to_pending_with_the_same_key(
     sessions: sessionmaker[Session],
 ) -> None:
     """Dead, failed, delivered and cancelled rows named by id become pending, due now, counted."""
-    dead = put(sessions, Status.DEAD, attempts=8, last_error="550 no such user", lease_token=8,
-               replay_count=1)
+    dead = put(
+        sessions,
+        Status.DEAD,
+        attempts=8,
+        last_error="550 no such user",
+        lease_token=8,
+        replay_count=1,
+    )
     failed = put(sessions, Status.FAILED, attempts=3, available_at=T0 + DAY)
     delivered = put(sessions, Status.DELIVERED, attempts=1, delivered_at=T0)
     cancelled = put(sessions, Status.CANCELLED)
     key = read(sessions, dead).idempotency_key
     now = T0 + HOUR
     with sessions.begin() as session:
-        changes = admin.replay(session, [dead, failed, delivered, cancelled], None, by="ops",
-                               now=now)
+        changes = admin.replay(
+            session, [dead, failed, delivered, cancelled], None, by="ops", now=now
+        )
     assert [(c.id, c.status_before, c.replayed) for c in changes] == [
-        (dead, "dead", True), (failed, "failed", True), (delivered, "delivered", True),
-        (cancelled, "cancelled", True)]
+        (dead, "dead", True),
+        (failed, "failed", True),
+        (delivered, "delivered", True),
+        (cancelled, "cancelled", True),
+    ]
     row = read(sessions, dead)
     assert (row.status, row.attempts, row.available_at, row.idempotency_key) == (
-        Status.PENDING, 0, now, key)
+        Status.PENDING,
+        0,
+        now,
+        key,
+    )
     assert (row.replayed_at, row.replayed_by, row.replay_count) == (now, "ops", 2)
     assert row.last_error == "550 no such user"  # kept until the next attempt overwrites it
     assert row.lease_token == 8  # a fence never goes backwards
@@ -197,7 +231,11 @@ def test_a_replayed_dead_reminder_is_delivered_again_with_its_key(engine: Engine
     assert channel.keys == [change.key, change.key]
     row = read(services.session_factory, change.id)
     assert (row.status, row.attempts, row.replay_count, row.last_error) == (
-        Status.DELIVERED, 1, 1, None)
+        Status.DELIVERED,
+        1,
+        1,
+        None,
+    )
 
 
 def test_purge_deletes_only_old_finished_rows_in_batches(sessions: sessionmaker[Session]) -> None:
@@ -205,8 +243,10 @@ def test_purge_deletes_only_old_finished_rows_in_batches(sessions: sessionmaker[
     old = T0 - 2 * DAY
     gone = [put(sessions, Status.DELIVERED, updated=old) for _ in range(4)]
     gone.append(put(sessions, Status.CANCELLED, updated=old))
-    kept = [put(sessions, status, updated=old) for status in
-            (Status.PENDING, Status.FAILED, Status.CLAIMED, Status.DEAD)]
+    kept = [
+        put(sessions, status, updated=old)
+        for status in (Status.PENDING, Status.FAILED, Status.CLAIMED, Status.DEAD)
+    ]
     kept.append(put(sessions, Status.DELIVERED, created=old, updated=T0 - HOUR))
     progress: list[int] = []
     assert admin.purge(sessions, DAY, T0, batch_size=2, progress=progress.append) == 5

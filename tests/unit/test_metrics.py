@@ -35,7 +35,9 @@ def test_latency_starts_when_the_row_was_created_if_later() -> None:
     registry = CollectorRegistry()
     metrics = ServiceMetrics(registry)
     created = T0 + timedelta(hours=5)
-    attempt = Attempt(1, "k", 1, "delivered", subject_at=T0 + timedelta(hours=6), created_at=created)
+    attempt = Attempt(
+        1, "k", 1, "delivered", subject_at=T0 + timedelta(hours=6), created_at=created
+    )
     metrics.observe_attempt("console", attempt, created + timedelta(seconds=3), timedelta(hours=24))
     assert registry.get_sample_value("reminders_delivery_latency_seconds_sum") == 3
 

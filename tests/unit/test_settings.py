@@ -143,5 +143,5 @@ def test_secrets_can_come_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert settings.smtp_password.get_secret_value() == "hunter2-from-file"
     assert settings.describe()["REMINDERS_SMTP_PASSWORD"] == "***"
     monkeypatch.setenv("REMINDERS_SMTP_PASSWORD_FILE", str(tmp_path / "missing"))
-    with pytest.raises(ConfigError, match="^REMINDERS_SMTP_PASSWORD_FILE: cannot read"):
+    with pytest.raises(ConfigError, match=r"^REMINDERS_SMTP_PASSWORD_FILE: cannot read"):
         load_settings()

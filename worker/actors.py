@@ -12,7 +12,6 @@ import os
 import sys
 import threading
 from datetime import timedelta
-from functools import cache
 
 import dramatiq
 import structlog
@@ -61,12 +60,18 @@ broker = build_broker(SETTINGS, STOP)
 dramatiq.set_broker(broker)
 
 
-@cache
+_built: list[Services] = []
+_building = threading.Lock()
+
+
 def services() -> Services:
-    """This process's services, built on first use (never at import)."""
-    built = bootstrap(SETTINGS)
-    built.stop = STOP
-    return built
+    """This process's services, built once on first use (never at import)."""
+    with _building:
+        if not _built:
+            built = bootstrap(SETTINGS)
+            built.stop = STOP
+            _built.append(built)
+        return _built[0]
 
 
 @dramatiq.actor(

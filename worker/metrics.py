@@ -8,8 +8,8 @@ first imported, which must happen after the worker process booted: hence the lat
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
 
 from outbox.relay import Attempt
@@ -89,7 +89,16 @@ class ServiceMetrics:
         self.oldest_waiting.set(0 if oldest is None else oldest.total_seconds())
 
 
-@cache
+_created: list[ServiceMetrics] = []
+_creating = threading.Lock()
+
+
 def service_metrics() -> ServiceMetrics:
-    """This process's metrics, created on first use (after the worker process booted)."""
-    return ServiceMetrics()
+    """This process's metrics, created once on first use (after the worker process booted).
+
+    Worker threads may ask at the same moment; registering the metrics twice would fail.
+    """
+    with _creating:
+        if not _created:
+            _created.append(ServiceMetrics())
+        return _created[0]

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Integer
+from sqlalchemy import BigInteger, DateTime, Dialect, Integer, bindparam
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from outbox.clock import require_utc
@@ -41,3 +44,33 @@ class UTCDateTime(TypeDecorator[datetime]):
         if moment.tzinfo is None:
             return moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
+
+
+class instant(FunctionElement[datetime]):  # noqa: N801 (used like a SQL function)
+    """A timestamp as an instant to compare, whatever text the writer used for it.
+
+    PostgreSQL compares ``timestamptz`` values natively: this renders the expression
+    itself, so indexes apply. SQLite stores timestamps as text, and a host application
+    may write ``2026-11-28T13:00:00+01:00`` where this package writes
+    ``2026-11-28 12:00:00.000000``: there it renders ``strftime(...)``, which reads any
+    ISO 8601 spelling and gives UTC text to the millisecond, so comparisons hold.
+    """
+
+    type = UTCDateTime()
+    name = "instant"
+    inherit_cache = True
+
+
+@compiles(instant)
+def _instant(element: instant, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(instant, "sqlite")
+def _instant_sqlite(element: instant, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"strftime('%Y-%m-%d %H:%M:%f', {compiler.process(element.clauses, **kw)})"
+
+
+def at(moment: datetime) -> instant:
+    """A Python datetime as an `instant` bound parameter."""
+    return instant(bindparam(None, moment, type_=UTCDateTime()))

@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from outbox.table import WAITING, OutboxRow, Status
+from outbox.types import at, instant
 from worker.schema import ScanHeartbeat, Task, User
 
 REMINDER_KIND = "due_soon"
@@ -25,12 +26,13 @@ def awaiting_reminder(now: datetime, lookahead: timedelta) -> ColumnElement[bool
 
     The first three terms repeat the partial index's predicate so that the planner uses it.
     """
+    due = instant(Task.due_date)
     return and_(
         Task.completed_at.is_(None),
         Task.due_date.is_not(None),
-        Task.reminder_due_at.is_distinct_from(Task.due_date),
-        Task.due_date > now,
-        Task.due_date <= now + lookahead,
+        Task.reminder_due_at.is_distinct_from(Task.due_date),  # a copy: same text, same value
+        due > at(now),
+        due <= at(now + lookahead),
     )
 
 
@@ -85,7 +87,7 @@ def cancel_superseded(session: Session, now: datetime) -> int:
     """Cancel waiting reminders for a due date their task no longer has been reminded for."""
     moved = exists().where(
         Task.id == OutboxRow.subject_id,
-        Task.reminder_due_at.is_distinct_from(OutboxRow.subject_at),
+        instant(Task.reminder_due_at).is_distinct_from(instant(OutboxRow.subject_at)),
     )
     stmt = (
         update(OutboxRow)

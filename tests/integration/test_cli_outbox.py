@@ -36,8 +36,15 @@ def run(url: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProc
     """Run ``reminders ARGS`` on the database at ``url`` with only the variables given."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("REMINDERS_")}
     variables = clean | {"REMINDERS_DATABASE_URL": url} | env
-    return subprocess.run([REMINDERS, *args], env=variables, cwd=cwd, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [REMINDERS, *args],
+        env=variables,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -101,7 +108,11 @@ def test_a_replayed_dead_row_is_delivered_by_the_next_relay(
     assert "replayed" in replayed.stdout
     row = as_json(run(url, "outbox", "show", str(dead), "--json", cwd=tmp_path))
     assert (row["status"], row["attempts"], row["replayed_by"], row["replay_count"]) == (
-        "pending", 0, "alice", 1)
+        "pending",
+        0,
+        "alice",
+        1,
+    )
     assert row["last_error"] == "550 mailbox unavailable"
     relayed = run(url, "relay", cwd=tmp_path, REMINDERS_CHANNEL="console")
     assert relayed.returncode == 0, relayed.stderr
@@ -115,8 +126,9 @@ def test_replay_by_status_with_a_dry_run_changes_nothing(
 ) -> None:
     """`replay --status dead --dry-run --json` names the dead rows and leaves them dead."""
     ids = seed(engine, "dead", "failed")
-    document = as_json(run(url, "outbox", "replay", "--status", "dead", "--dry-run", "--json",
-                           cwd=tmp_path))
+    document = as_json(
+        run(url, "outbox", "replay", "--status", "dead", "--dry-run", "--json", cwd=tmp_path)
+    )
     assert (document["dry_run"], document["replayed"]) == (True, [ids["dead"]])
     row = as_json(run(url, "outbox", "show", str(ids["dead"]), "--json", cwd=tmp_path))
     assert row["status"] == "dead"
@@ -125,17 +137,27 @@ def test_replay_by_status_with_a_dry_run_changes_nothing(
     assert (empty.returncode, empty.stdout.strip()) == (0, "nothing to replay: no dead row")
 
 
-def test_purge_keeps_pending_failed_and_dead_rows(
-    engine: Engine, url: str, tmp_path: Path
-) -> None:
+def test_purge_keeps_pending_failed_and_dead_rows(engine: Engine, url: str, tmp_path: Path) -> None:
     """Purge deletes old delivered and cancelled rows only, whatever the batch size."""
     ids = seed(engine, "delivered", "cancelled", "dead", "failed", "pending", age=2 * DAY)
-    document = as_json(run(url, "outbox", "purge", "--older-than", "1d", "--batch-size", "1",
-                           "--json", cwd=tmp_path))
+    document = as_json(
+        run(
+            url,
+            "outbox",
+            "purge",
+            "--older-than",
+            "1d",
+            "--batch-size",
+            "1",
+            "--json",
+            cwd=tmp_path,
+        )
+    )
     assert document["deleted"] == 2
     rows = as_json(run(url, "outbox", "list", "--json", cwd=tmp_path))["rows"]
     assert sorted((r["id"], r["status"]) for r in rows) == sorted(
-        (ids[s], s) for s in ("dead", "failed", "pending"))
+        (ids[s], s) for s in ("dead", "failed", "pending")
+    )
     again = run(url, "outbox", "purge", "--older-than", "1d", cwd=tmp_path)
     assert again.returncode == 0 and "purged 0" in again.stdout
 
@@ -147,8 +169,9 @@ def test_every_json_output_is_one_document(engine: Engine, url: str, tmp_path: P
     assert status["counts"]["dead"] == 1 and status["total"] == 3
     assert status["last_scan"]["at"].endswith("+00:00")
     assert 0 <= status["oldest_waiting_seconds"] < 3600
-    listed = as_json(run(url, "outbox", "list", "--status", "dead", "--task", "1", "--json",
-                         cwd=tmp_path))
+    listed = as_json(
+        run(url, "outbox", "list", "--status", "dead", "--task", "1", "--json", cwd=tmp_path)
+    )
     assert [r["id"] for r in listed["rows"]] == [ids["dead"]]
     row = as_json(run(url, "outbox", "show", str(ids["delivered"]), "--json", cwd=tmp_path))
     assert {"lease_owner", "lease_token", "replayed_at", "replayed_by", "replay_count"} <= set(row)
@@ -164,10 +187,14 @@ def test_list_filters_by_age_and_limit(engine: Engine, url: str, tmp_path: Path)
     seed(engine, "delivered", "dead", age=2 * HOUR)
     old = as_json(run(url, "outbox", "list", "--older-than", "90m", "--json", cwd=tmp_path))
     assert len(old["rows"]) == 2
-    assert as_json(run(url, "outbox", "list", "--older-than", "3h", "--json",
-                       cwd=tmp_path))["rows"] == []
-    assert len(as_json(run(url, "outbox", "list", "--limit", "1", "--json",
-                           cwd=tmp_path))["rows"]) == 1
+    assert (
+        as_json(run(url, "outbox", "list", "--older-than", "3h", "--json", cwd=tmp_path))["rows"]
+        == []
+    )
+    assert (
+        len(as_json(run(url, "outbox", "list", "--limit", "1", "--json", cwd=tmp_path))["rows"])
+        == 1
+    )
     human = run(url, "outbox", "list", cwd=tmp_path, COLUMNS="200")
     assert human.returncode == 0 and "550 mailbox unavailable" in human.stdout
     assert "@" not in human.stdout  # rows hold no addresses, and none are shown
@@ -222,8 +249,14 @@ def test_bad_usage_exits_2_with_one_line(
 
 
 @pytest.mark.parametrize(
-    "args", [("status",), ("outbox", "list"), ("outbox", "show", "1"), ("health",),
-             ("outbox", "purge", "--older-than", "1d")],
+    "args",
+    [
+        ("status",),
+        ("outbox", "list"),
+        ("outbox", "show", "1"),
+        ("health",),
+        ("outbox", "purge", "--older-than", "1d"),
+    ],
 )
 def test_an_unmigrated_database_says_to_migrate(
     engine: Engine, url: str, tmp_path: Path, args: tuple[str, ...]
@@ -237,12 +270,16 @@ def test_an_unmigrated_database_says_to_migrate(
 
 
 @pytest.mark.parametrize(
-    "args", [("status",), ("outbox", "list"), ("outbox", "replay", "--status", "dead"),
-             ("health",), ("health", "--json")],
+    "args",
+    [
+        ("status",),
+        ("outbox", "list"),
+        ("outbox", "replay", "--status", "dead"),
+        ("health",),
+        ("health", "--json"),
+    ],
 )
-def test_an_unreachable_database_fails_with_one_line(
-    tmp_path: Path, args: tuple[str, ...]
-) -> None:
+def test_an_unreachable_database_fails_with_one_line(tmp_path: Path, args: tuple[str, ...]) -> None:
     """A closed database port gives exit 1 and one line, never a traceback."""
     result = run(UNREACHABLE, *args, cwd=tmp_path)
     assert result.returncode == 1
@@ -295,11 +332,21 @@ def test_hostile_errors_are_shown_as_plain_text(sqlite_engine: Engine, tmp_path:
     """A receiver's error with markup, escapes and an address prints literally, one line, masked."""
     now = datetime.now(UTC)
     with Session(sqlite_engine) as session, session.begin():
-        session.add(OutboxRow(
-            idempotency_key="k-1", kind="due_soon", subject_id=1, status="dead", attempts=1,
-            available_at=now, lease_token=1, created_at=now, updated_at=now, replay_count=0,
-            last_error="550 [/bold] <bob@example.com>\x1b[2J\nFAKE line",
-        ))
+        session.add(
+            OutboxRow(
+                idempotency_key="k-1",
+                kind="due_soon",
+                subject_id=1,
+                status="dead",
+                attempts=1,
+                available_at=now,
+                lease_token=1,
+                created_at=now,
+                updated_at=now,
+                replay_count=0,
+                last_error="550 [/bold] <bob@example.com>\x1b[2J\nFAKE line",
+            )
+        )
     url = str(sqlite_engine.url)
     for args in (("outbox", "show", "1"), ("outbox", "list")):
         result = run(url, *args, cwd=tmp_path, COLUMNS="200")

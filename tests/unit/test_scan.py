@@ -32,7 +32,8 @@ def test_only_open_tasks_due_within_the_window_of_opted_in_owners_are_queued(
     now = clock.now()
     add_task(services, 1, 1, now + HOUR)
     add_task(services, 2, 1, now + 24 * HOUR)  # closed end: included
-    add_task(services, 3, 1, now + 24 * HOUR + timedelta(microseconds=1))
+    # SQLite compares its timestamp text to the millisecond (outbox.types.instant).
+    add_task(services, 3, 1, now + 24 * HOUR + timedelta(milliseconds=1))
     add_task(services, 4, 1, now)  # open end: excluded
     add_task(services, 5, 1, now - HOUR)
     add_task(services, 6, 1, None)

@@ -1,0 +1,697 @@
+"""Races and recovery against real PostgreSQL: many scanners, many relays, lost leases.
+
+Every test acts at an exact step (a `threading.Barrier`, the channel's ``on_send`` hook, a
+table lock the test holds); none sleeps to make a race likely. Polling with a deadline is
+used only to wait for subprocesses to reach a state the database shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from sqlalchemy import Engine, delete, event, select, text, update
+from sqlalchemy.engine import make_url
+
+from outbox.channels.base import Delivery, Message
+from outbox.relay import Attempt, RelayReport
+from outbox.table import OutboxRow, Status
+from tests.support import T0, ManualClock, RecordingChannel, add_task, add_user, make_services
+from worker.bootstrap import Services
+from worker.db import make_engine
+from worker.scan import ScanResult, reminder_key
+from worker.schema import ScanHeartbeat, Task
+
+pytestmark = pytest.mark.postgres
+
+HOUR = timedelta(hours=1)
+R = TypeVar("R")
+WAIT = 30.0  # seconds; an upper bound for threads and subprocesses, never reached when healthy
+REMINDERS = Path(sys.executable).with_name("reminders")
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def seed_users(engine: Engine, enabled: int = 50) -> None:
+    """Users 1..enabled want reminders; user 9999 turned them off."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO users (id, email, timezone, notifications_enabled) "
+                "SELECT g, 'user' || g || '@example.com', 'UTC', TRUE "
+                "FROM generate_series(1, :n) AS g"
+            ),
+            {"n": enabled},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO users (id, email, notifications_enabled) "
+                "VALUES (9999, 'off@example.com', FALSE)"
+            )
+        )
+
+
+def seed_tasks(engine: Engine, now: datetime, due: int, lead: timedelta = timedelta(0)) -> set[int]:
+    """Tasks 1..due due every 30 s after now + lead; 500 more that must never be reminded.
+
+    Returns the ids that are due. The others: beyond the lookahead, completed, owned by an
+    opted-out user, overdue, and undated (100 each).
+    """
+    base = due
+    statements = [
+        # due: every 30 s from now + lead + 30 s (2,000 tasks end at now + lead + 16h40)
+        (
+            "SELECT g, 1 + g % 50, 'task ' || g, CAST(:now AS timestamptz) + :lead"
+            " + g * interval '30 s', NULL FROM generate_series(1, :due) AS g"
+        ),
+        (
+            "SELECT :b + g, 1, 'later', CAST(:now AS timestamptz) + interval '25 h' + g * interval "
+            "'1 min', NULL FROM generate_series(1, 100) AS g"
+        ),
+        (
+            "SELECT :b + 100 + g, 1, 'done', CAST(:now AS timestamptz) + g * interval '1 min',"
+            " CAST(:now AS timestamptz) FROM generate_series(1, 100) AS g"
+        ),
+        (
+            "SELECT :b + 200 + g, 9999, 'opted out', CAST(:now AS timestamptz) + g * interval "
+            "'1 min', NULL FROM generate_series(1, 100) AS g"
+        ),
+        (
+            "SELECT :b + 301 + g, 1, 'overdue', CAST(:now AS timestamptz) - g * interval '1 min',"
+            " NULL FROM generate_series(0, 99) AS g"
+        ),
+        "SELECT :b + 400 + g, 1, 'undated', NULL, NULL FROM generate_series(1, 100) AS g",
+    ]
+    with engine.begin() as connection:
+        for select_sql in statements:
+            connection.execute(
+                text(
+                    "INSERT INTO tasks (id, owner_id, title, due_date, completed_at) " + select_sql
+                ),
+                {"now": now, "due": due, "b": base, "lead": lead},
+            )
+    return set(range(1, due + 1))
+
+
+def outbox_rows(engine: Engine) -> list[OutboxRow]:
+    """Every outbox row, by id, detached from any session."""
+    from sqlalchemy.orm import Session
+
+    with Session(engine, expire_on_commit=False) as session:
+        rows = list(session.scalars(select(OutboxRow).order_by(OutboxRow.id)))
+        session.expunge_all()
+    return rows
+
+
+def row_for(engine: Engine, key: str) -> OutboxRow:
+    """The outbox row with idempotency key ``key``."""
+    (row,) = [r for r in outbox_rows(engine) if r.idempotency_key == key]
+    return row
+
+
+def assert_exactly_one_row_per_due_task(engine: Engine, due_ids: set[int]) -> None:
+    """One outbox row per due task, keyed by (task, due date), and every due task marked."""
+    rows = outbox_rows(engine)
+    keys = Counter(r.idempotency_key for r in rows)
+    assert [k for k, n in keys.items() if n > 1] == []
+    assert Counter(r.subject_id for r in rows) == Counter(due_ids)
+    with engine.connect() as connection:
+        due_dates = dict(connection.execute(select(Task.id, Task.due_date)).all())
+        marked = connection.execute(
+            select(Task.id, Task.reminder_due_at, Task.reminder_sent_at).where(
+                Task.reminder_sent_at.is_not(None)
+            )
+        ).all()
+    assert {r.idempotency_key for r in rows} == {reminder_key(i, due_dates[i]) for i in due_ids}
+    assert {task_id for task_id, _, _ in marked} == due_ids
+    assert all(reminder_due_at == due_dates[task_id] for task_id, reminder_due_at, _ in marked)
+    assert {r.status for r in rows} == {Status.PENDING}
+
+
+def run_threads(targets: list[Callable[[], R]]) -> list[R]:
+    """Run each target in its own thread; return the results; re-raise the first error."""
+    results: list[R] = [None] * len(targets)  # type: ignore[list-item]
+    errors: list[BaseException] = []
+
+    def runner(index: int) -> None:
+        try:
+            results[index] = targets[index]()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=runner, args=(i,)) for i in range(len(targets))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 4)
+        assert not thread.is_alive(), "a thread did not finish"
+    if errors:
+        raise errors[0]
+    return results
+
+
+@pytest.fixture
+def engines(postgres_url: str) -> Iterator[Callable[[], Engine]]:
+    """A factory of extra engines on this test's database (one per racing thread)."""
+    made: list[Engine] = []
+
+    def factory() -> Engine:
+        made.append(make_engine(postgres_url))
+        return made[-1]
+
+    yield factory
+    for engine in made:
+        engine.dispose()
+
+
+@pytest.fixture
+def services(postgres_engine: Engine, clock: ManualClock, channel: RecordingChannel) -> Services:
+    """Services on this test's PostgreSQL database, with owner 1 opted in."""
+    built = make_services(postgres_engine, clock, channel)
+    add_user(built, 1)
+    return built
+
+
+def set_due(services: Services, task_id: int, due: datetime | None) -> None:
+    """Move a task's due date as the host application would."""
+    with services.session_factory.begin() as session:
+        session.execute(update(Task).where(Task.id == task_id).values(due_date=due))
+
+
+def waiting_per_task(engine: Engine) -> Counter[int]:
+    """How many rows wait to be sent (pending or failed) for each task."""
+    return Counter(
+        r.subject_id for r in outbox_rows(engine) if r.status in (Status.PENDING, Status.FAILED)
+    )
+
+
+# --- (a) scanners ---------------------------------------------------------------------------
+
+
+def test_many_scanner_threads_queue_exactly_one_row_per_due_task(
+    postgres_engine: Engine,
+    engines: Callable[[], Engine],
+    clock: ManualClock,
+    channel: RecordingChannel,
+) -> None:
+    """Eight scanners released together over 2,000 due tasks write one row per key, mark all."""
+    seed_users(postgres_engine)
+    due_ids = seed_tasks(postgres_engine, clock.now(), 2000)
+    scanners = [make_services(engines(), clock, channel, scan_batch=50) for _ in range(8)]
+    start = threading.Barrier(len(scanners), timeout=WAIT)
+    # Each scanner holds its first batch (50 tasks locked, not yet committed) until all eight
+    # hold one: every scanner then claims while the others' locks are held.
+    first_batches = threading.Barrier(len(scanners), timeout=WAIT)
+    committed: set[int] = set()
+    for scanner in scanners:
+
+        @event.listens_for(scanner.session_factory, "before_commit")
+        def hold_first_batch(session: object) -> None:
+            if threading.get_ident() not in committed:
+                committed.add(threading.get_ident())
+                first_batches.wait()
+
+    def scan(services: Services) -> ScanResult:
+        start.wait()
+        return services.scan()
+
+    results = run_threads([lambda s=s: scan(s) for s in scanners])
+
+    assert sum(r.queued for r in results) == 2000
+    assert sum(r.marked for r in results) == 2000
+    assert all(r.marked >= 50 for r in results), [r.marked for r in results]
+    assert_exactly_one_row_per_due_task(postgres_engine, due_ids)
+
+
+def test_many_scan_commands_at_once_queue_exactly_one_row_per_due_task(
+    postgres_url: str, postgres_engine: Engine
+) -> None:
+    """Four `reminders scan` processes released at the same instant write one row per key."""
+    now = datetime.now(UTC)  # the commands read the wall clock
+    seed_users(postgres_engine)
+    due_ids = seed_tasks(postgres_engine, now, 2000, lead=timedelta(minutes=10))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("REMINDERS_")},
+        "REMINDERS_DATABASE_URL": postgres_url,
+        "REMINDERS_SCAN_BATCH": "50",
+        "TZ": "UTC",
+    }
+    database = make_url(postgres_url).database
+    gate = postgres_engine.connect()
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        # The gate: every scanner's first write waits on this lock until all of them do.
+        gate.begin()
+        gate.execute(text("LOCK TABLE tasks IN SHARE MODE"))
+        for _ in range(4):
+            processes.append(
+                subprocess.Popen(
+                    [str(REMINDERS), "scan", "--json"],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        deadline = time.monotonic() + WAIT
+        waiting = 0
+        while waiting < len(processes):
+            assert time.monotonic() < deadline, f"only {waiting} scanners reached the gate"
+            assert all(p.poll() is None for p in processes), "a scanner exited before the gate"
+            with postgres_engine.connect() as probe:
+                waiting = probe.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
+                        "AND application_name = 'reminders' AND wait_event_type = 'Lock'"
+                    ),
+                    {"db": database},
+                ).scalar_one()
+            time.sleep(0.05)
+        gate.commit()  # all four go at once
+        outputs = [p.communicate(timeout=WAIT) for p in processes]
+    finally:
+        gate.close()
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr
+    queued = [json.loads(stdout)["queued"] for stdout, _ in outputs]
+    assert sum(queued) == 2000, queued
+    assert_exactly_one_row_per_due_task(postgres_engine, due_ids)
+
+
+def test_concurrent_first_scans_both_record_their_heartbeat(
+    postgres_engine: Engine,
+    engines: Callable[[], Engine],
+    clock: ManualClock,
+    channel: RecordingChannel,
+) -> None:
+    """Two scanners recording the first heartbeat at once on a never-scanned database both succeed.
+
+    Regression: record_scan used to UPDATE the heartbeat row and INSERT it when the UPDATE
+    found none; two first scans both found none and one died on the primary key.
+    """
+    seed_users(postgres_engine)
+    seed_tasks(postgres_engine, clock.now(), 20)
+    scanners = [make_services(engines(), clock, channel) for _ in range(2)]
+    # Each scanner, once it has written to the heartbeat table, waits before committing until
+    # the other has too. If the database itself serialises the two writes (an upsert waits
+    # on the other's uncommitted row), the barrier times out and each goes on alone.
+    both_there = threading.Barrier(2, timeout=2)
+    wrote_heartbeat: set[int] = set()
+    for scanner in scanners:
+
+        @event.listens_for(scanner.engine, "after_cursor_execute")
+        def note(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            if "reminder_scan_heartbeat" in statement:
+                wrote_heartbeat.add(threading.get_ident())
+
+        @event.listens_for(scanner.session_factory, "before_commit")
+        def pause(session: object) -> None:
+            if threading.get_ident() in wrote_heartbeat:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    both_there.wait()
+
+    results = run_threads([s.scan for s in scanners])
+
+    assert sum(r.queued for r in results) == 20
+    with postgres_engine.connect() as connection:
+        assert connection.execute(select(ScanHeartbeat.id)).scalars().all() == [1]
+
+
+# --- (b) relays -----------------------------------------------------------------------------
+
+
+def test_two_relays_racing_deliver_each_key_exactly_once(
+    postgres_engine: Engine,
+    engines: Callable[[], Engine],
+    clock: ManualClock,
+    channel: RecordingChannel,
+) -> None:
+    """Two relays on separate engines, both mid-batch at once, deliver 500 rows once each."""
+    seed_users(postgres_engine)
+    seed_tasks(postgres_engine, clock.now(), 500)
+    assert make_services(postgres_engine, clock, channel).scan().queued == 500
+    relays = [make_services(engines(), clock, channel, relay_batch=10) for _ in range(2)]
+    start = threading.Barrier(2, timeout=WAIT)
+    # Each relay's first send waits for the other's: both hold a claimed batch at that moment.
+    first_sends = threading.Barrier(2, timeout=WAIT)
+    passed: set[int] = set()
+
+    def on_send(_message: Message) -> None:
+        if threading.get_ident() not in passed:
+            passed.add(threading.get_ident())
+            first_sends.wait()
+
+    channel.on_send = on_send
+
+    def relay(services: Services) -> RelayReport:
+        start.wait()
+        return services.relay().relay_until_idle()
+
+    reports = run_threads([lambda s=s: relay(s) for s in relays])
+
+    sent = Counter(channel.keys)
+    assert len(sent) == 500
+    assert [key for key, n in sent.items() if n != 1] == []
+    counts = [r.counts for r in reports]
+    assert all(c["delivered"] >= 10 for c in counts), counts
+    assert sum(c["delivered"] for c in counts) == 500
+    assert sum(c["fenced"] + c["retry"] + c["released"] for c in counts) == 0
+    rows = outbox_rows(postgres_engine)
+    assert {r.status for r in rows} == {Status.DELIVERED}
+    assert {r.attempts for r in rows} == {1}
+
+
+# --- (c) a lease that expires mid-send ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "late_answer",
+    [Delivery.delivered(), Delivery.retry("451 try later"), Delivery.permanent("550 no such user")],
+    ids=["delivered", "retry", "permanent"],
+)
+def test_a_lease_lost_during_send_is_fenced(
+    services: Services,
+    engines: Callable[[], Engine],
+    clock: ManualClock,
+    late_answer: Delivery,
+) -> None:
+    """Relay A's lease expires mid-send and B re-delivers; A's late answer changes nothing."""
+    add_task(services, 1, 1, clock.now() + HOUR)
+    services.scan()
+    key = reminder_key(1, clock.now() + HOUR)
+    channel_a = RecordingChannel(script=[late_answer])
+    channel_b = RecordingChannel()
+    services_a = make_services(services.engine, clock, channel_a)
+    services_b = make_services(engines(), clock, channel_b)
+    seen_a: list[Attempt] = []
+    seen_b: list[Attempt] = []
+    lease = services_a.settings.lease
+    taken_over_at: list[datetime] = []
+
+    def inside_a_send(_message: Message) -> None:
+        # A is on the wire. Its lease runs out, and B claims and delivers the same row.
+        taken_over_at.append(clock.advance(lease + timedelta(seconds=1)))
+        report = services_b.relay(on_attempt=seen_b.append).relay_until_idle()
+        assert report.counts == Counter(delivered=1)
+
+    channel_a.on_send = inside_a_send
+    report_a = services_a.relay(on_attempt=seen_a.append).relay_until_idle()
+
+    assert channel_a.keys == [key]
+    assert channel_b.keys == [key]
+    assert [(a.key, a.attempt, a.outcome) for a in seen_b] == [(key, 2, "delivered")]
+    assert [(a.key, a.attempt, a.outcome) for a in seen_a] == [(key, 1, "fenced")]
+    assert report_a.counts == Counter(fenced=1)
+    row = row_for(services.engine, key)
+    assert row.status == Status.DELIVERED
+    assert row.attempts == 2
+    assert row.lease_token == 2
+    assert row.delivered_at == taken_over_at[0]
+    assert row.last_error is None
+    assert row.lease_owner is None
+
+
+# --- (d) due date moved ---------------------------------------------------------------------
+
+
+def test_moving_the_due_date_cancels_the_old_reminder_and_arms_the_new_one(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """A scan after a move cancels the pending old key and queues the new one, sent once."""
+    old, new = clock.now() + 2 * HOUR, clock.now() + 5 * HOUR
+    add_task(services, 1, 1, old)
+    assert services.scan().queued == 1
+    set_due(services, 1, new)
+
+    result = services.scan()
+
+    assert (result.queued, result.superseded) == (1, 1)
+    old_row = row_for(services.engine, reminder_key(1, old))
+    assert old_row.status == Status.CANCELLED
+    assert "due date moved" in (old_row.last_error or "")
+    assert row_for(services.engine, reminder_key(1, new)).status == Status.PENDING
+    assert waiting_per_task(services.engine) == Counter({1: 1})
+    assert services.relay().relay_until_idle().counts == Counter(delivered=1)
+    clock.advance(HOUR)
+    assert services.scan().queued == 0
+    assert services.relay().relay_until_idle().counts == Counter()
+    assert channel.keys == [reminder_key(1, new)]
+    assert row_for(services.engine, reminder_key(1, new)).status == Status.DELIVERED
+
+
+def test_moving_the_due_date_back_re_arms_the_cancelled_reminder(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """Old → new → old again: the old key is pending again, the new one cancelled, one sent."""
+    old, new = clock.now() + 2 * HOUR, clock.now() + 5 * HOUR
+    add_task(services, 1, 1, old)
+    services.scan()
+    set_due(services, 1, new)
+    services.scan()
+    set_due(services, 1, old)
+
+    result = services.scan()
+
+    assert (result.queued, result.superseded) == (1, 1)
+    assert row_for(services.engine, reminder_key(1, new)).status == Status.CANCELLED
+    assert waiting_per_task(services.engine) == Counter({1: 1})
+    assert services.relay().relay_until_idle().counts == Counter(delivered=1)
+    assert channel.keys == [reminder_key(1, old)]
+    assert len(outbox_rows(services.engine)) == 2
+
+
+def test_a_move_the_scan_has_not_seen_yet_is_cancelled_at_send_time(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """Moved between scan and relay: the relay's re-check cancels it, a later scan re-arms."""
+    old, new = clock.now() + 2 * HOUR, clock.now() + 30 * HOUR  # new: outside the window
+    add_task(services, 1, 1, old)
+    services.scan()
+    set_due(services, 1, new)
+
+    assert services.relay().relay_until_idle().counts == Counter(cancelled=1)
+    assert services.scan().queued == 0  # the new date is not due yet
+    clock.advance(10 * HOUR)
+    assert services.scan().queued == 1
+    assert services.relay().relay_until_idle().counts == Counter(delivered=1)
+    assert channel.keys == [reminder_key(1, new)]
+    old_row = row_for(services.engine, reminder_key(1, old))
+    assert (old_row.status, old_row.last_error) == (Status.CANCELLED, "due date moved")
+
+
+# --- (e) completed or deleted before delivery -----------------------------------------------
+
+
+def test_a_task_completed_or_deleted_before_delivery_is_cancelled(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """Completed, deleted, or completed while its batch is on the wire: cancelled, never sent."""
+    due = {task_id: clock.now() + HOUR + task_id * timedelta(minutes=1) for task_id in (1, 2, 3, 4)}
+    for task_id, when in due.items():
+        add_task(services, task_id, 1, when)
+    assert services.scan().queued == 4
+    with services.session_factory.begin() as session:
+        session.execute(update(Task).where(Task.id == 1).values(completed_at=clock.now()))
+        session.execute(delete(Task).where(Task.id == 2))
+    on_the_wire: list[int] = []
+
+    def complete_the_other(message: Message) -> None:
+        # Tasks 3 and 4 were claimed in one batch. While the first of them is being sent,
+        # the other one is completed: the relay must re-check it before its own send.
+        sent_id = int(message.document["task_id"])
+        on_the_wire.append(sent_id)
+        other = 7 - sent_id
+        with services.session_factory.begin() as session:
+            session.execute(update(Task).where(Task.id == other).values(completed_at=clock.now()))
+
+    channel.on_send = complete_the_other
+    report = services.relay().relay_until_idle()
+
+    assert report.counts == Counter(cancelled=3, delivered=1)
+    assert len(on_the_wire) == 1
+    sent_id = on_the_wire[0]
+    assert channel.keys == [reminder_key(sent_id, due[sent_id])]
+    outcomes = {r.subject_id: (r.status, r.last_error) for r in outbox_rows(services.engine)}
+    assert outcomes == {
+        1: (Status.CANCELLED, "task completed"),
+        2: (Status.CANCELLED, "task deleted"),
+        sent_id: (Status.DELIVERED, None),
+        7 - sent_id: (Status.CANCELLED, "task completed"),
+    }
+    assert services.scan().queued == 0
+
+
+# --- (f) catch-up after an outage -----------------------------------------------------------
+
+
+def test_one_scan_after_a_long_outage_queues_every_task_still_ahead_and_none_past(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """After 20 h without scans, one scan queues exactly the tasks due in (now, now + 24h]."""
+    for k in range(1, 49):  # tasks due every hour from T0 + 1h to T0 + 48h
+        add_task(services, k, 1, T0 + k * HOUR)
+    before = services.scan()
+    assert before.queued == 24  # T0 + 1h .. T0 + 24h
+    # The outage: 20 hours without a scan (nor a relay) while the application adds tasks.
+    for hour in range(1, 21):
+        clock.advance(HOUR)
+        add_task(services, 100 + hour, 1, clock.now() + 30 * timedelta(minutes=1))
+        add_task(services, 200 + hour, 1, clock.now() + 23 * HOUR)
+    add_task(services, 300, 1, clock.now())  # due exactly at the resume: not ahead
+    now = clock.now()
+    assert now == T0 + 20 * HOUR
+    already = {r.idempotency_key for r in outbox_rows(services.engine)}
+
+    result = services.scan()
+
+    with services.session_factory() as session:
+        due_dates = dict(session.execute(select(Task.id, Task.due_date)).all())
+    ahead = {i for i, due in due_dates.items() if due is not None and now < due <= now + 24 * HOUR}
+    expected = ahead - set(range(1, 25))
+    assert expected == set(range(25, 45)) | {120} | set(range(201, 221))
+    new_rows = [r for r in outbox_rows(services.engine) if r.idempotency_key not in already]
+    assert {r.subject_id for r in new_rows} == expected
+    assert result.queued == len(expected) == 41
+    assert all(r.subject_at is not None and r.subject_at > now for r in new_rows)
+    with services.session_factory() as session:
+        never_marked = set(
+            session.scalars(select(Task.id).where(Task.reminder_sent_at.is_(None))).all()
+        )
+    assert never_marked == set(range(45, 49)) | set(range(101, 120)) | {300}
+    # The relay, down as long, then delivers everything queued before and after, once each.
+    report = services.relay().relay_until_idle()
+    assert report.counts == Counter(delivered=24 + 41)
+    assert len(channel.keys) == len(set(channel.keys)) == 65
+
+
+# --- (g) a poison row -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["prepare", "send"])
+def test_a_poison_row_ends_dead_after_max_attempts_and_the_others_flow(
+    postgres_engine: Engine, clock: ManualClock, channel: RecordingChannel, where: str
+) -> None:
+    """A row whose prepare or send raises is retried up to max attempts, then dead; others flow."""
+    services = make_services(postgres_engine, clock, channel, max_attempts=3)
+    add_user(services, 1)
+    for task_id in range(1, 6):
+        add_task(services, task_id, 1, clock.now() + task_id * HOUR)
+    services.scan()
+    poison = reminder_key(3, clock.now() + 3 * HOUR)
+    relay = services.relay()
+    tries: list[str] = []
+    if where == "prepare":
+        render = relay.prepare
+
+        def prepare(session, claim):  # type: ignore[no-untyped-def]
+            if claim.key == poison:
+                tries.append(claim.key)
+                raise RuntimeError("cannot render this task")
+            return render(session, claim)
+
+        relay.prepare = prepare
+    else:
+
+        def explode(message: Message) -> None:
+            if message.key == poison:
+                tries.append(message.key)
+                raise RuntimeError("the channel blew up")
+
+        channel.on_send = explode
+
+    reports = [relay.relay_until_idle()]
+    assert reports[0].counts == Counter(delivered=4, retry=1)
+    while reports[-1].next_attempt_at is not None:
+        assert len(reports) < 5, "the poison row is retried forever"
+        clock.set(reports[-1].next_attempt_at)
+        reports.append(relay.relay_until_idle())
+
+    assert [r.counts for r in reports[1:]] == [Counter(retry=1), Counter(dead=1)]
+    assert tries == [poison] * 3
+    row = row_for(postgres_engine, poison)
+    assert (row.status, row.attempts) == (Status.DEAD, 3)
+    assert (row.last_error or "").startswith("gave up after 3 attempts: RuntimeError: ")
+    delivered = [k for k in channel.keys if k != poison]
+    assert len(delivered) == len(set(delivered)) == 4
+    others = [r for r in outbox_rows(postgres_engine) if r.idempotency_key != poison]
+    assert {(r.status, r.attempts) for r in others} == {(Status.DELIVERED, 1)}
+
+
+# --- (h) the due query uses the partial index -----------------------------------------------
+
+
+def test_the_due_query_uses_the_partial_index(
+    postgres_engine: Engine, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """On 50,000 tasks with 4% due, the scan's own statement is planned on the partial index."""
+    now = clock.now()
+    seed_users(postgres_engine, enabled=1000)
+    with postgres_engine.begin() as connection:
+        # g % 25 = 0 (4%): due within the window. Of the rest: 60% completed, 20% already
+        # reminded for their date, 20% open and due in 2 to 30 days.
+        connection.execute(
+            text(
+                """
+                INSERT INTO tasks (id, owner_id, title, due_date, completed_at,
+                                   reminder_sent_at, reminder_due_at)
+                SELECT g, 1 + g % 1000, 'task ' || g, d.due,
+                       CASE WHEN g % 25 <> 0 AND g % 5 IN (0, 1, 2) THEN d.past END,
+                       CASE WHEN g % 25 <> 0 AND g % 5 = 3 THEN d.past END,
+                       CASE WHEN g % 25 <> 0 AND g % 5 = 3 THEN d.due END
+                FROM generate_series(1, 50000) AS g,
+                LATERAL (SELECT
+                    CASE WHEN g % 25 = 0
+                         THEN CAST(:now AS timestamptz) + (1 + g % 1439) * interval '1 min'
+                         WHEN g % 5 = 4
+                         THEN CAST(:now AS timestamptz) + interval '2 days'
+                              + (g % 40000) * interval '1 min'
+                         ELSE CAST(:now AS timestamptz) - (g % 40000) * interval '1 min'
+                    END AS due,
+                    CAST(:now AS timestamptz) - interval '30 days' AS past) AS d
+                """
+            ),
+            {"now": now},
+        )
+    with postgres_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("ANALYZE users"))
+        connection.execute(text("ANALYZE tasks"))
+    plans: dict[str, str] = {}
+
+    @event.listens_for(postgres_engine, "before_cursor_execute")
+    def explain_the_due_query(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        # Explain, in the scan's own transaction and with its parameters, the statement
+        # that claims due tasks and the SELECT ... FOR UPDATE SKIP LOCKED inside it.
+        found = re.search(r"IN \((SELECT .* SKIP LOCKED)\)", statement, re.DOTALL)
+        if statement.lstrip().upper().startswith("UPDATE TASKS") and found:
+            with cursor.connection.cursor() as explain:
+                for name, sql in (("select", found.group(1)), ("statement", statement)):
+                    explain.execute("EXPLAIN " + sql, parameters)
+                    plans[name] = "\n".join(row[0] for row in explain.fetchall())
+
+    result = make_services(postgres_engine, clock, channel).scan()
+    event.remove(postgres_engine, "before_cursor_execute", explain_the_due_query)
+
+    assert result.queued == 2000
+    assert set(plans) == {"select", "statement"}, "the scan's due query was not seen"
+    print(f"\nEXPLAIN of the scan's due select (50,000 tasks, 2,000 due):\n{plans['select']}")
+    print(f"\nEXPLAIN of the whole claiming UPDATE:\n{plans['statement']}")
+    assert "ix_tasks_awaiting_reminder" in plans["select"]
+    assert "Seq Scan on tasks" not in plans["select"]
+    assert "ix_tasks_awaiting_reminder" in plans["statement"]

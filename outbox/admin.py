@@ -57,9 +57,12 @@ def oldest_waiting(session: Session, now: datetime) -> timedelta | None:
     replaying a week-old dead row must not make the queue look a week late.
     """
     since = func.coalesce(OutboxRow.replayed_at, OutboxRow.created_at)
-    stmt = select(OutboxRow.created_at, OutboxRow.replayed_at).where(
-        OutboxRow.status.in_(WAITING)
-    ).order_by(since).limit(1)
+    stmt = (
+        select(OutboxRow.created_at, OutboxRow.replayed_at)
+        .where(OutboxRow.status.in_(WAITING))
+        .order_by(since)
+        .limit(1)
+    )
     found = session.execute(stmt).first()
     if found is None:
         return None

@@ -46,7 +46,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return moment.astimezone(UTC)
 
 
-class instant(FunctionElement[datetime]):  # noqa: N801 (used like a SQL function)
+class instant(FunctionElement[datetime]):
     """A timestamp as an instant to compare, whatever text the writer used for it.
 
     PostgreSQL compares ``timestamptz`` values natively: this renders the expression

@@ -57,6 +57,18 @@ def ready_services() -> Services:
 
 
 @app.command()
+def config(as_json: JsonOption = False) -> None:
+    """Print the settings in force, secrets as ***. Reads every REMINDERS_* variable."""
+    shown = settings().describe()
+    if as_json:
+        out.print_json(json.dumps(shown))
+        return
+    width = max(len(name) for name in shown)
+    for name, value in shown.items():
+        out.print(f"{name:<{width}}  {'' if value is None else value}", markup=False)
+
+
+@app.command()
 def migrate(as_json: JsonOption = False) -> None:
     """Create or upgrade the schema (idempotent). Reads REMINDERS_DATABASE_URL."""
     engine = make_engine(settings().database_url)

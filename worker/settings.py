@@ -7,7 +7,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from periodiq import CronSpec
 from pydantic import (
@@ -209,6 +209,8 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if isinstance(value, SecretStr):
                 shown[ENV_PREFIX + name.upper()] = "***"
+            elif name in ("database_url", "broker_url") and value:
+                shown[ENV_PREFIX + name.upper()] = hide_password(value)
             elif isinstance(value, timedelta):
                 shown[ENV_PREFIX + name.upper()] = f"{value.total_seconds():g}s"
             else:
@@ -217,6 +219,15 @@ class Settings(BaseSettings):
 
 
 _SECRET_FIELDS = {"smtp_password", "webhook_secret"}
+
+
+def hide_password(url: str) -> str:
+    """``url`` with the password of its user part replaced by ``***``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _one_line(error: ValidationError) -> str:

@@ -20,9 +20,9 @@ from worker.bootstrap import bootstrap
 from worker.settings import load_settings
 
 REMINDERS = str(Path(sys.executable).parent / "reminders")
-SMTP_PASSWORD = "pw-7f3a9c1e-never-print"  # noqa: S105
-WEBHOOK_SECRET = "whk-2b8d4f6a0c1e3a5b7d9f-never-print"  # noqa: S105
-DB_PASSWORD = "db-5e7a1c3b-never-print"  # noqa: S105
+SMTP_PASSWORD = "pw-7f3a9c1e-never-print"
+WEBHOOK_SECRET = "whk-2b8d4f6a0c1e3a5b7d9f-never-print"
+DB_PASSWORD = "db-5e7a1c3b-never-print"
 HOSTILE = "Pay <b>rent</b>\r\nBcc: victim@example.net\r\nX-Evil: 1\r\n\r\n.\r\nMAIL FROM:<x@y>"
 
 
@@ -104,10 +104,10 @@ def test_hostile_titles_arrive_as_plain_data(sqlite_engine: Engine, clock: Manua
         services.scan()
         assert services.relay().relay_until_idle().counts == {"delivered": 1}
         smtp.wait_for_messages(1)
-    [(sender, recipients, raw)] = smtp.messages
+    [(_sender, recipients, raw)] = smtp.messages
     assert recipients == ["ada@example.com"]
     message = email.message_from_bytes(raw, policy=email.policy.SMTP)
-    headers = {name.lower() for name in message.keys()}
+    headers = {name.lower() for name in message}
     assert "bcc" not in headers and "x-evil" not in headers
     subject = str(message["Subject"])
     assert "\n" not in subject and "\r" not in subject and len(subject) < 250

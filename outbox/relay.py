@@ -90,6 +90,8 @@ class Relay:
     send_timeout: timedelta = timedelta(seconds=10)
     stop: threading.Event = field(default_factory=threading.Event)
     on_attempt: Callable[[Attempt], None] | None = None
+    #: The log key under which the row's subject id appears (the domain's name for it).
+    subject_key: str = "subject_id"
 
     def relay_until_idle(self, budget: timedelta | None = None) -> RelayReport:
         """Relay batch after batch until nothing is due, the budget is spent, or stop is set."""
@@ -235,7 +237,6 @@ class Relay:
             "delivery",
             outbox_id=claim.id,
             key=claim.key,
-            subject_id=claim.subject_id,
             attempt=claim.attempts,
             outcome=outcome,
             error=detail,
@@ -243,6 +244,7 @@ class Relay:
             channel=self.channel.name,
             duration_ms=None if elapsed is None else round(elapsed * 1000, 1),
             next_attempt_at=None if next_at is None else next_at.isoformat(),
+            **{self.subject_key: claim.subject_id},
         )
         if self.on_attempt is not None:
             self.on_attempt(attempt)

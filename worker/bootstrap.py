@@ -89,6 +89,7 @@ class Services:
             send_timeout=settings.send_timeout,
             stop=self.stop,
             on_attempt=on_attempt,
+            subject_key="task_id",
         )
 
 

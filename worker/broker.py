@@ -6,7 +6,6 @@ the broker before `worker.actors` declares a periodic actor.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -56,11 +55,9 @@ def build_broker(settings: Settings, stop: threading.Event) -> dramatiq.Broker:
     else:
         broker = RabbitmqBroker(url=url)
     if settings.metrics_port is not None and url is not None:
-        # Dramatiq's exposition server reads its port when its module is imported.
-        os.environ["dramatiq_prom_port"] = str(settings.metrics_port)  # noqa: SIM112 (its name)
-        from dramatiq.middleware.prometheus import Prometheus
+        from worker.metrics import ExposedPrometheus
 
-        broker.add_middleware(Prometheus())
+        broker.add_middleware(ExposedPrometheus())
     broker.add_middleware(PeriodiqMiddleware(skip_delay=SKIP_DELAY_SECONDS))
     broker.add_middleware(StopRelaysOnShutdown(stop))
     return broker

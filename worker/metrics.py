@@ -8,9 +8,16 @@ first imported, which must happen after the worker process booted: hence the lat
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import threading
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+from dramatiq.middleware import prometheus as dramatiq_prometheus
+from dramatiq.middleware.prometheus import Prometheus
 
 from outbox.relay import Attempt
 from worker.scan import ScanResult
@@ -102,3 +109,57 @@ def service_metrics() -> ServiceMetrics:
         if not _created:
             _created.append(ServiceMetrics())
         return _created[0]
+
+
+def metrics_directory() -> str:
+    """Where this ``dramatiq`` command's processes keep their metrics.
+
+    Worker and exposition processes are children of the same command, so they agree on it;
+    two commands on one host (or one run after another) never add up each other's counters.
+    """
+    return os.path.join(tempfile.gettempdir(), f"reminders-metrics-{os.getppid()}")
+
+
+class ExposedPrometheus(Prometheus):
+    """Dramatiq's Prometheus middleware, served on ``REMINDERS_METRICS_PORT``.
+
+    Dramatiq's own exposition process reads its port and directory from variables of its
+    own when the ``dramatiq`` command starts, before our settings are read; ours does not.
+    """
+
+    @property
+    def forks(self) -> list[Any]:
+        """The exposition server, one process per ``dramatiq`` command."""
+        return [serve_exposition]
+
+    def after_process_boot(self, broker: Any) -> None:
+        """Point Dramatiq's metrics and ours at this command's directory, then create them."""
+        directory = metrics_directory()
+        os.makedirs(directory, exist_ok=True)
+        dramatiq_prometheus.DB_PATH = directory
+        super().after_process_boot(broker)  # type: ignore[no-untyped-call]
+
+
+def serve_exposition() -> int:
+    """Serve every worker process's metrics (Dramatiq's and ours) until stopped."""
+    from worker.settings import load_settings
+
+    _remove_directories_of_stopped_commands()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory()
+    os.makedirs(metrics_directory(), exist_ok=True)
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    port = load_settings().metrics_port
+    assert port is not None  # the middleware is only added when it is set
+    start_http_server(port, registry=registry)
+    threading.Event().wait()  # the dramatiq command ends this process with a signal
+    return 0
+
+
+def _remove_directories_of_stopped_commands() -> None:
+    for path in Path(tempfile.gettempdir()).glob("reminders-metrics-*"):
+        pid = path.name.rpartition("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)

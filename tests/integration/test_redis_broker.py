@@ -14,10 +14,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -99,6 +101,37 @@ def wait_until(
         alive()
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def scrape(port: int, alive: Callable[[], None], expect: str = "reminders_") -> str:
+    """The text of http://127.0.0.1:PORT/metrics once it contains ``expect``."""
+    page: list[str] = [""]
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+                page[0] = answer.read().decode()
+        except OSError:
+            return False
+        return expect in page[0]
+
+    wait_until(ready, 30, f"metrics on port {port}", alive)
+    return page[0]
+
+
+def sample(metrics: str, name: str) -> float:
+    """The value of one sample (name with labels, as printed) in a metrics page."""
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in metrics:\n{metrics[-2000:]}")
 
 
 class Process:
@@ -328,6 +361,7 @@ def test_dramatiq_and_periodiq_on_redis_mail_each_reminder_once_and_stop_cleanly
             REMINDERS_SMTP_HOST=smtp.host,
             REMINDERS_SMTP_PORT=str(smtp.port),
             REMINDERS_MAIL_DOMAIN=MAIL_DOMAIN,
+            REMINDERS_METRICS_PORT=str(metrics_port := free_port()),
         )
         worker = Process(
             [str(BIN / "dramatiq"), "worker.actors", "--processes", "1", "--threads", "2"],
@@ -367,6 +401,8 @@ def test_dramatiq_and_periodiq_on_redis_mail_each_reminder_once_and_stop_cleanly
             30, "the outbox to record every delivery", both_alive,
         )  # fmt: skip
 
+        # The metrics reach Prometheus through Dramatiq's exposition server.
+        metrics = scrape(metrics_port, both_alive)
         worker_code, worker_took = worker.terminate_and_wait(30)
         scheduler_code, _ = scheduler.terminate_and_wait(30)
         mails = list(smtp.messages)
@@ -390,6 +426,9 @@ def test_dramatiq_and_periodiq_on_redis_mail_each_reminder_once_and_stop_cleanly
     rows = outbox(postgres_engine)
     assert set(rows) == set(keys)
     assert {status for status, _ in rows.values()} == {Status.DELIVERED}
+    assert sample(metrics, 'reminders_deliveries_total{channel="smtp",outcome="delivered"}') == 7
+    assert sample(metrics, "reminders_queued_total") == 7
+    assert "dramatiq_messages_total" in metrics
 
 
 # --- `reminders run`, embedded, on SQLite ---------------------------------------------------
@@ -427,7 +466,11 @@ class LineReader:
 
 
 def start_embedded(
-    tmp_path: Path, tasks: int, processes: list[Process], *options: str
+    tmp_path: Path,
+    tasks: int,
+    processes: list[Process],
+    *options: str,
+    metrics_port: int | None = None,
 ) -> tuple[Process, str]:
     """A migrated SQLite database with ``tasks`` due tasks and `reminders run` on it."""
     url = f"sqlite:///{tmp_path}/reminders.db"
@@ -438,7 +481,11 @@ def start_embedded(
     engine.dispose()
     process = Process(
         [str(BIN / "reminders"), "run", *options],
-        child_env(REMINDERS_DATABASE_URL=url, REMINDERS_CHANNEL="console"),
+        child_env(
+            REMINDERS_DATABASE_URL=url,
+            REMINDERS_CHANNEL="console",
+            REMINDERS_METRICS_PORT="" if metrics_port is None else str(metrics_port),
+        ),
         tmp_path, tmp_path / "run.log", stdout_pipe=True,
     )  # fmt: skip
     processes.append(process)
@@ -464,6 +511,21 @@ def test_reminders_run_delivers_on_start_and_exits_0_on_sigterm(
     engine = make_engine(url)
     assert outbox(engine) == {key: (Status.DELIVERED, 1) for key in keys}
     engine.dispose()
+
+
+def test_reminders_run_serves_metrics(tmp_path: Path, processes: list[Process]) -> None:
+    """With REMINDERS_METRICS_PORT, `reminders run` serves the service's Prometheus metrics."""
+    port = free_port()
+    process, _url = start_embedded(tmp_path, 2, processes, metrics_port=port)
+    assert process.popen.stdout is not None
+    reader = LineReader(process.popen.stdout)
+    wait_until(lambda: len(reader.keys()) >= 2, 30, "two reminder lines", process.check_alive)
+    metrics = scrape(port, process.check_alive, 'outcome="delivered"} 2.0')
+    process.terminate_and_wait(10)
+    reader.finish()
+    assert sample(metrics, 'reminders_deliveries_total{channel="console",outcome="delivered"}') == 2
+    assert sample(metrics, "reminders_queued_total") == 2
+    assert sample(metrics, "reminders_delivery_latency_seconds_count") == 2
 
 
 def test_reminders_run_stopped_mid_relay_leaves_no_row_claimed(

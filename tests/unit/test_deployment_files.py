@@ -1,0 +1,81 @@
+"""docker-compose.yml and the Dockerfile name only real commands and known settings."""
+
+from __future__ import annotations
+
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from typer.main import get_command
+
+from worker.cli import app
+from worker.settings import ENV_PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Variables a service may set that are not the reminder service's own settings.
+FOREIGN = {"TZ", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "PYTHONUNBUFFERED"}
+
+
+def compose() -> dict[str, Any]:
+    """The parsed docker-compose.yml, anchors resolved."""
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())  # type: ignore[no-any-return]
+
+
+def project_commands() -> set[str]:
+    """Every `reminders` subcommand path, like 'migrate' or 'outbox list'."""
+    root = get_command(app)
+    paths: set[str] = set()
+    for name, command in root.commands.items():  # type: ignore[attr-defined]
+        paths.add(name)
+        for sub in getattr(command, "commands", {}):
+            paths.add(f"{name} {sub}")
+    return paths
+
+
+def known_variables() -> set[str]:
+    """Every REMINDERS_* variable the settings read, _FILE variants included."""
+    names = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
+    return names | {f"{ENV_PREFIX}{f}_FILE" for f in ("SMTP_PASSWORD", "WEBHOOK_SECRET")}
+
+
+def test_every_project_service_runs_a_real_entry_point() -> None:
+    """Services built from this project run `reminders`, `dramatiq worker.actors` or `periodiq`."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    checked = 0
+    for name, service in compose()["services"].items():
+        if "build" not in service:
+            continue
+        command = service.get("command") or ["reminders", "run"]
+        argv = command if isinstance(command, list) else shlex.split(command)
+        if argv[0] in scripts:
+            subcommand = " ".join(a for a in argv[1:] if not a.startswith("-"))
+            assert subcommand in project_commands(), f"{name}: reminders {subcommand}"
+        else:
+            assert argv[0] in ("dramatiq", "periodiq"), f"{name}: {argv[0]}"
+            assert argv[1] == "worker.actors", f"{name}: {argv}"
+        checked += 1
+    assert checked >= 3  # migrate, worker, scheduler
+
+
+def test_every_variable_a_service_sets_is_a_known_setting() -> None:
+    """No service sets a REMINDERS_* variable that the settings do not read (a typo)."""
+    for name, service in compose()["services"].items():
+        for variable in service.get("environment", {}):
+            if variable.startswith(ENV_PREFIX):
+                assert variable in known_variables(), f"{name}: {variable}"
+            else:
+                assert variable in FOREIGN, f"{name}: {variable}"
+
+
+def test_the_compose_settings_are_valid() -> None:
+    """The variables the compose file sets pass the settings' own validation."""
+    environment = compose()["services"]["worker"]["environment"]
+    overrides = {
+        k.removeprefix(ENV_PREFIX).lower(): v
+        for k, v in environment.items()
+        if k.startswith(ENV_PREFIX)
+    }
+    settings = Settings(**overrides)
+    assert settings.channel == "smtp" and settings.broker_url is not None

@@ -78,11 +78,16 @@ def run_demo(database: str, out: Console) -> None:
     out.print("[bold]2. host app[/]: task 108 completed before its reminder went out")
     out.print("[bold]3. relay[/]: delivering through the console channel\n")
     report = services.relay().relay_until_idle()
-    out.print(f"\nrelay: {dict(sorted(report.counts.items()))}\n")
+    out.print(f"\nrelay: {dict(sorted(report.counts.items()))}")
+    again = services.scan()
+    out.print(
+        f"[bold]4. scan again[/]: queued {again.queued} — a reminder exists once per task and "
+        "due date, however often the scan runs\n"
+    )
 
     status = Table(title="Outbox")
     for column in ("id", "task", "key", "status", "attempts", "note"):
-        status.add_column(column)
+        status.add_column(column, no_wrap=column != "note")
     with services.session_factory() as session:
         for row in session.scalars(select(OutboxRow).order_by(OutboxRow.id)):
             note = row.last_error or ""
@@ -96,7 +101,7 @@ def run_demo(database: str, out: Console) -> None:
             )
     out.print(status)
     out.print(
-        "\nRun it again: the same tasks are never reminded twice (`reminders scan` queues 0)."
-        f"\nInspect it: REMINDERS_DATABASE_URL=sqlite:///{path} reminders outbox list"
+        f"\nInspect it: REMINDERS_DATABASE_URL=sqlite:///{path} .venv/bin/reminders status"
+        "\n(or `outbox list`, `outbox show ID`; `reminders --help` lists every command)"
     )
     engine.dispose()

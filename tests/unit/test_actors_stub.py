@@ -242,3 +242,18 @@ def test_two_actor_threads_first_using_the_metrics_at_once_share_them(tmp_path: 
     (line,) = [x for x in done.stdout.splitlines() if x.startswith("REPORT ")]
     report = json.loads(line.removeprefix("REPORT "))
     assert report == {"errors": [], "same": True}
+
+
+def test_the_schedule_is_utc_whatever_the_host_time_zone(tmp_path: Path) -> None:
+    """With TZ=Asia/Tokyo, periodiq's clock (pendulum) still reads UTC once the broker exists."""
+    script = (
+        "import pendulum, worker.actors\n"
+        "print(pendulum.now().utcoffset().total_seconds(), pendulum.local_timezone().name)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=child_env(REMINDERS_DATABASE_URL=f"sqlite:///{tmp_path}/r.db") | {"TZ": "Asia/Tokyo"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0.0", "UTC"]

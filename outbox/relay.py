@@ -97,12 +97,15 @@ class Relay:
         """Relay batch after batch until nothing is due, the budget is spent, or stop is set."""
         report = RelayReport()
         deadline = None if budget is None else time.monotonic() + budget.total_seconds()
-        while not self.stop.is_set():
-            if not self.relay_batch(report):
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                report.out_of_budget = True
-                break
+        try:
+            while not self.stop.is_set():
+                if not self.relay_batch(report):
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    report.out_of_budget = True
+                    break
+        finally:
+            self.channel.close()  # one connection for the whole run, not one per batch
         return report
 
     def relay_batch(self, report: RelayReport) -> int:
@@ -117,7 +120,6 @@ class Relay:
                 if waiting:
                     self._attempt(waiting.pop(0), report)
         finally:
-            self.channel.close()
             if waiting:
                 self._release(waiting, report)
         return len(claims)

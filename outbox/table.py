@@ -86,6 +86,7 @@ class OutboxRow(OutboxBase):
         Index(
             "ix_outbox_due",
             "available_at",
+            "id",
             postgresql_where=text(_active_sql),
             sqlite_where=text(_active_sql),
         ),

@@ -17,6 +17,7 @@ def make_engine(url: str, **options: Any) -> Engine:
             url, connect_args={"timeout": 30, "check_same_thread": False}, **options
         )
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     connect_args = {
         "connect_timeout": CONNECT_TIMEOUT_SECONDS,
@@ -30,6 +31,9 @@ def make_engine(url: str, **options: Any) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The sqlite3 module only opens a transaction before a statement it recognises as a
+    # write; a write starting with WITH would commit on its own. Transactions are ours.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets the relay read while the scanner writes; busy_timeout queues writers.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -41,3 +45,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded values after commit (rows are read, then sent)."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # IMMEDIATE takes the write lock up front: a transaction that reads and then writes
+    # cannot fail halfway because another process wrote in between.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

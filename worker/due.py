@@ -6,12 +6,29 @@ by a user who wants notifications, and not yet reminded for the due date it has 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, exists, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Row,
+    Select,
+    SQLColumnExpression,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    func,
+    literal_column,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from outbox.table import WAITING, OutboxRow, Status
@@ -51,10 +68,17 @@ def claim_due_tasks(
         .order_by(Task.due_date)
         .limit(limit)
         .with_for_update(of=Task, skip_locked=True)
+        .scalar_subquery()
     )
+    if _dialect(session) == "postgresql":
+        # `id = ANY(ARRAY(…))` probes the primary key for the batch's ids; `id IN (…)` was
+        # planned as a hash join over the whole table, for every batch.
+        batch = Task.id == any_(func.array(due))
+    else:
+        batch = Task.id.in_(due)
     mark = (
         update(Task)
-        .where(Task.id.in_(due.scalar_subquery()))
+        .where(batch)
         .values(reminder_sent_at=now, reminder_due_at=Task.due_date)
         .returning(Task.id, Task.due_date)
     )
@@ -69,29 +93,50 @@ def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
     """
     if not rows:
         return 0
-    stmt = _upsert(session)(OutboxRow).on_conflict_do_update(
+    rearm = {
+        "status": Status.PENDING,
+        "attempts": 0,
+        "available_at": rows[0]["available_at"],
+        "updated_at": rows[0]["updated_at"],
+        "last_error": null(),  # None here would make SQLAlchemy insert row by row
+    }
+    if _dialect(session) == "postgresql":
+        # One statement whatever the batch: each column as one array parameter.
+        table = OutboxRow.__table__
+        columns = list(rows[0])
+        arrays = [
+            func.unnest(bindparam(None, [row[name] for row in rows], ARRAY(table.c[name].type)))
+            for name in columns
+        ]
+        insert = postgresql.insert(OutboxRow).from_select(columns, select(*arrays))
+        stmt = insert.on_conflict_do_update(
+            index_elements=[OutboxRow.idempotency_key],
+            set_=rearm,
+            where=OutboxRow.status == Status.CANCELLED,
+        ).returning(OutboxRow.id)
+        return len(session.execute(stmt).all())
+    many = sqlite.insert(OutboxRow).on_conflict_do_update(
         index_elements=[OutboxRow.idempotency_key],
-        set_={
-            "status": Status.PENDING,
-            "attempts": 0,
-            "available_at": rows[0]["available_at"],
-            "updated_at": rows[0]["updated_at"],
-            "last_error": None,
-        },
+        set_=rearm,
         where=OutboxRow.status == Status.CANCELLED,
     )
-    return len(session.execute(stmt.returning(OutboxRow.id), rows).all())
+    return len(session.execute(many.returning(OutboxRow.id), rows).all())
 
 
-def cancel_superseded(session: Session, now: datetime) -> int:
-    """Cancel waiting reminders for a due date their task no longer has been reminded for."""
+def cancel_superseded(session: Session, now: datetime, task_ids: list[int]) -> int:
+    """Cancel these tasks' waiting reminders for a due date they were not just reminded for."""
     moved = exists().where(
         Task.id == OutboxRow.subject_id,
         instant(Task.reminder_due_at).is_distinct_from(instant(OutboxRow.subject_at)),
     )
     stmt = (
         update(OutboxRow)
-        .where(OutboxRow.kind == REMINDER_KIND, OutboxRow.status.in_(WAITING), moved)
+        .where(
+            _among(session, OutboxRow.subject_id, task_ids),
+            OutboxRow.kind == REMINDER_KIND,
+            OutboxRow.status.in_(WAITING),
+            moved,
+        )
         .values(
             status=Status.CANCELLED, last_error="superseded: the due date moved", updated_at=now
         )
@@ -100,16 +145,41 @@ def cancel_superseded(session: Session, now: datetime) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def forget_reminder(session: Session, task_id: int, due_date: datetime) -> None:
+    """Let the scan consider the task again for ``due_date``: its reminder was cancelled.
+
+    Without this, a task completed and then reopened (or an owner who opted out and back
+    in, or a due date moved away and back) would look reminded for a date it never was.
+    """
+    stmt = (
+        update(Task)
+        .where(Task.id == task_id, instant(Task.reminder_due_at) == at(due_date))
+        .values(reminder_due_at=None)
+    )
+    session.execute(stmt, execution_options={"synchronize_session": False})
+
+
 def record_scan(
     session: Session, at: datetime, queued: int, marked: int, duration_ms: float
 ) -> None:
     """Remember when the last scan ran and what it did (one row, last writer wins)."""
     values = {"scanned_at": at, "queued": queued, "marked": marked, "duration_ms": duration_ms}
-    stmt = _upsert(session)(ScanHeartbeat).values(id=1, **values)
+    upsert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+    stmt = upsert(ScanHeartbeat).values(id=1, **values)
     session.execute(stmt.on_conflict_do_update(index_elements=[ScanHeartbeat.id], set_=values))
 
 
-def _upsert(session: Session) -> Any:
-    """The dialect's INSERT, which has ON CONFLICT (PostgreSQL and SQLite alike)."""
-    dialect = session.get_bind().dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _among(
+    session: Session, column: SQLColumnExpression[int], ids: list[int]
+) -> ColumnElement[bool]:
+    """``column`` is one of ``ids``, as one parameter however many ids there are."""
+    if _dialect(session) == "postgresql":
+        return column == any_(bindparam(None, ids, ARRAY(BigInteger)))
+    listed: Select[Any] = select(literal_column("value")).select_from(
+        func.json_each(json.dumps(ids))
+    )
+    return column.in_(listed.scalar_subquery())

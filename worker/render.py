@@ -19,6 +19,7 @@ from outbox.channels.base import Message
 from outbox.masking import mask_email, one_line
 from outbox.relay import Cancel, Prepare
 from outbox.store import Claim
+from worker.due import forget_reminder
 from worker.schema import Task, User
 
 log = structlog.get_logger("worker.render")
@@ -104,12 +105,17 @@ def reminder_preparer(renderer: ReminderRenderer) -> Prepare:
         if found is None:
             return Cancel("task deleted")
         task, owner = found
+        reason = None
         if task.completed_at is not None:
-            return Cancel("task completed")
-        if task.due_date != claim.subject_at:
-            return Cancel("due date moved")
-        if not owner.notifications_enabled:
-            return Cancel("owner turned notifications off")
-        return renderer.render(claim.key, task, owner)
+            reason = "task completed"
+        elif task.due_date != claim.subject_at:
+            reason = "due date moved"
+        elif not owner.notifications_enabled:
+            reason = "owner turned notifications off"
+        if reason is None:
+            return renderer.render(claim.key, task, owner)
+        if claim.subject_at is not None:
+            forget_reminder(session, task.id, claim.subject_at)
+        return Cancel(reason)
 
     return prepare

@@ -73,7 +73,7 @@ def scan_due_tasks(
             ]
             queued += insert_reminders(session, rows)
             if tasks:
-                superseded += cancel_superseded(session, now)
+                superseded += cancel_superseded(session, now, [task_id for task_id, _ in tasks])
         marked += len(tasks)
         batches += 1
         if len(tasks) < batch_size:

@@ -7,7 +7,9 @@ permanent. Redirects are not followed: a signed delivery goes where it was confi
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -102,8 +104,16 @@ class WebhookChannel:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(timeout=self._timeout, follow_redirects=False)
+            self._client = httpx.Client(
+                timeout=self._timeout, follow_redirects=False, verify=_tls_context()
+            )
         return self._client
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: building one reads the CA bundle each time."""
+    return ssl.create_default_context()
 
 
 def _classify(response: httpx.Response, now: datetime) -> Delivery:

@@ -678,8 +678,8 @@ def test_the_due_query_uses_the_partial_index(
     def explain_the_due_query(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
         # Explain, in the scan's own transaction and with its parameters, the statement
         # that claims due tasks and the SELECT ... FOR UPDATE SKIP LOCKED inside it.
-        found = re.search(r"IN \((SELECT .* SKIP LOCKED)\)", statement, re.DOTALL)
-        if statement.lstrip().upper().startswith("UPDATE TASKS") and found:
+        found = re.search(r"array\(\((SELECT .* SKIP LOCKED)\)\)", statement, re.DOTALL)
+        if found and statement.lstrip().startswith("UPDATE tasks"):
             with cursor.connection.cursor() as explain:
                 for name, sql in (("select", found.group(1)), ("statement", statement)):
                     explain.execute("EXPLAIN " + sql, parameters)
@@ -695,3 +695,5 @@ def test_the_due_query_uses_the_partial_index(
     assert "ix_tasks_awaiting_reminder" in plans["select"]
     assert "Seq Scan on tasks" not in plans["select"]
     assert "ix_tasks_awaiting_reminder" in plans["statement"]
+    # The batch is joined by primary key, not by hashing the whole table.
+    assert "Seq Scan on tasks" not in plans["statement"]

@@ -103,7 +103,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_outbox_due",
         "outbox",
-        ["available_at"],
+        ["available_at", "id"],  # the claim's order
         postgresql_where=sa.text(ACTIVE),
         sqlite_where=sa.text(ACTIVE),
     )

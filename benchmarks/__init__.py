@@ -1,0 +1,1 @@
+"""Benchmarks of the reminder service: `python -m benchmarks` (see docs/performance.md)."""

@@ -1,0 +1,153 @@
+"""``python -m benchmarks [--quick] [--only SECTION,...] [--markdown FILE]``.
+
+Sections: scan (with the EXPLAIN of the due query), memory, relay, latency, schedule.
+Needs the PostgreSQL server (``BENCH_POSTGRES_URL``, default postgres on
+127.0.0.1) and, for latency, Redis (``BENCH_REDIS_URL``, default database 11).
+Every database is created for the run and dropped at its end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.common import clean_environment, production_logging, progress, utc_now
+from benchmarks.report import Table
+
+SECTIONS = ("scan", "memory", "relay", "latency", "schedule")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The sizes and counts of one run."""
+
+    scan_sizes: list[int]
+    memory_sizes: list[int]
+    relay_count: int
+    relay_repeats: int
+    relay_cap: int
+    latency_seconds: tuple[float, float]
+    schedule_tasks: int = 2_000
+
+
+FULL = Plan([10_000, 100_000, 1_000_000], [10_000, 1_000_000], 1_000, 3, 2_000, (150, 30))
+QUICK = Plan([10_000, 100_000], [10_000, 100_000], 300, 1, 500, (65, 15))
+
+
+def arguments() -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="10k and 100k tasks, fewer messages")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections: {', '.join(SECTIONS)}",
+    )
+    parser.add_argument("--markdown", type=Path, help="also write the tables and plans here")
+    args = parser.parse_args()
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+def show(table: Table, tables: list[Table]) -> None:
+    """Print a section's table as soon as it is measured, and keep it for the summary."""
+    tables.append(table)
+    print(table.text(), flush=True)
+
+
+def database_sections(
+    plan: Plan, sections: list[str], tables: list[Table], plans: list[tuple[str, str]]
+) -> None:
+    """Scan, EXPLAIN and memory: they share the generated databases."""
+    from benchmarks import explain, memory, scan
+    from benchmarks.database import datasets
+
+    sizes = sorted(
+        set(plan.scan_sizes if "scan" in sections else [])
+        | set(plan.memory_sizes if "memory" in sections else [])
+    )
+    now = utc_now()
+    started = time.perf_counter()
+    progress(
+        f"building databases of {', '.join(f'{s:,}' for s in sizes)} tasks (ours and the seed's)"
+    )
+    with datasets(sizes, now, ("ours", "seed")) as built:
+        progress(f"built in {time.perf_counter() - started:.0f} s")
+        if "scan" in sections:
+            table, _ = scan.run(built, plan.scan_sizes)
+            show(table, tables)
+            largest = plan.scan_sizes[-1]
+            progress(f"explain: {largest:,} tasks")
+            plans.extend(explain.plans(built["ours", largest], built["seed", largest]))
+            for title, text in plans:
+                print(f"\n== {title} ==\n{text}", flush=True)
+        if "memory" in sections:
+            show(memory.run(built, plan.memory_sizes, plan.relay_cap), tables)
+
+
+def markdown(path: Path, tables: list[Table], plans: list[tuple[str, str]], header: str) -> None:
+    """Write every table and plan as Markdown."""
+    parts = [header, *(t.markdown() for t in tables)]
+    parts += [f"### {title}\n\n```\n{text}\n```\n" for title, text in plans]
+    path.write_text("\n".join(parts), encoding="utf-8")
+
+
+def main() -> None:
+    """Run the chosen sections and print one table per section."""
+    args = arguments()
+    clean_environment()
+    production_logging()
+    plan = QUICK if args.quick else FULL
+    tables: list[Table] = []
+    plans: list[tuple[str, str]] = []
+    started, started_at = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M %Z")
+    failed: list[str] = []
+
+    def attempt(name: str, measure: Callable[[], None]) -> None:
+        try:
+            measure()
+        except Exception:  # one broken section must not cost the others' figures
+            failed.append(name)
+            traceback.print_exc()
+
+    if {"scan", "memory"} & set(args.sections):
+        attempt("scan/memory", lambda: database_sections(plan, args.sections, tables, plans))
+    if "relay" in args.sections:
+        from benchmarks import relay
+
+        attempt(
+            "relay",
+            lambda: show(relay.run(plan.relay_count, plan.relay_repeats, utc_now()), tables),
+        )
+    if "latency" in args.sections:
+        from benchmarks import latency
+
+        attempt("latency", lambda: show(latency.run(*plan.latency_seconds), tables))
+    if "schedule" in args.sections:
+        from benchmarks import schedule
+
+        attempt("schedule", lambda: show(schedule.run(plan.schedule_tasks)[0], tables))
+    elapsed = time.perf_counter() - started
+    header = (
+        f"Run of {started_at}: `python -m benchmarks"
+        f"{' --quick' if args.quick else ''} --only {','.join(args.sections)}`, "
+        f"{elapsed / 60:.1f} min\n"
+    )
+    print(f"\n{header}")
+    if args.markdown:
+        markdown(args.markdown, tables, plans, header)
+    if failed:
+        print(f"FAILED sections: {', '.join(failed)}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""EXPLAIN (ANALYZE, BUFFERS) of the scan's due query, exactly as the worker sends it.
+
+The statement is captured from the real `worker.due.claim_due_tasks` (the SQL and the
+parameters SQLAlchemy hands to psycopg), then explained in a transaction that is rolled
+back, so the database is left as it was (but for dead tuples, which a VACUUM clears).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, event, text
+
+from benchmarks.baseline import SEED_DUE_SQL
+from benchmarks.database import Dataset
+from worker.db import make_session_factory
+from worker.due import claim_due_tasks
+from worker.scan import scan_due_tasks
+
+PLAN_OPTIONS = "ANALYZE, BUFFERS, WAL, SETTINGS"
+
+
+def captured_claim(
+    engine: Engine, now: datetime, lookahead: timedelta, limit: int
+) -> tuple[str, Any]:
+    """The SQL and parameters of one `claim_due_tasks` call (rolled back)."""
+    seen: list[tuple[str, Any]] = []
+
+    def listener(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE TASKS"):
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        with make_session_factory(engine)() as session:
+            claim_due_tasks(session, now, lookahead, limit)
+            session.rollback()
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    if not seen:
+        raise RuntimeError("claim_due_tasks sent no UPDATE tasks statement")
+    return seen[0]
+
+
+def explain(engine: Engine, statement: str, parameters: Any) -> str:
+    """The plan of ``statement`` as PostgreSQL ran it (inside a rolled-back transaction)."""
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(f"EXPLAIN ({PLAN_OPTIONS}) {statement}", parameters)
+        plan = "\n".join(row[0] for row in rows)
+        connection.rollback()
+    return plan
+
+
+def claim_plan(engine: Engine, now: datetime, lookahead: timedelta, limit: int) -> str:
+    """EXPLAIN of our claim statement (the due query and its UPDATE) at ``now``."""
+    statement, parameters = captured_claim(engine, now, lookahead, limit)
+    return f"{statement}\n\n{explain(engine, statement, parameters)}"
+
+
+def seed_plan(engine: Engine, now: datetime) -> str:
+    """EXPLAIN of the seed's SELECT at ``now``."""
+    with engine.connect() as connection:
+        rows = connection.execute(text(f"EXPLAIN ({PLAN_OPTIONS}) {SEED_DUE_SQL}"), {"now": now})
+        plan = "\n".join(row[0] for row in rows)
+        connection.rollback()
+    return f"{SEED_DUE_SQL}\n\n{plan}"
+
+
+def mark_seed_reminded(engine: Engine, now: datetime) -> None:
+    """The state the seed's loop leaves, in one statement (its loop takes long at 1M)."""
+    due = SEED_DUE_SQL.replace("SELECT * FROM tasks WHERE", "", 1)
+    with engine.begin() as connection:
+        connection.execute(
+            text(f"UPDATE tasks SET reminder_sent_at = :now WHERE {due}"), {"now": now}
+        )
+
+
+def plans(ours: Dataset, seed: Dataset) -> list[tuple[str, str]]:
+    """Plans of both due queries at ``ours.size`` tasks, with many due and with none.
+
+    Leaves both databases reset to the state they were built in.
+    """
+    from benchmarks.database import reset
+
+    lookahead, batch = timedelta(hours=24), 5_000
+    ours_engine, seed_engine = ours.engine(), seed.engine()
+    size = f"{ours.size:,} tasks"
+    try:
+        reset(ours)
+        many = claim_plan(ours_engine, ours.now, lookahead, batch)
+        scan_due_tasks(make_session_factory(ours_engine), ours.now, lookahead, batch)
+        none_due = claim_plan(ours_engine, ours.now, lookahead, batch)
+        reset(seed)
+        seed_many = seed_plan(seed_engine, seed.now)
+        mark_seed_reminded(seed_engine, seed.now)
+        seed_none = seed_plan(seed_engine, seed.now)
+    finally:
+        ours_engine.dispose()
+        seed_engine.dispose()
+        reset(ours)
+        reset(seed)
+    return [
+        (f"EXPLAIN, ours, {size}, first batch of a first scan (many due)", many),
+        (f"EXPLAIN, ours, {size}, no-op scan right after (nothing due)", none_due),
+        (f"EXPLAIN, seed, {size}, first scan (many due)", seed_many),
+        (f"EXPLAIN, seed, {size}, no-op scan right after (nothing due)", seed_none),
+    ]

@@ -1,0 +1,104 @@
+"""The raw channel: the same messages sent by a plain loop, with no database at all.
+
+SMTP: ``smtplib`` on one connection, each message built with ``email`` and sent.
+Webhook: one ``httpx.Client`` (keep-alive), each document dumped to JSON and posted.
+This is the floor of what any sender pays to the receiver; the relay adds the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from typing import Any, NamedTuple
+
+import httpx
+
+from benchmarks.common import MAIL
+
+
+class Item(NamedTuple):
+    """What one reminder carries, as the relay would send it."""
+
+    task_id: int
+    email: str
+    title: str
+    due: str
+
+
+def items(count: int) -> list[Item]:
+    """``count`` reminders like the relay benchmark's tasks."""
+    start = datetime(2026, 11, 28, 13, 0, tzinfo=UTC)
+    return [
+        Item(i, f"user{1 + i % max(count // 10, 10)}@example.com",
+             f"task {i}: prepare the quarterly report",
+             (start + timedelta(seconds=i)).isoformat().replace("+00:00", "Z"))
+        for i in range(1, count + 1)
+    ]  # fmt: skip
+
+
+def smtp_loop(port: int, batch: Sequence[Item]) -> None:
+    """Send ``batch`` through one SMTP connection."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        for item in batch:
+            mail = EmailMessage(policy=policy.SMTP)
+            mail["From"] = MAIL["mail_from"]
+            mail["To"] = item.email
+            mail["Subject"] = f"Reminder: {item.title} is due {item.due}"
+            mail["Message-ID"] = f"<raw-{item.task_id}@{MAIL['mail_domain']}>"
+            mail.set_content(f"Your task is due soon.\n\nTask: {item.title}\nDue:  {item.due}\n")
+            smtp.sendmail(MAIL["mail_from"], [item.email], mail.as_bytes())
+
+
+def webhook_loop(url: str, batch: Sequence[Item]) -> None:
+    """Post ``batch`` through one kept-alive HTTP client."""
+    with httpx.Client(timeout=30) as client:
+        for item in batch:
+            document = {
+                "type": "task.due_soon", "key": f"raw-{item.task_id}", "task_id": item.task_id,
+                "owner_id": 1, "title": item.title, "due_date": item.due,
+            }  # fmt: skip
+            body = json.dumps(document, separators=(",", ":")).encode()
+            response = client.post(url, content=body, headers={"Content-Type": "application/json"})
+            response.raise_for_status()
+
+
+def in_threads(
+    loop: Callable[[Any, Sequence[Item]], None], target: Any, all_items: list[Item], threads: int
+) -> float:
+    """Run ``loop`` on ``threads`` connections, splitting the items; return wall seconds."""
+    shares = [all_items[i::threads] for i in range(threads)]
+    barrier = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+
+    def work(share: Sequence[Item]) -> None:
+        barrier.wait()
+        try:
+            loop(target, share)
+        except BaseException as error:
+            errors.append(error)
+
+    workers = [threading.Thread(target=work, args=(share,)) for share in shares]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return elapsed
+
+
+def raw_seconds(channel: str, endpoints: dict[str, Any], count: int, threads: int = 1) -> float:
+    """Seconds to send ``count`` messages raw on ``channel`` over ``threads`` connections."""
+    all_items = items(count)
+    if channel == "smtp":
+        return in_threads(smtp_loop, endpoints["smtp_port"], all_items, threads)
+    return in_threads(webhook_loop, endpoints["webhook_url"], all_items, threads)

@@ -1,0 +1,198 @@
+"""Section 1: the scan on PostgreSQL at each size, ours against the seed's loop.
+
+Ours is the real `Services.scan` (``worker.scan.scan_due_tasks``) with an explicit
+``now``, default settings (24 h lookahead, batches of 5,000). The seed's is
+`benchmarks.baseline.seed_scan`. For each size and each side: the first scan (queues
+every due reminder), the no-op scan right after it (nothing new is due; the index still
+holds the entries the first scan made dead), and the steady no-op scan (median of 5).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TypeVar
+
+from benchmarks.baseline import seed_scan
+from benchmarks.database import Dataset, Schema, reset
+from benchmarks.report import Row, Table
+from worker.bootstrap import Services, bootstrap
+from worker.settings import load_settings
+
+T = TypeVar("T")
+NOOP_RUNS = 5
+FIRST_SCAN_TARGET_S = 2.0
+FIRST_SCAN_SPEEDUP = 20.0
+FLAT_RATIO = 2.0  # "about the same": within a factor of 2 from 10k to the largest size
+LONG_AGO = timedelta(days=400)  # no task is due then: warms connections and statements
+
+
+@dataclass
+class ScanFigures:
+    """Seconds measured at one size for one side (ours or the seed's)."""
+
+    first: list[float] = field(default_factory=list)
+    queued: int = 0
+    noop_after: float = 0.0
+    noop_steady: float = 0.0
+
+    @property
+    def first_median(self) -> float:
+        """The median first scan."""
+        return statistics.median(self.first)
+
+
+def services_for(dataset: Dataset) -> Services:
+    """The worker's services on ``dataset`` with default settings."""
+    return bootstrap(load_settings(database_url=dataset.url))
+
+
+def timed(call: Callable[[], T]) -> tuple[float, T]:
+    """Run ``call()`` and return (seconds, its result)."""
+    started = time.perf_counter()
+    result = call()
+    return time.perf_counter() - started, result
+
+
+def measure_ours(dataset: Dataset, runs: int) -> ScanFigures:
+    """First scans (``runs`` of them, reset in between), then the no-op scans."""
+    services = services_for(dataset)
+    figures = ScanFigures()
+    try:
+        services.scan(dataset.now - LONG_AGO)
+        for run in range(runs):
+            if run:
+                reset(dataset)
+            seconds, result = timed(lambda: services.scan(dataset.now))
+            figures.first.append(seconds)
+            figures.queued = result.queued
+        figures.noop_after, result = timed(lambda: services.scan(dataset.now))
+        assert result.queued == 0, result
+        figures.noop_steady = statistics.median(
+            timed(lambda: services.scan(dataset.now))[0] for _ in range(NOOP_RUNS)
+        )
+    finally:
+        services.engine.dispose()
+    return figures
+
+
+def measure_seed(dataset: Dataset, runs: int) -> ScanFigures:
+    """The same figures for the seed's query and loop."""
+    engine = dataset.engine()
+    figures = ScanFigures()
+    try:
+        seed_scan(engine, dataset.now - LONG_AGO)
+        for run in range(runs):
+            if run:
+                reset(dataset)
+            seconds, queued = timed(lambda: seed_scan(engine, dataset.now))
+            figures.first.append(seconds)
+            figures.queued = queued
+        figures.noop_after, queued = timed(lambda: seed_scan(engine, dataset.now))
+        assert queued == 0, queued
+        figures.noop_steady = statistics.median(
+            timed(lambda: seed_scan(engine, dataset.now))[0] for _ in range(NOOP_RUNS)
+        )
+    finally:
+        engine.dispose()
+    return figures
+
+
+def runs_for(size: int) -> tuple[int, int]:
+    """(our first-scan runs, the seed's) at ``size``: fewer where one run takes long."""
+    return (3, 1) if size >= 1_000_000 else (3, 3)
+
+
+def scan_table(
+    figures: dict[int, tuple[ScanFigures, ScanFigures]], largest_target: int = 1_000_000
+) -> Table:
+    """Turn {size: (ours, seed)} into the section's table."""
+    table = Table("1. Scan on PostgreSQL: ours vs the seed's query and loop (times in s)")
+    sizes = sorted(figures)
+    for size in sizes:
+        ours, seed = figures[size]
+        first = Row(
+            f"first scan, {size:,} tasks ({ours.queued:,} queued)",
+            seed.first_median,
+            ours.first_median,
+            "s",
+            "faster",
+        )
+        if size == largest_target:
+            met = (
+                ours.first_median < FIRST_SCAN_TARGET_S and (first.ratio or 0) >= FIRST_SCAN_SPEEDUP
+            )
+            first = Row(
+                first.case, first.baseline, first.ours, "s", "faster",
+                f"< {FIRST_SCAN_TARGET_S:g} s and ≥ {FIRST_SCAN_SPEEDUP:g}x faster", met,
+            )  # fmt: skip
+        table.add(first)
+        if seed.queued != ours.queued:
+            table.notes.append(
+                f"{size:,} tasks: the seed queued {seed.queued:,}, ours {ours.queued:,}"
+            )
+        table.add(
+            Row(
+                f"no-op right after, {size:,} tasks",
+                seed.noop_after,
+                ours.noop_after,
+                "s",
+                "faster",
+            )
+        )
+        table.add(
+            Row(
+                f"no-op steady (median of {NOOP_RUNS}), {size:,} tasks",
+                seed.noop_steady,
+                ours.noop_steady,
+                "s",
+                "faster",
+            )
+        )
+    small, large = sizes[0], sizes[-1]
+    if large != small:
+        for label, attribute in (
+            ("no-op steady", "noop_steady"),
+            ("no-op right after", "noop_after"),
+        ):
+
+            def pick(f: ScanFigures, attribute: str = attribute) -> float:
+                return float(getattr(f, attribute))
+
+            ours_small, ours_large = pick(figures[small][0]), pick(figures[large][0])
+            row = Row(
+                f"ours: {label} at {large:,} vs {small:,} tasks",
+                ours_small,
+                ours_large,
+                "s",
+                "of",
+                f"≤ {FLAT_RATIO:g}x (flat)",
+            )
+            table.add(row.judged((row.ratio or 0) <= FLAT_RATIO))
+            seed_small, seed_large = pick(figures[small][1]), pick(figures[large][1])
+            table.add(
+                Row(f"seed: {label} at {large:,} vs {small:,} tasks", seed_small, seed_large, "s")
+            )
+    table.notes.append(
+        "first scan: median of 3 runs (the seed's: 1 run at 1M), each after a reset and "
+        "VACUUM ANALYZE and CHECKPOINT; ratio = seed time / our time"
+    )
+    return table
+
+
+def run(
+    datasets: Mapping[tuple[Schema, int], Dataset], sizes: list[int]
+) -> tuple[Table, dict[int, tuple[ScanFigures, ScanFigures]]]:
+    """Measure every size on the datasets built for this run; return the table and figures."""
+    figures: dict[int, tuple[ScanFigures, ScanFigures]] = {}
+    for size in sizes:
+        ours_runs, seed_runs = runs_for(size)
+        print(f"  scan: {size:,} tasks, ours ...", flush=True)
+        ours = measure_ours(datasets["ours", size], ours_runs)
+        print(f"  scan: {size:,} tasks, seed ...", flush=True)
+        seed = measure_seed(datasets["seed", size], seed_runs)
+        figures[size] = (ours, seed)
+    return scan_table(figures), figures

@@ -244,3 +244,19 @@ def test_leases_are_extended_before_they_run_short(
     queue(services, clock, 1, 2, 3)
     channel.on_send = lambda _message: clock.advance(timedelta(seconds=12))
     assert services.relay().relay_until_idle().counts == {"delivered": 3}
+
+
+def test_a_change_undone_after_the_cancel_rearms_the_reminder(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """Completed, cancelled at send time, then reopened: the next scan reminds after all."""
+    queue(services, clock, 1)
+    with services.session_factory.begin() as session:
+        session.execute(update(Task).values(completed_at=clock.now()))
+    assert services.relay().relay_until_idle().counts == {"cancelled": 1}
+    with services.session_factory.begin() as session:
+        session.execute(update(Task).values(completed_at=None))
+    assert services.scan().queued == 1
+    assert services.relay().relay_until_idle().counts == {"delivered": 1}
+    assert len(channel.sent) == 1
+    assert [status for _, status in statuses(services)] == [Status.DELIVERED]

@@ -13,12 +13,12 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from outbox.relay import Attempt
 from worker import migrate as migrations
 from worker.bootstrap import Services, bootstrap
+from worker.cli_common import JsonOption
 from worker.db import make_engine
 from worker.errors import ConfigError, DatabaseNotReady, ReminderError, UsageError
 from worker.logs import configure_logging
 from worker.settings import Settings, load_settings
 
-ENV_HELP = "Reads REMINDERS_DATABASE_URL and the other REMINDERS_* variables (see README)."
 app = typer.Typer(
     help="Due-date reminders: scan tasks, relay the outbox, operate it by hand.",
     no_args_is_help=True,
@@ -26,8 +26,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(highlight=False, soft_wrap=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.text import Text
 
 from outbox.masking import one_line
 from worker.errors import UsageError
 from worker.settings import parse_duration
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
 
 if TYPE_CHECKING:
     from worker.bootstrap import Services

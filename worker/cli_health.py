@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from outbox import admin
 from worker import cli_common as common
-from worker.cli_outbox import JsonOption
+from worker.cli_common import JsonOption
 from worker.errors import DatabaseNotReady
 from worker.schema import ScanHeartbeat
 

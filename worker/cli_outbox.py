@@ -21,10 +21,10 @@ from outbox import admin
 from outbox.masking import mask_emails_in
 from outbox.table import OutboxRow, Status
 from worker import cli_common as common
+from worker.cli_common import JsonOption
 from worker.errors import ReminderError, UsageError
 from worker.schema import ScanHeartbeat
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
 StatusFilter = Annotated[
     str | None, typer.Option(help=f"Only rows in this status: {', '.join(Status)}.")
 ]

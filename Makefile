@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check clean bench
+.PHONY: demo test lint typecheck check clean bench chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Randomized soak: kills, broker and database restarts, a flaky receiver (docs/reliability.md).
+# Not part of `make test`; CHAOS_ARGS="--seed 7 --duration 300" to vary it.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 # Benchmarks (docs/performance.md); BENCH_ARGS=--quick for a fast check.
 bench: $(STAMP)

@@ -1,0 +1,176 @@
+"""``dramatiq tests.acceptance.faulty_worker``: the real actors, dying at one exact step.
+
+A test build only. It imports `worker.actors` unchanged (its broker, its actors, its
+settings) and wraps seams the wiring offers before any actor runs, so that the worker process
+can SIGKILL itself at a precise point of the pipeline:
+
+- ``scan``: the scan has marked the tasks and inserted their outbox rows, not committed;
+- ``claimed``: the relay has claimed (and committed) its batch, the row is not re-checked;
+- ``before-send``: the row is rendered, the receiver has not been contacted;
+- ``after-accept``: the receiver accepted the message, the relay has not recorded it.
+
+``REMINDERS_TEST_FAULT=STEP:KEY`` kills at STEP for reminder KEY (``*``: the first one), once:
+the first process to get there creates the file ``REMINDERS_TEST_FAULT_MARK`` (exclusively)
+with "STEP KEY", then kills itself; any process finding the file goes on normally.
+``REMINDERS_TEST_FAULT=random:P`` (the chaos soak) kills at any step with probability P.
+
+``REMINDERS_TEST_JOURNAL=DIR`` makes each process append to ``DIR/<pid>.journal`` one line
+per event, written before the next step so that it survives a SIGKILL: ``accepted KEY T``
+(the receiver said yes), ``recorded KEY held|fenced T`` (the delivered status committed, or
+the lease had been lost), ``killed STEP KEY T``. The soak explains each duplicate with them.
+Without these variables nothing changes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from outbox import relay as relaying
+from outbox.channels.base import Channel, Delivery, Message, Outcome
+from outbox.relay import Cancel, Prepare
+from outbox.store import Claim
+from outbox.table import Status
+from worker import actors
+from worker import bootstrap as wiring
+from worker import scan as scanning
+from worker.settings import Settings
+
+broker = actors.broker  # what `dramatiq tests.acceptance.faulty_worker` runs
+
+STEPS = ("scan", "claimed", "before-send", "after-accept")
+FAULT = os.environ.get("REMINDERS_TEST_FAULT", "")
+MARK = os.environ.get("REMINDERS_TEST_FAULT_MARK", "")
+JOURNAL = os.environ.get("REMINDERS_TEST_JOURNAL", "")
+
+
+def _parse(fault: str) -> tuple[str, str, float]:
+    step, _, target = fault.partition(":")
+    if step == "random":
+        return step, "*", float(target)
+    if step not in STEPS or not target or not MARK:
+        raise SystemExit(f"faulty_worker: bad REMINDERS_TEST_FAULT {fault!r} (or no MARK)")
+    return step, target, 1.0
+
+
+STEP, TARGET, PROBABILITY = _parse(FAULT) if FAULT else ("", "", 0.0)
+_rng = random.Random()
+
+
+def journal(*words: str) -> None:
+    """Append one event line to this process's journal (one write: it survives a SIGKILL)."""
+    if not JOURNAL:
+        return
+    line = " ".join((*words, f"{time.time():.6f}")) + "\n"
+    path = os.path.join(JOURNAL, f"{os.getpid()}.journal")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(descriptor, line.encode())
+    finally:
+        os.close(descriptor)
+
+
+def die_here(step: str, key: str) -> None:
+    """SIGKILL this process if the fault names this step and key (and has not fired yet)."""
+    if not STEP:
+        return
+    if STEP == "random":
+        if _rng.random() >= PROBABILITY:
+            return
+    else:
+        if step != STEP or TARGET not in ("*", key):
+            return
+        try:
+            descriptor = os.open(MARK, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return  # fired already, in this process or another
+        os.write(descriptor, f"{step} {key}\n".encode())
+        os.close(descriptor)
+    journal("killed", step, key)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FaultyChannel:
+    """The configured channel, with the two kill points around the receiver's answer."""
+
+    def __init__(self, inner: Channel) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def send(self, message: Message) -> Delivery:
+        """Maybe die before contacting the receiver, or after it accepted."""
+        die_here("before-send", message.key)
+        delivery = self.inner.send(message)
+        if delivery.outcome is Outcome.DELIVERED:
+            journal("accepted", message.key)
+            die_here("after-accept", message.key)
+        return delivery
+
+    def close(self) -> None:
+        """Close the real channel."""
+        self.inner.close()
+
+
+_channel_factory = wiring.channel_factory
+_reminder_preparer = wiring.reminder_preparer
+_insert_reminders = scanning.insert_reminders
+_finish = relaying.finish
+_write = relaying.Relay._write
+_held = threading.local()
+
+
+def faulty_channel_factory(settings: Settings) -> Callable[[], Channel]:
+    """The real factory, each channel wrapped."""
+    make = _channel_factory(settings)
+    return lambda: FaultyChannel(make())
+
+
+def faulty_preparer(renderer: Any) -> Prepare:
+    """The real re-check, preceded by the ``claimed`` kill point."""
+    prepare = _reminder_preparer(renderer)
+
+    def prepare_or_die(session: Any, claim: Claim) -> Message | Cancel:
+        die_here("claimed", claim.key)
+        return prepare(session, claim)
+
+    return prepare_or_die
+
+
+def faulty_insert(session: Any, rows: list[dict[str, Any]]) -> int:
+    """The real insert, then the ``scan`` kill point (inside the scan's transaction)."""
+    inserted = _insert_reminders(session, rows)
+    for row in rows:
+        die_here("scan", str(row["idempotency_key"]))
+    return inserted
+
+
+def finish_remembered(session: Any, claim: Claim, *args: Any) -> bool:
+    """The real fenced write of a final status, remembering whether the lease still held."""
+    held = _finish(session, claim, *args)
+    _held.value = held
+    return held
+
+
+def write_journaled(
+    self: Any, report: Any, claim: Claim, status: Status, *args: Any, **kw: Any
+) -> None:
+    """The relay's record step; once it has committed a delivery, say so in the journal."""
+    _held.value = None
+    _write(self, report, claim, status, *args, **kw)
+    if status is Status.DELIVERED and _held.value is not None:
+        journal("recorded", claim.key, "held" if _held.value else "fenced")
+
+
+# Before the first actor runs: `services()` builds the channel and the relay's re-check
+# from these module attributes, and the scan and the relay look theirs up at call time.
+wiring.channel_factory = faulty_channel_factory
+wiring.reminder_preparer = faulty_preparer
+scanning.insert_reminders = faulty_insert
+if JOURNAL:
+    relaying.finish = finish_remembered
+    relaying.Relay._write = write_journaled  # type: ignore[method-assign]

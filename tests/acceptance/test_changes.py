@@ -1,0 +1,168 @@
+"""The host application changes tasks between the scan and the delivery, and the real
+`reminders scan` / `reminders relay` commands deliver exactly what is still true."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from outbox.table import Status
+from tests.acceptance.harness import (
+    SmtpReceiver,
+    add_tasks,
+    add_users,
+    assert_each_exactly_once,
+    database_from_template,
+    drop_database,
+    outbox,
+    run_reminders,
+    service_env,
+    smtp_env,
+    utc_now,
+)
+from tests.conftest import POSTGRES_URL
+from worker.db import make_engine
+from worker.scan import reminder_key
+
+pytestmark = pytest.mark.postgres
+
+HOUR = timedelta(hours=1)
+
+
+def host(engine: Engine, sql: str, **values: object) -> None:
+    """One statement as the host application would run it."""
+    with engine.begin() as connection:
+        connection.execute(text(sql), values)
+
+
+def command(env: dict[str, str], cwd: Path, *args: str) -> str:
+    """Run ``reminders ARGS``; fail with its output unless it exits 0; return its stdout."""
+    done = run_reminders(env, *args, cwd=cwd)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_moves_completions_deletions_and_opt_outs_between_scan_and_delivery(
+    db: Engine, postgres_url: str, smtp: SmtpReceiver, tmp_path: Path
+) -> None:
+    """Changed between scan and relay: moved tasks get one reminder for the new date, completed,
+    deleted and opted-out ones none, untouched ones theirs; every cancelled row says why."""
+    now = utc_now()
+    add_users(db, [(1, "ada@example.com", "UTC", True), (4, "dan@example.com", "UTC", True)])
+    due = {
+        1: now + HOUR, 2: now + HOUR, 3: now + HOUR, 4: now + HOUR, 5: now + HOUR,
+        6: now + 5 * HOUR, 7: now + 2 * HOUR, 8: now + 4 * HOUR, 9: now + 2 * HOUR,
+    }  # fmt: skip
+    add_tasks(db, [(i, 4 if i == 4 else 1, f"task {i}", when, None) for i, when in due.items()])
+    env = service_env(postgres_url, **smtp_env(smtp))
+    moved = {
+        1: now + 3 * HOUR, 6: now + timedelta(minutes=30), 7: now + 30 * HOUR, 8: now + 6 * HOUR
+    }  # fmt: skip
+
+    assert "queued 9 reminder(s)" in command(env, tmp_path, "scan")
+    # Task 8 moves and a scan sees it before any relay: the scan cancels the old row.
+    host(db, "UPDATE tasks SET due_date = :d WHERE id = 8", d=moved[8])
+    assert "1 superseded" in command(env, tmp_path, "scan")
+    # The rest change after the scan, before the relay: the relay's re-check must see it.
+    for task_id in (1, 6, 7):
+        host(db, "UPDATE tasks SET due_date = :d WHERE id = :id", d=moved[task_id], id=task_id)
+    host(db, "UPDATE tasks SET completed_at = :now WHERE id = 2", now=now)
+    host(db, "DELETE FROM tasks WHERE id = 3")
+    host(db, "UPDATE users SET notifications_enabled = FALSE WHERE id = 4")
+    host(db, "UPDATE tasks SET due_date = :d WHERE id = 9", d=now + 7 * HOUR)  # and back:
+    host(db, "UPDATE tasks SET due_date = :d WHERE id = 9", d=due[9])
+    command(env, tmp_path, "relay")
+    assert "queued 2 reminder(s)" in command(env, tmp_path, "scan")  # 1 and 6, not 7
+    command(env, tmp_path, "relay")
+
+    key = {i: reminder_key(i, when) for i, when in due.items()}
+    new = {i: reminder_key(i, when) for i, when in moved.items()}
+    assert_each_exactly_once(smtp.received(), {key[5], key[9], new[1], new[6], new[8]})
+    rows = outbox(db)
+    reasons = {
+        key[1]: "due date moved",
+        key[2]: "task completed",
+        key[3]: "task deleted",
+        key[4]: "owner turned notifications off",
+        key[6]: "due date moved",
+        key[7]: "due date moved",
+        key[8]: "superseded: the due date moved",
+    }
+    assert {k: (rows[k].status, rows[k].last_error) for k in reasons} == {
+        k: (Status.CANCELLED, reason) for k, reason in reasons.items()
+    }
+    assert new[7] not in rows  # beyond the lookahead: not yet
+    assert len(rows) == len(reasons) + 5
+
+
+# --- undoing a change after the relay cancelled the row ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Undone:
+    """The outcome of undoing each change after the relay had cancelled the reminder."""
+
+    received: Counter[str]
+    keys: dict[str, str]  # case -> the key of the reminder that is due again
+    rows: dict[str, str]  # key -> status
+
+
+@pytest.fixture(scope="module")
+def undone(postgres_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Undone]:
+    """Three tasks whose reminder the relay cancels, then whose change is undone: reopened,
+    moved back from beyond the lookahead, owner opted back in; then scan and relay again."""
+    name = f"reminders_test_{uuid.uuid4().hex[:12]}"
+    url = database_from_template(POSTGRES_URL, postgres_template, name)
+    db = make_engine(url)
+    try:
+        yield undo_changes(db, url, tmp_path_factory.mktemp("undone"))
+    finally:
+        db.dispose()
+        drop_database(POSTGRES_URL, name)
+
+
+def undo_changes(db: Engine, url: str, cwd: Path) -> Undone:
+    """Scan; complete, move away, opt out; relay (cancels); undo all three; scan and relay."""
+    now = utc_now()
+    due = now + 2 * HOUR
+    add_users(db, [(1, "ada@example.com", "UTC", True), (2, "bob@example.com", "UTC", True)])
+    add_tasks(db, [(1, 1, "reopened", due, None), (2, 1, "moved back", due, None),
+                   (3, 2, "opted back in", due, None)])  # fmt: skip
+    with SmtpReceiver() as smtp:
+        env = service_env(url, **smtp_env(smtp))
+        command(env, cwd, "scan")
+        host(db, "UPDATE tasks SET completed_at = :now WHERE id = 1", now=now)
+        host(db, "UPDATE tasks SET due_date = :d WHERE id = 2", d=now + 30 * HOUR)
+        host(db, "UPDATE users SET notifications_enabled = FALSE WHERE id = 2")
+        command(env, cwd, "relay")  # cancels all three
+        cancelled = {row.status for row in outbox(db).values()}
+        assert cancelled == {Status.CANCELLED}, cancelled
+        host(db, "UPDATE tasks SET completed_at = NULL WHERE id = 1")
+        host(db, "UPDATE tasks SET due_date = :d WHERE id = 2", d=due)
+        host(db, "UPDATE users SET notifications_enabled = TRUE WHERE id = 2")
+        command(env, cwd, "scan")
+        command(env, cwd, "relay")
+        received = smtp.received()
+    keys = {case: reminder_key(task_id, due) for task_id, case in _CASES.items()}
+    return Undone(received, keys, {k: row.status for k, row in outbox(db).items()})
+
+
+_CASES = {1: "reopened", 2: "moved back", 3: "opted back in"}
+
+
+@pytest.mark.parametrize("case", list(_CASES.values()))
+def test_undoing_a_change_after_the_relay_cancelled_the_reminder_re_arms_it(
+    case: str, undone: Undone
+) -> None:
+    """A task reopened, moved back or whose owner opted back in after the relay cancelled its
+    reminder is reminded once for that due date (the cancel forgot the queued due date)."""
+    key = undone.keys[case]
+    assert undone.received[key] == 1, f"{case}: row {undone.rows.get(key)}"
+    assert undone.rows[key] == Status.DELIVERED

@@ -1,0 +1,130 @@
+"""A worker SIGKILLed at each step of the pipeline: nothing is lost, and a reminder is repeated
+only when the process died after the receiver accepted it, and then with the same key.
+
+The kill comes from ``faulty_worker`` at an exact step (no sleeping and hoping); the
+`dramatiq` main process exits when its worker dies, and the test starts a fresh
+``dramatiq worker.actors``, as a process manager would, with a fast stand-in for periodiq.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from outbox.signing import verify
+from outbox.table import Status
+from tests.acceptance.harness import (
+    MAIL_DOMAIN,
+    WEBHOOK_SECRET,
+    Procs,
+    RedisServer,
+    SmtpReceiver,
+    Ticker,
+    Waker,
+    WebhookReceiver,
+    assert_each_exactly_once,
+    outbox,
+    seed,
+    service_env,
+    settled,
+    smtp_env,
+    utc_now,
+    wait_until,
+    webhook_env,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+COUNT = 8
+VICTIM = 4  # the task whose reminder is in flight when the worker dies
+
+
+@pytest.mark.parametrize(
+    ("step", "channel"),
+    [
+        ("scan", "smtp"),
+        ("claimed", "smtp"),
+        ("before-send", "webhook"),
+        ("after-accept", "smtp"),
+        ("after-accept", "webhook"),
+    ],
+)
+def test_a_worker_killed_at_each_step_loses_nothing_and_repeats_only_an_accepted_key(
+    step: str,
+    channel: str,
+    db: Engine,
+    postgres_url: str,
+    private_redis: RedisServer,
+    smtp: SmtpReceiver,
+    webhook: WebhookReceiver,
+    procs: Procs,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL at any step delays reminders; only a kill after acceptance repeats one, same key."""
+    seeded = seed(db, utc_now(), COUNT)
+    victim = seeded.key(VICTIM)
+    receiver = smtp if channel == "smtp" else webhook
+    env = service_env(
+        postgres_url,
+        private_redis.url,
+        **(smtp_env(smtp) if channel == "smtp" else webhook_env(webhook)),
+    )
+    mark = tmp_path / "fault.mark"
+
+    # 1. A worker that dies at the step, woken once by a scan message.
+    faulty = procs.faulty_dramatiq(env, f"{step}:{'*' if step == 'scan' else victim}", mark)
+    waker = Waker(private_redis.url)
+    waker.send("scan_due_tasks")
+    code = faulty.wait_exit()
+    assert mark.exists(), f"the fault never fired:\n{faulty.log()}"
+    assert code != 0, faulty.log()
+
+    rows = outbox(db)
+    if step == "scan":
+        # The scan's transaction died with it: no row, no task marked; the next scan redoes it.
+        assert rows == {}
+        with db.connect() as connection:
+            marked = connection.execute(
+                text("SELECT count(*) FROM tasks WHERE reminder_sent_at IS NOT NULL")
+            ).scalar_one()
+        assert marked == 0
+    else:
+        assert rows[victim].status == Status.CLAIMED, rows[victim]
+    if step == "after-accept":
+        assert receiver.received()[victim] == 1, "the receiver had accepted it before the kill"
+
+    # 2. A fresh worker and the schedule: every reminder arrives, the lease brings the rest back.
+    worker = procs.dramatiq(env)
+    with Ticker(private_redis.url):
+        wait_until(lambda: settled(db, seeded.keys), "every reminder delivered", alive=[worker])
+    assert worker.terminate() == 0, worker.log()
+    waker.close()
+
+    received = receiver.received()
+    repeat = {victim} if step == "after-accept" else set()
+    assert_each_exactly_once(received, seeded.keys, may_repeat=repeat)
+    if step == "after-accept":
+        assert received[victim] == 2, "the row was never recorded, so it was sent again"
+    rows = outbox(db)
+    assert {rows[key].status for key in seeded.keys} == {Status.DELIVERED}
+    assert {row.subject_id for row in rows.values()}.isdisjoint(seeded.never)
+    if step in ("claimed", "before-send", "after-accept"):
+        assert rows[victim].attempts == 2  # the killed claim counted as an attempt
+
+    # Both copies carry the same key, so the receiver can drop the second one.
+    if channel == "smtp":
+        copies = [h for h in smtp.headers() if str(h["X-Reminder-Key"]) == victim]
+        assert {str(h["Message-ID"]) for h in copies} == {f"<{victim}@{MAIL_DOMAIN}>"}
+    else:
+        for answer in webhook.answered(victim):
+            headers = answer.request.headers
+            assert headers["webhook-id"] == headers["Idempotency-Key"] == victim
+            assert verify(
+                WEBHOOK_SECRET,
+                victim,
+                headers["webhook-timestamp"],
+                answer.request.body,
+                headers["webhook-signature"],
+            )

@@ -1,0 +1,194 @@
+"""Outages in the middle of a run: Redis restarted, PostgreSQL restarted, the service down for
+hours. Reminders are delayed, none is lost, and the running processes recover by themselves."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, text
+
+from outbox.store import claim_due_rows, reschedule
+from outbox.table import Status
+from tests.acceptance.harness import (
+    STANDARD_USERS,
+    PostgresCluster,
+    Procs,
+    RedisServer,
+    SmtpReceiver,
+    Ticker,
+    Waker,
+    WebhookReceiver,
+    add_tasks,
+    add_users,
+    assert_each_exactly_once,
+    outbox,
+    seed,
+    service_env,
+    settled,
+    smtp_env,
+    utc_now,
+    wait_until,
+    webhook_env,
+)
+from tests.integration._servers import Reply
+from tests.support import ManualClock
+from worker.bootstrap import bootstrap
+from worker.db import make_engine
+from worker.scan import reminder_key
+from worker.settings import Settings
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+HOUR = timedelta(hours=1)
+
+
+def test_redis_restarted_mid_run_delays_but_loses_nothing(
+    db: Engine,
+    postgres_url: str,
+    private_redis: RedisServer,
+    webhook: WebhookReceiver,
+    procs: Procs,
+) -> None:
+    """Redis killed and restarted empty mid-batch: the same worker delivers everything once."""
+    now = utc_now()
+    first = seed(db, now, 20)
+    refused = [first.key(task_id) for task_id in (1, 2, 3)]
+    victim = first.key(10)
+    # Three rows are refused with Retry-After, so their wake-up waits in Redis when it dies;
+    # one send is held open, so the relay is mid-batch while Redis restarts.
+    webhook.scripts = {key: [Reply(503, {"Retry-After": "4"})] for key in refused}
+    webhook.scripts[victim] = [Reply(200, hold=True)]
+    env = service_env(
+        postgres_url, private_redis.url,
+        REMINDERS_SEND_TIMEOUT="5s", REMINDERS_LEASE="15s", **webhook_env(webhook),
+    )  # fmt: skip
+    worker = procs.dramatiq(env)
+    waker = Waker(private_redis.url)
+    waker.send("scan_due_tasks")
+    waker.close()
+    assert webhook.held.wait(30), worker.log()
+
+    private_redis.restart()  # every queued and delayed message is gone
+    webhook.release.set()
+    later = seed(db, now + timedelta(minutes=5), 10, first=100, users=False)
+
+    with Ticker(private_redis.url):  # the schedule, on the new Redis
+        wait_until(
+            lambda: settled(db, first.keys | later.keys), "every reminder delivered",
+            alive=[worker],
+        )  # fmt: skip
+    worker.check_alive()  # the same process all along: it reconnected by itself
+    assert worker.terminate() == 0, worker.log()
+
+    assert_each_exactly_once(webhook.received(), first.keys | later.keys)
+    for key in refused:
+        refusal, retry = webhook.answered(key)
+        assert retry.at - refusal.at >= 4 - 0.1, "Retry-After: 4 was honoured"
+    rows = outbox(db)
+    assert {rows[key].attempts for key in refused} == {2}
+    assert {row.subject_id for row in rows.values()}.isdisjoint(first.never | later.never)
+
+
+def test_postgres_restarted_mid_run_delays_and_repeats_only_the_unrecorded_key(
+    private_postgres: PostgresCluster,
+    private_redis: RedisServer,
+    webhook: WebhookReceiver,
+    procs: Procs,
+) -> None:
+    """PostgreSQL stopped between a receiver's 200 and the commit, then started: the worker
+    recovers without a restart, and only that one key arrives twice, with the same key."""
+    url = private_postgres.create_database(f"acceptance_{uuid.uuid4().hex[:10]}")
+    db = make_engine(url)
+    seeded = seed(db, utc_now(), 12)
+    victim = seeded.key(5)
+    webhook.scripts = {victim: [Reply(200, hold=True)]}
+    env = service_env(
+        url, private_redis.url,
+        REMINDERS_SEND_TIMEOUT="3s", REMINDERS_LEASE="4s", **webhook_env(webhook),
+    )  # fmt: skip
+    worker = procs.dramatiq(env)
+    waker = Waker(private_redis.url)
+    waker.send("scan_due_tasks")
+    waker.close()
+    try:
+        assert webhook.held.wait(30), worker.log()
+        private_postgres.stop("fast")  # the database goes away while the message is on the wire
+        webhook.release.set()  # the receiver accepts it; the relay cannot record that
+        wait_until(
+            lambda: re.search(r"Failed to process message relay_outbox", worker.log(tail=0)),
+            "the relay to fail on the lost database", alive=[worker],
+        )  # fmt: skip
+        with Ticker(private_redis.url):
+            wait_until(
+                lambda: re.search(r"Failed to process message scan_due_tasks", worker.log(tail=0)),
+                "a scheduled scan to fail while the database is down", alive=[worker],
+            )  # fmt: skip
+            private_postgres.start()
+            wait_until(lambda: settled(db, seeded.keys), "every reminder delivered", alive=[worker])
+        worker.check_alive()  # never restarted: the pool reconnected by itself
+        assert worker.terminate() == 0, worker.log()
+
+        received = webhook.received()
+        assert_each_exactly_once(received, seeded.keys, may_repeat={victim})
+        assert received[victim] == 2, "accepted, never recorded: sent again after the lease"
+        copies = webhook.answered(victim)
+        assert {a.request.headers["webhook-id"] for a in copies} == {victim}
+        rows = outbox(db)
+        assert {row.subject_id for row in rows.values()}.isdisjoint(seeded.never)
+    finally:
+        if not private_postgres.ready():
+            private_postgres.start()
+        db.dispose()
+
+
+def test_a_service_down_for_hours_catches_up_on_start(
+    db: Engine,
+    postgres_url: str,
+    private_redis: RedisServer,
+    smtp: SmtpReceiver,
+    procs: Procs,
+) -> None:
+    """After five hours down, `periodiq` + `dramatiq` deliver, on start, every reminder still
+    ahead (queued, claimed or failed before the outage, or never scanned) once, and none for
+    tasks whose due date passed unscanned."""
+    now = utc_now()
+    past = now - 5 * HOUR
+    add_users(db, STANDARD_USERS)
+    # Before the outage: tasks due ahead, and two that will fall due during the outage.
+    queued = {task_id: now + task_id * 10 * timedelta(minutes=1) for task_id in range(1, 11)}
+    late = {11: now - 2 * HOUR, 12: now - HOUR}
+    add_tasks(db, [(i, 1, f"task {i}", when, None) for i, when in {**queued, **late}.items()])
+    before = bootstrap(Settings(database_url=postgres_url), clock=ManualClock(past), engine=db)
+    assert before.scan().queued == 12
+    with before.session_factory.begin() as session:  # a worker died holding two rows ...
+        held = claim_due_rows(session, past, past + timedelta(minutes=1), "gone:1:1", 2)
+    with before.session_factory.begin() as session:  # ... and two failed, to retry at 4h ago
+        for claim in claim_due_rows(session, past, past + timedelta(minutes=1), "gone:2:1", 2):
+            reschedule(session, claim, past, past + HOUR, "SMTP 451 4.3.0 try later")
+    # During the outage: new tasks ahead, and two that fell due before anyone scanned them.
+    fresh = {20 + i: now + i * HOUR + timedelta(minutes=30) for i in range(10)}
+    missed = {40: now - 3 * HOUR, 41: now - timedelta(minutes=10)}
+    add_tasks(db, [(i, 2, f"task {i}", when, None) for i, when in {**fresh, **missed}.items()])
+    others = seed(db, now, 0, first=1000, users=False)  # five more that are never due
+
+    env = service_env(postgres_url, private_redis.url, **smtp_env(smtp))
+    worker = procs.dramatiq(env)
+    scheduler = procs.periodiq(env)  # its first tick, at start, is the only wake-up
+    expected = {reminder_key(i, when) for i, when in {**queued, **late, **fresh}.items()}
+    wait_until(lambda: settled(db, expected), "the catch-up", alive=[worker, scheduler])
+    assert scheduler.terminate() in (0, -15), scheduler.log()
+    assert worker.terminate() == 0, worker.log()
+
+    assert_each_exactly_once(smtp.received(), expected)
+    rows = outbox(db)
+    assert {rows[c.key].attempts for c in held} == {2}
+    assert {row.subject_id for row in rows.values()}.isdisjoint(set(missed) | others.never)
+    with db.connect() as connection:
+        last_scan = connection.execute(
+            text("SELECT scanned_at FROM reminder_scan_heartbeat")
+        ).scalar_one()
+    assert last_scan > now - timedelta(minutes=1)
+    assert rows[reminder_key(11, late[11])].status == Status.DELIVERED  # late, not lost

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from outbox.table import ACTIVE, OutboxRow, Status
@@ -121,6 +121,13 @@ def extend_leases(session: Session, claims: Sequence[Claim], until: datetime) ->
         if _write_fenced(session, claim, {"available_at": until}):
             held.append(replace(claim, lease_expires_at=until))
     return held
+
+
+def earliest_due(session: Session) -> datetime | None:
+    """When the next row becomes due: a next attempt, or a lease that expires."""
+    return session.scalar(
+        select(func.min(OutboxRow.available_at)).where(OutboxRow.status.in_(ACTIVE))
+    )
 
 
 def _write_fenced(session: Session, claim: Claim, values: dict[str, object]) -> bool:

@@ -18,7 +18,9 @@ import structlog
 
 from outbox.admin import count_by_status, oldest_waiting
 from outbox.relay import Attempt
+from outbox.store import earliest_due
 from worker.bootstrap import Services, bootstrap
+from worker.embedded import next_tick
 from worker.errors import ConfigError
 from worker.logs import configure_logging
 from worker.metrics import service_metrics
@@ -29,6 +31,8 @@ log = structlog.get_logger("worker.actors")
 #: A relay run hands over to a fresh message after this long, well inside TIME_LIMIT.
 RELAY_BUDGET = timedelta(seconds=45)
 TIME_LIMIT_MS = 10 * 60 * 1000
+#: A row due now but held by another relay is looked at again this much later, not at once.
+MIN_WAKE_UP_SECONDS = 1.0
 QUEUE = "reminders"
 
 
@@ -116,6 +120,13 @@ def relay_outbox() -> None:
         return
     if report.out_of_budget:
         relay_outbox.send()  # the budget ran out with work left: hand over, do not hog
-    elif report.next_attempt_at is not None:
-        wait = report.next_attempt_at - built.clock.now()
-        relay_outbox.send_with_options(delay=max(int(wait.total_seconds() * 1000), 0))
+        return
+    with built.session_factory() as session:
+        next_at = earliest_due(session)
+    now = built.clock.now()
+    # A row due before the next tick gets a wake-up of its own (a retry after 30 s should
+    # not wait for an hourly tick); later rows are the tick's sweep's, so that wake-ups never
+    # pile up while a row waits.
+    if next_at is not None and next_at < next_tick(SETTINGS.scan_cron, now):
+        wait = max((next_at - now).total_seconds(), MIN_WAKE_UP_SECONDS)
+        relay_outbox.send_with_options(delay=int(wait * 1000))

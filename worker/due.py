@@ -17,10 +17,10 @@ from sqlalchemy import (
     Row,
     Select,
     SQLColumnExpression,
+    String,
     and_,
     any_,
     bindparam,
-    exists,
     func,
     literal_column,
     null,
@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
 
 from outbox.table import WAITING, OutboxRow, Status
 from outbox.types import at, instant
@@ -123,19 +124,19 @@ def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
     return len(session.execute(many.returning(OutboxRow.id), rows).all())
 
 
-def cancel_superseded(session: Session, now: datetime, task_ids: list[int]) -> int:
-    """Cancel these tasks' waiting reminders for a due date they were not just reminded for."""
-    moved = exists().where(
-        Task.id == OutboxRow.subject_id,
-        instant(Task.reminder_due_at).is_distinct_from(instant(OutboxRow.subject_at)),
-    )
+def cancel_superseded(session: Session, now: datetime, queued: dict[int, str]) -> int:
+    """Cancel the waiting reminders of these tasks other than the ones just queued.
+
+    ``queued`` maps each task of the batch to the key it was just reminded under; any other
+    waiting row of that task is for a due date it no longer has.
+    """
     stmt = (
         update(OutboxRow)
         .where(
-            _among(session, OutboxRow.subject_id, task_ids),
+            _among(session, OutboxRow.subject_id, list(queued), BigInteger()),
+            ~_among(session, OutboxRow.idempotency_key, list(queued.values()), String()),
             OutboxRow.kind == REMINDER_KIND,
             OutboxRow.status.in_(WAITING),
-            moved,
         )
         .values(
             status=Status.CANCELLED, last_error="superseded: the due date moved", updated_at=now
@@ -174,12 +175,12 @@ def _dialect(session: Session) -> str:
 
 
 def _among(
-    session: Session, column: SQLColumnExpression[int], ids: list[int]
+    session: Session, column: SQLColumnExpression[Any], values: list[Any], type_: TypeEngine[Any]
 ) -> ColumnElement[bool]:
-    """``column`` is one of ``ids``, as one parameter however many ids there are."""
+    """``column`` is one of ``values``, as one parameter however many values there are."""
     if _dialect(session) == "postgresql":
-        return column == any_(bindparam(None, ids, ARRAY(BigInteger)))
+        return column == any_(bindparam(None, values, ARRAY(type_)))
     listed: Select[Any] = select(literal_column("value")).select_from(
-        func.json_each(json.dumps(ids))
+        func.json_each(json.dumps(values))
     )
     return column.in_(listed.scalar_subquery())

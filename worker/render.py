@@ -99,12 +99,14 @@ def reminder_preparer(renderer: ReminderRenderer) -> Prepare:
     def prepare(session: Session, claim: Claim) -> Message | Cancel:
         found = session.execute(
             select(Task, User)
-            .join(User, User.id == Task.owner_id)
+            .outerjoin(User, User.id == Task.owner_id)
             .where(Task.id == claim.subject_id)
         ).first()
         if found is None:
             return Cancel("task deleted")
         task, owner = found
+        if owner is None:  # possible where the host's schema has no foreign key
+            return Cancel("owner deleted")
         reason = None
         if task.completed_at is not None:
             reason = "task completed"

@@ -54,9 +54,11 @@ def scan_due_tasks(
     while True:
         with session_factory.begin() as session:
             tasks = claim_due_tasks(session, now, lookahead, batch_size)
+            # The due query only returns dated tasks.
+            keys = {task_id: reminder_key(task_id, due) for task_id, due in tasks if due}
             rows = [
                 {
-                    "idempotency_key": reminder_key(task_id, due_date),
+                    "idempotency_key": keys[task_id],
                     "kind": REMINDER_KIND,
                     "subject_id": task_id,
                     "subject_at": due_date,
@@ -69,11 +71,11 @@ def scan_due_tasks(
                     "replay_count": 0,
                 }
                 for task_id, due_date in tasks
-                if due_date is not None  # the due query only returns dated tasks
+                if task_id in keys
             ]
             queued += insert_reminders(session, rows)
-            if tasks:
-                superseded += cancel_superseded(session, now, [task_id for task_id, _ in tasks])
+            if keys:
+                superseded += cancel_superseded(session, now, keys)
         marked += len(tasks)
         batches += 1
         if len(tasks) < batch_size:

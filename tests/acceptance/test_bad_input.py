@@ -101,7 +101,7 @@ CASES = [
     Case(34, "due at a nonexistent local time (DST gap)", "delivered", "delivered"),
     Case(35, "due at the first 02:30 of the DST overlap", "delivered", "delivered"),
     Case(36, "due at the second 02:30 of the DST overlap", "delivered", "delivered"),
-    Case(40, "owner deleted after the scan", "cancelled: task deleted", "cancelled: task deleted"),
+    Case(40, "owner deleted after the scan", "cancelled: owner deleted", "cancelled: owner deleted"),
     Case(41, "owner deleted before the scan", "not queued", "not queued"),
 ]
 BY_ID = {case.task_id: case for case in CASES}
@@ -348,16 +348,9 @@ def test_dead_rows_keep_a_masked_error(smtp_outcome: Outcome) -> None:
         assert "evil@example.net" not in row.last_error and "\n" not in row.last_error
 
 
-OWNER_REASON_BUG = (
-    "worker/render.py reminder_preparer joins tasks to users with an inner join and reports "
-    "'task deleted' when the task still exists but its owner was deleted (possible when the "
-    "host's schema has no foreign key): the operator is told the wrong reason; an outer join "
-    "would let it say 'owner deleted'"
-)
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason=OWNER_REASON_BUG)
 def test_a_reminder_whose_owner_was_deleted_is_cancelled_naming_the_owner(
     smtp_outcome: Outcome,
 ) -> None:

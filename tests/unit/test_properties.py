@@ -373,16 +373,8 @@ def test_undoing_a_change_keeps_the_rules(template: Path, ops: list[tuple[Any, .
     play(template, ops, fresh_dates=False)
 
 
-SUB_MILLISECOND_BUG = (
-    "outbox/types.py instant() compares SQLite timestamps through strftime('%Y-%m-%d "
-    "%H:%M:%f'), i.e. to the millisecond, so worker/due.py cancel_superseded sees a due date "
-    "moved by less than 1 ms as unchanged and leaves the old reminder waiting next to the new "
-    "one (two waiting for one task; the relay's re-check cancels the stale one later). "
-    "Found by the property test above; PostgreSQL compares to the microsecond"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=SUB_MILLISECOND_BUG)
 def test_a_due_date_moved_by_less_than_a_millisecond_supersedes_the_old_reminder(
     template: Path,
 ) -> None:

@@ -101,7 +101,9 @@ CASES = [
     Case(34, "due at a nonexistent local time (DST gap)", "delivered", "delivered"),
     Case(35, "due at the first 02:30 of the DST overlap", "delivered", "delivered"),
     Case(36, "due at the second 02:30 of the DST overlap", "delivered", "delivered"),
-    Case(40, "owner deleted after the scan", "cancelled: owner deleted", "cancelled: owner deleted"),
+    Case(
+        40, "owner deleted after the scan", "cancelled: owner deleted", "cancelled: owner deleted"
+    ),
     Case(41, "owner deleted before the scan", "not queued", "not queued"),
 ]
 BY_ID = {case.task_id: case for case in CASES}
@@ -346,8 +348,6 @@ def test_dead_rows_keep_a_masked_error(smtp_outcome: Outcome) -> None:
         assert (row.status, row.attempts) == (Status.DEAD, 1)
         assert row.last_error is not None
         assert "evil@example.net" not in row.last_error and "\n" not in row.last_error
-
-
 
 
 @pytest.mark.postgres

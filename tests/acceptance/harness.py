@@ -315,6 +315,15 @@ class Waker:
         self.client.close()
 
 
+def wake(url: str, *actors: str) -> None:
+    """Send one wake-up per actor name through the Redis at ``url``, then disconnect."""
+    waker = Waker(url)
+    try:
+        waker.send(*actors)
+    finally:
+        waker.close()
+
+
 class Ticker:
     """A fast stand-in for periodiq: a scan and a relay sweep every ``period`` seconds.
 

@@ -12,7 +12,6 @@ from tests.acceptance.harness import (
     Procs,
     RedisServer,
     SmtpReceiver,
-    Waker,
     assert_each_exactly_once,
     outbox,
     seed,
@@ -21,6 +20,7 @@ from tests.acceptance.harness import (
     smtp_env,
     utc_now,
     wait_until,
+    wake,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -60,9 +60,7 @@ def test_two_schedulers_and_several_scans_at_once_send_each_reminder_once(
     wait_until(lambda: len(outbox(db)) >= COUNT, "every reminder queued", alive=workers)
     # The rows may all have been queued by the commands, after the ticks' relay found
     # nothing: the next tick's sweep delivers them (sent here instead of waiting a minute).
-    waker = Waker(private_redis.url)
-    waker.send("relay_outbox")
-    waker.close()
+    wake(private_redis.url, "relay_outbox")
     wait_until(lambda: settled(db, seeded.keys), "every reminder delivered", alive=workers)
     for process in schedulers + workers:
         assert process.terminate() in (0, -15), process.log()

@@ -19,7 +19,6 @@ from tests.acceptance.harness import (
     RedisServer,
     SmtpReceiver,
     Ticker,
-    Waker,
     WebhookReceiver,
     add_tasks,
     add_users,
@@ -31,6 +30,7 @@ from tests.acceptance.harness import (
     smtp_env,
     utc_now,
     wait_until,
+    wake,
     webhook_env,
 )
 from tests.integration._servers import Reply
@@ -66,9 +66,7 @@ def test_redis_restarted_mid_run_delays_but_loses_nothing(
         REMINDERS_SEND_TIMEOUT="5s", REMINDERS_LEASE="15s", **webhook_env(webhook),
     )  # fmt: skip
     worker = procs.dramatiq(env)
-    waker = Waker(private_redis.url)
-    waker.send("scan_due_tasks")
-    waker.close()
+    wake(private_redis.url, "scan_due_tasks")
     assert webhook.held.wait(30), worker.log()
 
     private_redis.restart()  # every queued and delayed message is gone
@@ -110,9 +108,7 @@ def test_postgres_restarted_mid_run_delays_and_repeats_only_the_unrecorded_key(
         REMINDERS_SEND_TIMEOUT="3s", REMINDERS_LEASE="4s", **webhook_env(webhook),
     )  # fmt: skip
     worker = procs.dramatiq(env)
-    waker = Waker(private_redis.url)
-    waker.send("scan_due_tasks")
-    waker.close()
+    wake(private_redis.url, "scan_due_tasks")
     try:
         assert webhook.held.wait(30), worker.log()
         private_postgres.stop("fast")  # the database goes away while the message is on the wire

@@ -15,7 +15,6 @@ from tests.acceptance.harness import (
     RedisServer,
     SmtpReceiver,
     Ticker,
-    Waker,
     WebhookReceiver,
     add_tasks,
     add_users,
@@ -27,6 +26,7 @@ from tests.acceptance.harness import (
     smtp_env,
     utc_now,
     wait_until,
+    wake,
     webhook_env,
 )
 from tests.integration._servers import Reply
@@ -109,8 +109,6 @@ def test_webhook_429_500_410_and_a_timeout_are_retried_or_dead_as_the_contract_s
     assert rows[slow].attempts == 2 and rows[failing].attempts == 3
 
 
-
-
 def test_each_retry_is_woken_at_its_own_time_without_waiting_for_a_tick(
     db: Engine,
     postgres_url: str,
@@ -128,8 +126,6 @@ def test_each_retry_is_woken_at_its_own_time_without_waiting_for_a_tick(
     env = service_env(postgres_url, private_redis.url, **webhook_env(webhook))
     env["REMINDERS_SCAN_SCHEDULE"] = "0 0 1 1 *"  # the next tick is months away
     worker = procs.dramatiq(env)
-    waker = Waker(private_redis.url)
-    waker.send("scan_due_tasks")  # the only wake-up: no scheduler runs in this test
-    waker.close()
+    wake(private_redis.url, "scan_due_tasks")  # the only wake-up: no scheduler runs in this test
     wait_until(lambda: settled(db, {soon}), "the 1 s retry", alive=[worker], timeout=10)
     wait_until(lambda: settled(db, {later}), "the 4 s retry", alive=[worker], timeout=10)

@@ -73,6 +73,13 @@ def child_env(**variables: str) -> dict[str, str]:
     return env
 
 
+def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a child process with ``env`` in ``cwd`` and capture its output."""
+    return subprocess.run(
+        args, env=env, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+
+
 def test_scan_actor_on_the_stub_broker_delivers_each_reminder_once(tmp_path: Path) -> None:
     """scan → relay through a real Worker on the StubBroker prints each due reminder once."""
     url = f"sqlite:///{tmp_path}/reminders.db"
@@ -86,16 +93,10 @@ def test_scan_actor_on_the_stub_broker_delivers_each_reminder_once(tmp_path: Pat
     add_task(services, 3, 1, now + timedelta(days=3), title="not yet")
     engine.dispose()
 
-    done = subprocess.run(
+    done = run(
         [sys.executable, "-c", RUN_ACTORS],
-        env=child_env(
-            REMINDERS_DATABASE_URL=url, REMINDERS_BROKER_URL="", REMINDERS_CHANNEL="console"
-        ),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
+        child_env(REMINDERS_DATABASE_URL=url, REMINDERS_BROKER_URL="", REMINDERS_CHANNEL="console"),
+        tmp_path,
     )
 
     assert done.returncode == 0, done.stderr
@@ -119,14 +120,10 @@ def test_scan_actor_on_the_stub_broker_delivers_each_reminder_once(tmp_path: Pat
 
 def test_a_bad_setting_stops_the_import_with_one_line_naming_it(tmp_path: Path) -> None:
     """REMINDERS_LOOKAHEAD=abc: importing the actors exits 2 with one stderr line naming it."""
-    done = subprocess.run(
+    done = run(
         [sys.executable, "-c", "import worker.actors"],
-        env=child_env(REMINDERS_LOOKAHEAD="abc"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
+        child_env(REMINDERS_LOOKAHEAD="abc"),
+        tmp_path,
     )
 
     assert done.returncode == 2
@@ -138,14 +135,10 @@ def test_a_bad_setting_stops_the_import_with_one_line_naming_it(tmp_path: Path) 
 
 def test_dramatiq_without_a_broker_url_refuses_to_start(tmp_path: Path) -> None:
     """`dramatiq worker.actors` with no REMINDERS_BROKER_URL exits non-zero naming it."""
-    done = subprocess.run(
+    done = run(
         [str(DRAMATIQ), "worker.actors", "--processes", "1", "--threads", "1"],
-        env=child_env(REMINDERS_DATABASE_URL=f"sqlite:///{tmp_path}/reminders.db"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
+        child_env(REMINDERS_DATABASE_URL=f"sqlite:///{tmp_path}/reminders.db"),
+        tmp_path,
     )
 
     assert done.returncode != 0
@@ -164,14 +157,10 @@ def test_the_outbox_is_untouched_by_the_refused_start(tmp_path: Path) -> None:
     add_user(services, 1)
     add_task(services, 1, 1, datetime.now(UTC) + timedelta(hours=1))
 
-    done = subprocess.run(
+    done = run(
         [sys.executable, "-c", RUN_ACTORS],
-        env=child_env(REMINDERS_DATABASE_URL=url, REMINDERS_MAX_ATTEMPTS="0"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
+        child_env(REMINDERS_DATABASE_URL=url, REMINDERS_MAX_ATTEMPTS="0"),
+        tmp_path,
     )
 
     assert done.returncode == 2
@@ -228,14 +217,10 @@ def test_two_actor_threads_first_using_the_metrics_at_once_share_them(tmp_path: 
     metrics; the second registration raised DuplicateTimeseries inside relay_outbox, which
     then released the rest of its batch and left it to the next minute's tick.
     """
-    done = subprocess.run(
+    done = run(
         [sys.executable, "-c", FIRST_METRICS_AT_ONCE],
-        env=child_env(REMINDERS_DATABASE_URL=f"sqlite:///{tmp_path}/reminders.db"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
+        child_env(REMINDERS_DATABASE_URL=f"sqlite:///{tmp_path}/reminders.db"),
+        tmp_path,
     )
 
     assert done.returncode == 0, done.stderr
@@ -250,10 +235,10 @@ def test_the_schedule_is_utc_whatever_the_host_time_zone(tmp_path: Path) -> None
         "import pendulum, worker.actors\n"
         "print(pendulum.now().utcoffset().total_seconds(), pendulum.local_timezone().name)\n"
     )
-    result = subprocess.run(
+    result = run(
         [sys.executable, "-c", script],
-        env=child_env(REMINDERS_DATABASE_URL=f"sqlite:///{tmp_path}/r.db") | {"TZ": "Asia/Tokyo"},
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        child_env(REMINDERS_DATABASE_URL=f"sqlite:///{tmp_path}/r.db") | {"TZ": "Asia/Tokyo"},
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0.0", "UTC"]

@@ -94,12 +94,16 @@ def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
     """
     if not rows:
         return 0
-    rearm = {
-        "status": Status.PENDING,
-        "attempts": 0,
-        "available_at": rows[0]["available_at"],
-        "updated_at": rows[0]["updated_at"],
-        "last_error": null(),  # None here would make SQLAlchemy insert row by row
+    rearm: dict[str, Any] = {
+        "index_elements": [OutboxRow.idempotency_key],
+        "where": OutboxRow.status == Status.CANCELLED,
+        "set_": {
+            "status": Status.PENDING,
+            "attempts": 0,
+            "available_at": rows[0]["available_at"],
+            "updated_at": rows[0]["updated_at"],
+            "last_error": null(),  # None here would make SQLAlchemy insert row by row
+        },
     }
     if _dialect(session) == "postgresql":
         # One statement whatever the batch: each column as one array parameter.
@@ -110,17 +114,9 @@ def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
             for name in columns
         ]
         insert = postgresql.insert(OutboxRow).from_select(columns, select(*arrays))
-        stmt = insert.on_conflict_do_update(
-            index_elements=[OutboxRow.idempotency_key],
-            set_=rearm,
-            where=OutboxRow.status == Status.CANCELLED,
-        ).returning(OutboxRow.id)
+        stmt = insert.on_conflict_do_update(**rearm).returning(OutboxRow.id)
         return len(session.execute(stmt).all())
-    many = sqlite.insert(OutboxRow).on_conflict_do_update(
-        index_elements=[OutboxRow.idempotency_key],
-        set_=rearm,
-        where=OutboxRow.status == Status.CANCELLED,
-    )
+    many = sqlite.insert(OutboxRow).on_conflict_do_update(**rearm)
     return len(session.execute(many.returning(OutboxRow.id), rows).all())
 
 

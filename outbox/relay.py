@@ -1,7 +1,11 @@
-"""The relay: claim due rows, re-check each with the domain, send, record the outcome.
+"""The relay: claim due rows, re-check them with the domain, send, record the outcomes.
 
-No transaction stays open while a message is on the wire: claim, send and record are
-three short steps, and the row's lease and fencing token keep them consistent.
+No transaction stays open while a message is on the wire. A claimed batch is worked in
+rounds: one short transaction records what the last round sent and re-checks the rows
+about to be sent; then the round sends for at most ``window``. So a row is re-checked at
+most one window before its send, and an accepted message is recorded at most one window
+(plus one send) after it; ``window = 0`` re-checks and records around every single send.
+The row's lease and fencing token keep every write consistent.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -20,12 +24,13 @@ from outbox.channels.base import Channel, Delivery, Message, Outcome
 from outbox.clock import Clock
 from outbox.masking import mask_email, mask_emails_in
 from outbox.retry import RetryPolicy
-from outbox.store import Claim, claim_due_rows, extend_leases, finish, release, reschedule
+from outbox.store import Claim, Verdict, claim_due_rows, extend_leases, record, release
 from outbox.table import Status
 
 log = structlog.get_logger("outbox.relay")
 
-#: Time kept in hand on a lease beyond one send's timeout before the next send starts.
+#: Time kept in hand on a lease beyond one send's timeout before the next send starts
+#: (at most a quarter of the lease, so that a short lease still covers several sends).
 LEASE_MARGIN = timedelta(seconds=5)
 MAX_ERROR_LENGTH = 2000
 
@@ -37,8 +42,9 @@ class Cancel:
     reason: str
 
 
-#: Re-checks a claimed row against the domain and renders it, or says why to cancel it.
-Prepare = Callable[[Session, Claim], Message | Cancel]
+#: Re-checks claimed rows against the domain, in the caller's transaction, and renders
+#: each one still wanted, or says why to cancel it (after undoing what it needs to).
+Prepare = Callable[[Session, Sequence[Claim]], Mapping[int, Message | Cancel]]
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,24 @@ class RelayReport:
         return sum(self.counts.values())
 
 
+@dataclass(frozen=True)
+class _Done:
+    """A row's verdict, not yet recorded, with what the log line says about its send."""
+
+    verdict: Verdict
+    recipient: str | None = None  # masked
+    elapsed: float | None = None
+
+
+@dataclass
+class _Batch:
+    """The rows of one claim still to send, and the verdicts still to record."""
+
+    waiting: list[Claim]
+    unrecorded: list[_Done] = field(default_factory=list)
+    group: int = 0  # how many rows the next round re-checks
+
+
 @dataclass
 class Relay:
     """Delivers due outbox rows through one channel; safe to run in many threads and hosts."""
@@ -88,6 +112,8 @@ class Relay:
     lease: timedelta = timedelta(seconds=60)
     batch_size: int = 50
     send_timeout: timedelta = timedelta(seconds=10)
+    #: How long one round sends on one re-check before recording what it sent.
+    window: timedelta = timedelta(milliseconds=100)
     stop: threading.Event = field(default_factory=threading.Event)
     on_attempt: Callable[[Attempt], None] | None = None
     #: The log key under which the row's subject id appears (the domain's name for it).
@@ -109,108 +135,158 @@ class Relay:
         return report
 
     def relay_batch(self, report: RelayReport) -> int:
-        """Claim one batch and attempt each row; return how many rows were claimed."""
+        """Claim one batch and work it round by round; return how many rows were claimed."""
         now = self.clock.now()
         with self.session_factory.begin() as session:
             claims = claim_due_rows(session, now, now + self.lease, self.owner, self.batch_size)
-        waiting = list(claims)
+        batch = _Batch(list(claims), group=len(claims))
         try:
-            while waiting and not self.stop.is_set():
-                waiting = self._keep_leases(waiting, report)
-                if waiting:
-                    self._attempt(waiting.pop(0), report)
+            while batch.waiting and not self.stop.is_set():
+                self._send_round(batch, self._start_round(batch, report))
         finally:
-            if waiting:
-                self._release(waiting, report)
+            self._end_batch(batch, report)
         return len(claims)
 
-    def _keep_leases(self, waiting: list[Claim], report: RelayReport) -> list[Claim]:
-        now = self.clock.now()
-        if waiting[0].lease_expires_at - now >= self.send_timeout + LEASE_MARGIN:
-            return waiting
-        with self.session_factory.begin() as session:
-            held = extend_leases(session, waiting, now + self.lease)
-        kept = {claim.id for claim in held}
-        for lost in (claim for claim in waiting if claim.id not in kept):
-            self._record(report, lost, "fenced", "lease lost before sending")
-        return held
-
-    def _attempt(self, claim: Claim, report: RelayReport) -> None:
-        if claim.attempts > self.policy.max_attempts:
+    def _start_round(self, batch: _Batch, report: RelayReport) -> list[tuple[Claim, Message]]:
+        """One transaction: record the last round, keep the leases, re-check the next rows."""
+        for claim in [c for c in batch.waiting if c.attempts > self.policy.max_attempts]:
             error = f"gave up after {claim.attempts - 1} attempts: the last one never finished"
-            self._write(report, claim, Status.DEAD, error)
-            return
+            batch.waiting.remove(claim)
+            batch.unrecorded.append(_Done(Verdict(claim, Status.DEAD, error)))
+        done, batch.unrecorded = batch.unrecorded, []
+        now = self.clock.now()
         try:
             with self.session_factory.begin() as session:
-                prepared = self.prepare(session, claim)
-        except Exception as exc:  # a row the domain cannot render must not stop the batch
-            self._fail(report, claim, Delivery.retry(_describe(exc)))
-            return
-        if isinstance(prepared, Cancel):
-            self._write(report, claim, Status.CANCELLED, prepared.reason)
-            return
+                kept, lost = self._keep_leases(session, batch.waiting, now)
+                group = kept[: batch.group]
+                answers = self.prepare(session, group) if group else {}
+                cancels, ready = _sort_answers(group, answers)
+                held = record(session, [d.verdict for d in done + cancels], now)
+            done += cancels
+        except Exception:
+            # One row the domain cannot re-check must not hold back the others.
+            log.warning("recheck_failed", rows=len(batch.waiting), exc_info=True)
+            with self.session_factory.begin() as session:  # the database itself: raise
+                kept, lost = self._keep_leases(session, batch.waiting, now)
+                held = record(session, [d.verdict for d in done], now)
+            group = kept[: batch.group]
+            batch.unrecorded, ready = self._prepare_one_by_one(group, report)
+        self._recorded(report, done, held)
+        for claim in lost:
+            self._record(report, claim, "fenced", "lease lost before sending")
+        settled = {c.id for c in group} - {c.id for c, _ in ready}
+        batch.waiting = [claim for claim in kept if claim.id not in settled]
+        return ready
+
+    def _keep_leases(
+        self, session: Session, waiting: list[Claim], now: datetime
+    ) -> tuple[list[Claim], list[Claim]]:
+        """Renew the leases before they run short: (the claims kept, the claims lost)."""
+        if not waiting or self._lease_left(waiting[0], now):
+            return waiting, []
+        kept = extend_leases(session, waiting, now + self.lease)
+        ids = {claim.id for claim in kept}
+        return kept, [claim for claim in waiting if claim.id not in ids]
+
+    def _lease_left(self, claim: Claim, now: datetime) -> bool:
+        margin = min(LEASE_MARGIN, self.lease / 4)
+        return claim.lease_expires_at - now >= self.send_timeout + margin
+
+    def _prepare_one_by_one(
+        self, group: Sequence[Claim], report: RelayReport
+    ) -> tuple[list[_Done], list[tuple[Claim, Message]]]:
+        """Re-check each row in a transaction of its own: (rows that failed, rows to send)."""
+        failed: list[_Done] = []
+        ready: list[tuple[Claim, Message]] = []
+        for claim in group:
+            try:
+                with self.session_factory.begin() as session:
+                    cancels, mine = _sort_answers([claim], self.prepare(session, [claim]))
+                    held = record(session, [d.verdict for d in cancels], self.clock.now())
+            except Exception as exc:
+                failed.append(_Done(self._judge(claim, Delivery.retry(_describe(exc)))))
+                continue
+            self._recorded(report, cancels, held)
+            ready += mine
+        return failed, ready
+
+    def _send_round(self, batch: _Batch, ready: list[tuple[Claim, Message]]) -> None:
+        """Send until the window is spent, a lease runs short or stop is set."""
+        started = self.clock.now()
+        sent = 0
+        for claim, message in ready:
+            now = self.clock.now()
+            if self.stop.is_set():
+                break
+            if sent and (now - started >= self.window or not self._lease_left(claim, now)):
+                break
+            batch.waiting.remove(claim)
+            batch.unrecorded.append(self._send(claim, message))
+            sent += 1
+        batch.group = max(1, 2 * sent)  # enough re-checked rows for the next round
+
+    def _send(self, claim: Claim, message: Message) -> _Done:
         started = time.perf_counter()
         try:
-            delivery = self.channel.send(prepared)
+            delivery = self.channel.send(message)
         except Exception as exc:  # channels classify errors; anything else is a bug: retry
             delivery = Delivery.retry(_describe(exc))
         elapsed = time.perf_counter() - started
-        recipient = mask_email(prepared.recipient)
-        if delivery.outcome is Outcome.DELIVERED:
-            self._write(report, claim, Status.DELIVERED, None, recipient=recipient, elapsed=elapsed)
-        else:
-            self._fail(report, claim, delivery, recipient=recipient, elapsed=elapsed)
+        return _Done(self._judge(claim, delivery), mask_email(message.recipient), elapsed)
 
-    def _fail(
-        self,
-        report: RelayReport,
-        claim: Claim,
-        delivery: Delivery,
-        *,
-        recipient: str | None = None,
-        elapsed: float | None = None,
-    ) -> None:
+    def _judge(self, claim: Claim, delivery: Delivery) -> Verdict:
+        """What an attempt's answer means for its row: delivered, retried later, or dead."""
+        if delivery.outcome is Outcome.DELIVERED:
+            return Verdict(claim, Status.DELIVERED)
         error = mask_emails_in(delivery.error or "unknown error")[:MAX_ERROR_LENGTH]
         if delivery.outcome is Outcome.PERMANENT:
-            self._write(report, claim, Status.DEAD, error, recipient=recipient, elapsed=elapsed)
+            return Verdict(claim, Status.DEAD, error)
+        next_at = self.policy.next_attempt(claim.attempts, self.clock.now(), delivery.retry_after)
+        if next_at is None:
+            return Verdict(claim, Status.DEAD, f"gave up after {claim.attempts} attempts: {error}")
+        return Verdict(claim, Status.FAILED, error, next_at)
+
+    def _end_batch(self, batch: _Batch, report: RelayReport) -> None:
+        """Record the last round and give back the rows not attempted (stop, or an error)."""
+        if not batch.unrecorded and not batch.waiting:
             return
         now = self.clock.now()
-        next_at = self.policy.next_attempt(claim.attempts, now, delivery.retry_after)
-        if next_at is None:
-            error = f"gave up after {claim.attempts} attempts: {error}"
-            self._write(report, claim, Status.DEAD, error, recipient=recipient, elapsed=elapsed)
-            return
-        with self.session_factory.begin() as session:
-            held = reschedule(session, claim, now, next_at, error)
-        outcome = "retry" if held else "fenced"
-        self._record(
-            report, claim, outcome, error, recipient=recipient, elapsed=elapsed, next_at=next_at
-        )
-
-    def _write(
-        self,
-        report: RelayReport,
-        claim: Claim,
-        status: Status,
-        detail: str | None,
-        *,
-        recipient: str | None = None,
-        elapsed: float | None = None,
-    ) -> None:
-        with self.session_factory.begin() as session:
-            held = finish(session, claim, self.clock.now(), status, detail)
-        outcome = status.value if held else "fenced"
-        self._record(report, claim, outcome, detail, recipient=recipient, elapsed=elapsed)
-
-    def _release(self, waiting: list[Claim], report: RelayReport) -> None:
         try:
             with self.session_factory.begin() as session:
-                release(session, waiting, self.clock.now())
+                held = record(session, [d.verdict for d in batch.unrecorded], now)
+                release(session, batch.waiting, now)
         except Exception:  # the leases expire on their own; say so and go on stopping
-            log.warning("release_failed", rows=len(waiting), exc_info=True)
+            log.error(
+                "record_failed",
+                sent=len(batch.unrecorded),
+                unsent=len(batch.waiting),
+                consequence="rows come back when their lease expires; sent ones are sent again",
+                exc_info=True,
+            )
             return
-        for claim in waiting:
+        self._recorded(report, batch.unrecorded, held)
+        for claim in batch.waiting:
             self._record(report, claim, "released", "stopping before this row was attempted")
+
+    def _recorded(self, report: RelayReport, done: Sequence[_Done], held: set[int]) -> None:
+        """Report verdicts once committed: each as it was written, or fenced."""
+        for item in done:
+            verdict = item.verdict
+            if verdict.claim.id not in held:
+                outcome = "fenced"
+            elif verdict.status is Status.FAILED:
+                outcome = "retry"
+            else:
+                outcome = verdict.status.value
+            self._record(
+                report,
+                verdict.claim,
+                outcome,
+                verdict.error,
+                recipient=item.recipient,
+                elapsed=item.elapsed,
+                next_at=verdict.retry_at if outcome == "retry" else None,
+            )
 
     def _record(
         self,
@@ -250,6 +326,20 @@ class Relay:
         )
         if self.on_attempt is not None:
             self.on_attempt(attempt)
+
+
+def _sort_answers(
+    group: Sequence[Claim], answers: Mapping[int, Message | Cancel]
+) -> tuple[list[_Done], list[tuple[Claim, Message]]]:
+    """Split the re-check's answers: (cancelled rows, rows to send in order)."""
+    cancels, ready = [], []
+    for claim in group:
+        answer = answers.get(claim.id, Cancel("the re-check said nothing of this row"))
+        if isinstance(answer, Cancel):
+            cancels.append(_Done(Verdict(claim, Status.CANCELLED, answer.reason)))
+        else:
+            ready.append((claim, answer))
+    return cancels, ready
 
 
 def _describe(exc: BaseException) -> str:

@@ -9,11 +9,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    String,
+    Text,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
 
 from outbox.table import ACTIVE, OutboxRow, Status
+from outbox.types import UTCDateTime
 
 
 @dataclass(frozen=True)
@@ -75,28 +90,73 @@ def claim_due_rows(
     return sorted((Claim(*row) for row in rows), key=lambda c: (c.created_at, c.id))
 
 
-def finish(
-    session: Session, claim: Claim, now: datetime, status: Status, error: str | None
-) -> bool:
-    """Record a final outcome (delivered, dead or cancelled); False when the lease was lost."""
-    values: dict[str, object] = {"status": status, "updated_at": now, "lease_owner": None}
-    if status is Status.DELIVERED:
-        values["delivered_at"] = now
-    if error is not None or status is Status.DELIVERED:
-        values["last_error"] = error
-    return _write_fenced(session, claim, values)
+@dataclass(frozen=True)
+class Verdict:
+    """How a claimed row ends this attempt: delivered, failed (retried at ``retry_at``),
+    dead or cancelled, with the error or reason to keep."""
+
+    claim: Claim
+    status: Status
+    error: str | None = None
+    retry_at: datetime | None = None
 
 
-def reschedule(session: Session, claim: Claim, now: datetime, at: datetime, error: str) -> bool:
-    """Record a transient failure and the next attempt time; False when the lease was lost."""
-    values: dict[str, object] = {
-        "status": Status.FAILED,
-        "available_at": at,
-        "last_error": error,
-        "updated_at": now,
-        "lease_owner": None,
-    }
-    return _write_fenced(session, claim, values)
+def record(session: Session, verdicts: Sequence[Verdict], now: datetime) -> set[int]:
+    """Write each verdict to its row, fenced by the row's lease; return the rows still held.
+
+    A row whose lease was lost (another relay re-claimed it) is left as it is.
+    """
+    if not verdicts:
+        return set()
+    if _dialect(session) != "postgresql":
+        held = set()
+        for verdict in verdicts:
+            values: dict[str, object] = {
+                "status": verdict.status,
+                "last_error": verdict.error,
+                "updated_at": now,
+                "lease_owner": None,
+            }
+            if verdict.retry_at is not None:
+                values["available_at"] = verdict.retry_at
+            if verdict.status is Status.DELIVERED:
+                values["delivered_at"] = now
+            if _write_fenced(session, verdict.claim, values):
+                held.add(verdict.claim.id)
+        return held
+    # One statement for the whole round: each column as one array parameter.
+    given = (
+        func.unnest(
+            _array([v.claim.id for v in verdicts], BigInteger()),
+            _array([v.claim.lease_token for v in verdicts], BigInteger()),
+            _array([str(v.status) for v in verdicts], String()),
+            _array([v.error for v in verdicts], Text()),
+            _array([v.retry_at for v in verdicts], UTCDateTime()),
+        )
+        .table_valued("id", "token", "status", "error", "retry_at")
+        .render_derived()
+    )
+    stmt = (
+        update(OutboxRow)
+        .where(
+            OutboxRow.id == given.c.id,
+            OutboxRow.lease_token == given.c.token,
+            OutboxRow.status == Status.CLAIMED,
+        )
+        .values(
+            status=given.c.status,
+            last_error=given.c.error,
+            available_at=func.coalesce(given.c.retry_at, OutboxRow.available_at),
+            delivered_at=case(
+                (given.c.status == Status.DELIVERED.value, literal(now, UTCDateTime())),
+                else_=OutboxRow.delivered_at,
+            ),
+            updated_at=now,
+            lease_owner=None,
+        )
+        .returning(OutboxRow.id)
+    )
+    return set(session.scalars(stmt, execution_options={"synchronize_session": False}))
 
 
 def release(session: Session, claims: Sequence[Claim], now: datetime) -> int:
@@ -128,6 +188,14 @@ def earliest_due(session: Session) -> datetime | None:
     return session.scalar(
         select(func.min(OutboxRow.available_at)).where(OutboxRow.status.in_(ACTIVE))
     )
+
+
+def _array(values: list[Any], item: TypeEngine[Any]) -> BindParameter[Any]:
+    return bindparam(None, values, ARRAY(item))
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def _write_fenced(session: Session, claim: Claim, values: dict[str, object]) -> bool:

@@ -86,6 +86,7 @@ class Services:
             owner=worker_id(),
             lease=settings.lease,
             batch_size=settings.relay_batch,
+            window=settings.relay_window,
             send_timeout=settings.send_timeout,
             stop=self.stop,
             on_attempt=on_attempt,

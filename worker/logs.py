@@ -37,6 +37,7 @@ def configure_logging(level: int = logging.INFO, *, json: bool | None = None) ->
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Alembic and pika narrate every step at INFO; our own events say what matters.
-    for chatty in ("alembic", "pika"):
+    # Alembic and pika narrate every step at INFO, and httpx logs every request with its
+    # full URL (a webhook URL may carry a token); our own events say what matters.
+    for chatty in ("alembic", "pika", "httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(max(level, logging.WARNING))

@@ -7,6 +7,7 @@ into a header name, markup or a format string.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -96,28 +97,38 @@ class ReminderRenderer:
 def reminder_preparer(renderer: ReminderRenderer) -> Prepare:
     """The relay's re-check: cancel unless the task is still open, due then, owner opted in."""
 
-    def prepare(session: Session, claim: Claim) -> Message | Cancel:
+    def prepare(session: Session, claims: Sequence[Claim]) -> dict[int, Message | Cancel]:
         found = session.execute(
             select(Task, User)
             .outerjoin(User, User.id == Task.owner_id)
-            .where(Task.id == claim.subject_id)
-        ).first()
-        if found is None:
-            return Cancel("task deleted")
-        task, owner = found
-        if owner is None:  # possible where the host's schema has no foreign key
-            return Cancel("owner deleted")
-        reason = None
-        if task.completed_at is not None:
-            reason = "task completed"
-        elif task.due_date != claim.subject_at:
-            reason = "due date moved"
-        elif not owner.notifications_enabled:
-            reason = "owner turned notifications off"
-        if reason is None:
-            return renderer.render(claim.key, task, owner)
-        if claim.subject_at is not None:
-            forget_reminder(session, task.id, claim.subject_at)
-        return Cancel(reason)
+            .where(Task.id.in_({claim.subject_id for claim in claims}))
+        ).all()
+        current = {task.id: (task, owner) for task, owner in found}
+        return {claim.id: _recheck(session, renderer, claim, current) for claim in claims}
 
     return prepare
+
+
+def _recheck(
+    session: Session,
+    renderer: ReminderRenderer,
+    claim: Claim,
+    current: Mapping[int, tuple[Task, User | None]],
+) -> Message | Cancel:
+    if claim.subject_id not in current:
+        return Cancel("task deleted")
+    task, owner = current[claim.subject_id]
+    if owner is None:  # possible where the host's schema has no foreign key
+        return Cancel("owner deleted")
+    reason = None
+    if task.completed_at is not None:
+        reason = "task completed"
+    elif task.due_date != claim.subject_at:
+        reason = "due date moved"
+    elif not owner.notifications_enabled:
+        reason = "owner turned notifications off"
+    if reason is None:
+        return renderer.render(claim.key, task, owner)
+    if claim.subject_at is not None:
+        forget_reminder(session, task.id, claim.subject_at)
+    return Cancel(reason)

@@ -31,7 +31,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(value: object) -> timedelta:
+def parse_duration(value: object, *, zero: bool = False) -> timedelta:
     """Read ``3600``, ``90m``, ``24h``, ``2d`` or a timedelta as a positive duration."""
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
@@ -40,8 +40,8 @@ def parse_duration(value: object) -> timedelta:
         if match is None:
             raise ValueError(f"{value!r} is not a duration (seconds, or a number with ms/s/m/h/d)")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-    if seconds <= 0:
-        raise ValueError(f"{value!r} must be longer than zero")
+    if seconds < 0 or (seconds == 0 and not zero):
+        raise ValueError(f"{value!r} must be {'zero or more' if zero else 'longer than zero'}")
     return timedelta(seconds=seconds)
 
 
@@ -72,6 +72,7 @@ def _empty_is_none(value: object) -> object:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+DurationOrZero = Annotated[timedelta, BeforeValidator(lambda v: parse_duration(v, zero=True))]
 Cron = Annotated[str, AfterValidator(lambda v: (parse_cron(v), v.strip())[1])]
 OptionalText = Annotated[str | None, BeforeValidator(_empty_is_none)]
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_is_none)]
@@ -109,6 +110,7 @@ class Settings(BaseSettings):
     send_timeout: Duration = timedelta(seconds=10)
     lease: Duration = timedelta(seconds=60)
     relay_batch: int = Field(default=50, ge=1, le=10_000)
+    relay_window: DurationOrZero = timedelta(milliseconds=100)
     scan_batch: int = Field(default=5_000, ge=1, le=1_000_000)
     retry_base: Duration = timedelta(seconds=30)
     retry_cap: Duration = timedelta(hours=1)
@@ -160,9 +162,11 @@ class Settings(BaseSettings):
         return data
 
     @model_validator(mode="after")
-    def _channel_needs(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.channel == "webhook":
             self._check_webhook()
+        if self.relay_window >= self.lease / 2:
+            raise ValueError("REMINDERS_RELAY_WINDOW: must be shorter than half of REMINDERS_LEASE")
         if self.smtp_starttls and self.smtp_ssl:
             raise ValueError("REMINDERS_SMTP_STARTTLS: cannot be combined with REMINDERS_SMTP_SSL")
         return self

@@ -26,9 +26,8 @@ from __future__ import annotations
 import os
 import random
 import signal
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from outbox import relay as relaying
@@ -119,9 +118,7 @@ class FaultyChannel:
 _channel_factory = wiring.channel_factory
 _reminder_preparer = wiring.reminder_preparer
 _insert_reminders = scanning.insert_reminders
-_finish = relaying.finish
-_write = relaying.Relay._write
-_held = threading.local()
+_recorded = relaying.Relay._recorded
 
 
 def faulty_channel_factory(settings: Settings) -> Callable[[], Channel]:
@@ -134,9 +131,10 @@ def faulty_preparer(renderer: Any) -> Prepare:
     """The real re-check, preceded by the ``claimed`` kill point."""
     prepare = _reminder_preparer(renderer)
 
-    def prepare_or_die(session: Any, claim: Claim) -> Message | Cancel:
-        die_here("claimed", claim.key)
-        return prepare(session, claim)
+    def prepare_or_die(session: Any, claims: Sequence[Claim]) -> Mapping[int, Message | Cancel]:
+        for claim in claims:
+            die_here("claimed", claim.key)
+        return prepare(session, claims)
 
     return prepare_or_die
 
@@ -149,21 +147,13 @@ def faulty_insert(session: Any, rows: list[dict[str, Any]]) -> int:
     return inserted
 
 
-def finish_remembered(session: Any, claim: Claim, *args: Any) -> bool:
-    """The real fenced write of a final status, remembering whether the lease still held."""
-    held = _finish(session, claim, *args)
-    _held.value = held
-    return held
-
-
-def write_journaled(
-    self: Any, report: Any, claim: Claim, status: Status, *args: Any, **kw: Any
-) -> None:
-    """The relay's record step; once it has committed a delivery, say so in the journal."""
-    _held.value = None
-    _write(self, report, claim, status, *args, **kw)
-    if status is Status.DELIVERED and _held.value is not None:
-        journal("recorded", claim.key, "held" if _held.value else "fenced")
+def recorded_journaled(self: Any, report: Any, done: Sequence[Any], held: set[int]) -> None:
+    """The relay's report of a committed round; say which deliveries it recorded."""
+    for item in done:
+        verdict = item.verdict
+        if verdict.status is Status.DELIVERED:
+            journal("recorded", verdict.claim.key, "held" if verdict.claim.id in held else "fenced")
+    _recorded(self, report, done, held)
 
 
 # Before the first actor runs: `services()` builds the channel and the relay's re-check
@@ -172,5 +162,4 @@ wiring.channel_factory = faulty_channel_factory
 wiring.reminder_preparer = faulty_preparer
 scanning.insert_reminders = faulty_insert
 if JOURNAL:
-    relaying.finish = finish_remembered
-    relaying.Relay._write = write_journaled  # type: ignore[method-assign]
+    relaying.Relay._recorded = recorded_journaled  # type: ignore[method-assign]

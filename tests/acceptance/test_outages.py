@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from outbox.store import claim_due_rows, reschedule
+from outbox.store import Verdict, claim_due_rows, record
 from outbox.table import Status
 from tests.acceptance.harness import (
     STANDARD_USERS,
@@ -163,7 +163,8 @@ def test_a_service_down_for_hours_catches_up_on_start(
         held = claim_due_rows(session, past, past + timedelta(minutes=1), "gone:1:1", 2)
     with before.session_factory.begin() as session:  # ... and two failed, to retry at 4h ago
         for claim in claim_due_rows(session, past, past + timedelta(minutes=1), "gone:2:1", 2):
-            reschedule(session, claim, past, past + HOUR, "SMTP 451 4.3.0 try later")
+            failed = Verdict(claim, Status.FAILED, "SMTP 451 4.3.0 try later", past + HOUR)
+            record(session, [failed], past)
     # During the outage: new tasks ahead, and two that fell due before anyone scanned them.
     fresh = {20 + i: now + i * HOUR + timedelta(minutes=30) for i in range(10)}
     missed = {40: now - 3 * HOUR, 41: now - timedelta(minutes=10)}

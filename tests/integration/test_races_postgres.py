@@ -499,10 +499,27 @@ def test_a_move_the_scan_has_not_seen_yet_is_cancelled_at_send_time(
 # --- (e) completed or deleted before delivery -----------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("window", "send_takes", "rechecked"),
+    [
+        ("0", timedelta(0), True),  # re-checked right before every send
+        ("100ms", timedelta(milliseconds=100), True),  # the window ran out: re-checked
+        ("100ms", timedelta(0), False),  # inside the window: the round's re-check stands
+    ],
+    ids=["window-0", "window-spent", "inside-window"],
+)
 def test_a_task_completed_or_deleted_before_delivery_is_cancelled(
-    services: Services, clock: ManualClock, channel: RecordingChannel
+    postgres_engine: Engine,
+    clock: ManualClock,
+    channel: RecordingChannel,
+    window: str,
+    send_takes: timedelta,
+    rechecked: bool,
 ) -> None:
-    """Completed, deleted, or completed while its batch is on the wire: cancelled, never sent."""
+    """Completed or deleted: cancelled, never sent. Completed while its batch is on the wire:
+    cancelled if that was more than one window (REMINDERS_RELAY_WINDOW) before its send."""
+    services = make_services(postgres_engine, clock, channel, relay_window=window)
+    add_user(services, 1)
     due = {task_id: clock.now() + HOUR + task_id * timedelta(minutes=1) for task_id in (1, 2, 3, 4)}
     for task_id, when in due.items():
         add_task(services, task_id, 1, when)
@@ -514,26 +531,34 @@ def test_a_task_completed_or_deleted_before_delivery_is_cancelled(
 
     def complete_the_other(message: Message) -> None:
         # Tasks 3 and 4 were claimed in one batch. While the first of them is being sent,
-        # the other one is completed: the relay must re-check it before its own send.
+        # the other one is completed.
         sent_id = int(message.document["task_id"])
         on_the_wire.append(sent_id)
         other = 7 - sent_id
         with services.session_factory.begin() as session:
             session.execute(update(Task).where(Task.id == other).values(completed_at=clock.now()))
+        clock.advance(send_takes)
 
     channel.on_send = complete_the_other
     report = services.relay().relay_until_idle()
 
-    assert report.counts == Counter(cancelled=3, delivered=1)
-    assert len(on_the_wire) == 1
-    sent_id = on_the_wire[0]
-    assert channel.keys == [reminder_key(sent_id, due[sent_id])]
+    first = on_the_wire[0]
+    other = 7 - first
+    if rechecked:
+        assert report.counts == Counter(cancelled=3, delivered=1)
+        assert on_the_wire == [first]
+        other_outcome = (Status.CANCELLED, "task completed")
+    else:
+        assert report.counts == Counter(cancelled=2, delivered=2)
+        assert on_the_wire == [first, other]
+        other_outcome = (Status.DELIVERED, None)
+    assert channel.keys == [reminder_key(sent, due[sent]) for sent in on_the_wire]
     outcomes = {r.subject_id: (r.status, r.last_error) for r in outbox_rows(services.engine)}
     assert outcomes == {
         1: (Status.CANCELLED, "task completed"),
         2: (Status.CANCELLED, "task deleted"),
-        sent_id: (Status.DELIVERED, None),
-        7 - sent_id: (Status.CANCELLED, "task completed"),
+        first: (Status.DELIVERED, None),
+        other: other_outcome,
     }
     assert services.scan().queued == 0
 
@@ -600,11 +625,11 @@ def test_a_poison_row_ends_dead_after_max_attempts_and_the_others_flow(
     if where == "prepare":
         render = relay.prepare
 
-        def prepare(session, claim):  # type: ignore[no-untyped-def]
-            if claim.key == poison:
-                tries.append(claim.key)
+        def prepare(session, claims):  # type: ignore[no-untyped-def]
+            if any(claim.key == poison for claim in claims):  # breaks its whole round
+                tries.append(poison)
                 raise RuntimeError("cannot render this task")
-            return render(session, claim)
+            return render(session, claims)
 
         relay.prepare = prepare
     else:
@@ -624,7 +649,8 @@ def test_a_poison_row_ends_dead_after_max_attempts_and_the_others_flow(
         reports.append(relay.relay_until_idle())
 
     assert [r.counts for r in reports[1:]] == [Counter(retry=1), Counter(dead=1)]
-    assert tries == [poison] * 3
+    # Each attempt: the round's re-check, then (prepare only) the row's own re-check.
+    assert tries == [poison] * (6 if where == "prepare" else 3)
     row = row_for(postgres_engine, poison)
     assert (row.status, row.attempts) == (Status.DEAD, 3)
     assert (row.last_error or "").startswith("gave up after 3 attempts: RuntimeError: ")

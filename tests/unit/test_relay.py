@@ -260,3 +260,36 @@ def test_a_change_undone_after_the_cancel_rearms_the_reminder(
     assert services.relay().relay_until_idle().counts == {"delivered": 1}
     assert len(channel.sent) == 1
     assert [status for _, status in statuses(services)] == [Status.DELIVERED]
+
+
+@pytest.mark.parametrize(
+    ("window", "send_takes", "recorded_before_next_send"),
+    [
+        ("0", timedelta(0), True),
+        ("100ms", timedelta(milliseconds=100), True),
+        ("100ms", timedelta(milliseconds=10), False),
+    ],
+    ids=["window-0", "window-spent-by-each-send", "sends-inside-the-window"],
+)
+def test_sends_are_recorded_once_their_window_is_spent(
+    engine: Engine,
+    clock: ManualClock,
+    channel: RecordingChannel,
+    window: str,
+    send_takes: timedelta,
+    recorded_before_next_send: bool,
+) -> None:
+    """A round records what it sent before sending again once REMINDERS_RELAY_WINDOW passed."""
+    services = make_services(engine, clock, channel, relay_window=window)
+    add_user(services, 1)
+    queue(services, clock, 1, 2, 3)
+    delivered_so_far: list[int] = []
+
+    def look(_message: Message) -> None:
+        delivered_so_far.append(sum(s == Status.DELIVERED for _, s in statuses(services)))
+        clock.advance(send_takes)
+
+    channel.on_send = look
+    assert services.relay().relay_until_idle().counts == {"delivered": 3}
+    assert delivered_so_far == ([0, 1, 2] if recorded_before_next_send else [0, 0, 0])
+    assert [s for _, s in statuses(services)] == [Status.DELIVERED] * 3

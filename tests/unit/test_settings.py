@@ -37,6 +37,12 @@ def test_durations_accept_seconds_and_units(text: str, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds
 
 
+def test_the_relay_window_may_be_zero() -> None:
+    """A window of 0 (re-check and record around every send) is a valid choice."""
+    assert load_settings(relay_window="0").relay_window == timedelta(0)
+    assert load_settings().relay_window == timedelta(milliseconds=100)
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -50,6 +56,8 @@ def test_durations_accept_seconds_and_units(text: str, seconds: float) -> None:
         ("REMINDERS_DATABASE_URL", "mysql://x"),
         ("REMINDERS_BROKER_URL", "kafka://x"),
         ("REMINDERS_MAIL_FROM", "a@b.c\r\nBcc: x@y.z"),
+        ("REMINDERS_RELAY_WINDOW", "-1s"),
+        ("REMINDERS_RELAY_WINDOW", "30s"),  # not under half the 60 s lease
     ],
 )
 def test_a_bad_value_names_its_variable_in_one_line(

@@ -1,8 +1,10 @@
 """The raw channel: the same messages sent by a plain loop, with no database at all.
 
-SMTP: ``smtplib`` on one connection, each message built with ``email`` and sent.
-Webhook: one ``httpx.Client`` (keep-alive), each document dumped to JSON and posted.
-This is the floor of what any sender pays to the receiver; the relay adds the outbox.
+SMTP: ``smtplib`` on one connection, each message built with ``email`` with the headers the
+contract gives a reminder (Message-ID, X-Reminder-Key, X-Task-Id, Date) and sent.
+Webhook: one ``httpx.Client`` (keep-alive), each document dumped to JSON and posted with the
+contract's Standard Webhooks headers, signed (HMAC-SHA256) like the relay's.
+This is the floor of what any sender of these messages pays; the relay adds the outbox.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
+from email.utils import format_datetime
 from typing import Any, NamedTuple
 
 import httpx
 
-from benchmarks.common import MAIL
+from benchmarks.common import MAIL, WEBHOOK_SECRET
+from outbox.signing import signature_header
 
 
 class Item(NamedTuple):
@@ -50,7 +54,10 @@ def smtp_loop(port: int, batch: Sequence[Item]) -> None:
             mail["From"] = MAIL["mail_from"]
             mail["To"] = item.email
             mail["Subject"] = f"Reminder: {item.title} is due {item.due}"
+            mail["Date"] = format_datetime(datetime.now(UTC))
             mail["Message-ID"] = f"<raw-{item.task_id}@{MAIL['mail_domain']}>"
+            mail["X-Reminder-Key"] = f"raw-{item.task_id}"
+            mail["X-Task-Id"] = str(item.task_id)
             mail.set_content(f"Your task is due soon.\n\nTask: {item.title}\nDue:  {item.due}\n")
             smtp.sendmail(MAIL["mail_from"], [item.email], mail.as_bytes())
 
@@ -64,7 +71,15 @@ def webhook_loop(url: str, batch: Sequence[Item]) -> None:
                 "owner_id": 1, "title": item.title, "due_date": item.due,
             }  # fmt: skip
             body = json.dumps(document, separators=(",", ":")).encode()
-            response = client.post(url, content=body, headers={"Content-Type": "application/json"})
+            key, timestamp = str(document["key"]), int(time.time())
+            headers = {
+                "Content-Type": "application/json",
+                "webhook-id": key,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": signature_header([WEBHOOK_SECRET], key, timestamp, body),
+                "Idempotency-Key": key,
+            }
+            response = client.post(url, content=body, headers=headers)
             response.raise_for_status()
 
 

@@ -92,9 +92,9 @@ class _Done:
 
 @dataclass
 class _Batch:
-    """The rows of one claim still to send, and the verdicts still to record."""
+    """The claimed rows still to send, and the verdicts still to record."""
 
-    waiting: list[Claim]
+    waiting: list[Claim] = field(default_factory=list)
     unrecorded: list[_Done] = field(default_factory=list)
     group: int = 0  # how many rows the next round re-checks
 
@@ -120,56 +120,46 @@ class Relay:
     subject_key: str = "subject_id"
 
     def relay_until_idle(self, budget: timedelta | None = None) -> RelayReport:
-        """Relay batch after batch until nothing is due, the budget is spent, or stop is set."""
+        """Relay round after round until nothing is due, the budget is spent, or stop is set."""
         report = RelayReport()
         deadline = None if budget is None else time.monotonic() + budget.total_seconds()
+        batch = _Batch()
         try:
             while not self.stop.is_set():
-                if not self.relay_batch(report):
+                claiming = deadline is None or time.monotonic() < deadline
+                ready = self._start_round(batch, report, claiming=claiming)
+                if not batch.waiting:
+                    report.out_of_budget = not claiming
                     break
-                if deadline is not None and time.monotonic() >= deadline:
-                    report.out_of_budget = True
-                    break
+                self._send_round(batch, ready)
         finally:
-            self.channel.close()  # one connection for the whole run, not one per batch
+            try:
+                self._end(batch, report)
+            finally:
+                self.channel.close()  # one connection for the whole run, not one per batch
         return report
 
-    def relay_batch(self, report: RelayReport) -> int:
-        """Claim one batch and work it round by round; return how many rows were claimed."""
-        now = self.clock.now()
-        with self.session_factory.begin() as session:
-            claims = claim_due_rows(session, now, now + self.lease, self.owner, self.batch_size)
-        batch = _Batch(list(claims), group=len(claims))
-        try:
-            while batch.waiting and not self.stop.is_set():
-                self._send_round(batch, self._start_round(batch, report))
-        finally:
-            self._end_batch(batch, report)
-        return len(claims)
-
-    def _start_round(self, batch: _Batch, report: RelayReport) -> list[tuple[Claim, Message]]:
-        """One transaction: record the last round, keep the leases, re-check the next rows."""
-        for claim in [c for c in batch.waiting if c.attempts > self.policy.max_attempts]:
-            error = f"gave up after {claim.attempts - 1} attempts: the last one never finished"
-            batch.waiting.remove(claim)
-            batch.unrecorded.append(_Done(Verdict(claim, Status.DEAD, error)))
+    def _start_round(
+        self, batch: _Batch, report: RelayReport, *, claiming: bool
+    ) -> list[tuple[Claim, Message]]:
+        """One transaction: record the last round, keep the leases (or claim the next batch
+        once the last one is sent), and re-check the rows this round will send."""
         done, batch.unrecorded = batch.unrecorded, []
         now = self.clock.now()
         try:
             with self.session_factory.begin() as session:
-                kept, lost = self._keep_leases(session, batch.waiting, now)
-                group = kept[: batch.group]
+                kept, lost, spent, group = self._hold(session, batch, now, claiming=claiming)
                 answers = self.prepare(session, group) if group else {}
                 cancels, ready = _sort_answers(group, answers)
-                held = record(session, [d.verdict for d in done + cancels], now)
-            done += cancels
+                held = record(session, [d.verdict for d in done + spent + cancels], now)
+            done += spent + cancels
         except Exception:
             # One row the domain cannot re-check must not hold back the others.
             log.warning("recheck_failed", rows=len(batch.waiting), exc_info=True)
             with self.session_factory.begin() as session:  # the database itself: raise
-                kept, lost = self._keep_leases(session, batch.waiting, now)
-                held = record(session, [d.verdict for d in done], now)
-            group = kept[: batch.group]
+                kept, lost, spent, group = self._hold(session, batch, now, claiming=claiming)
+                held = record(session, [d.verdict for d in done + spent], now)
+            done += spent
             batch.unrecorded, ready = self._prepare_one_by_one(group, report)
         self._recorded(report, done, held)
         for claim in lost:
@@ -178,15 +168,33 @@ class Relay:
         batch.waiting = [claim for claim in kept if claim.id not in settled]
         return ready
 
-    def _keep_leases(
-        self, session: Session, waiting: list[Claim], now: datetime
-    ) -> tuple[list[Claim], list[Claim]]:
-        """Renew the leases before they run short: (the claims kept, the claims lost)."""
-        if not waiting or self._lease_left(waiting[0], now):
-            return waiting, []
-        kept = extend_leases(session, waiting, now + self.lease)
-        ids = {claim.id for claim in kept}
-        return kept, [claim for claim in waiting if claim.id not in ids]
+    def _hold(
+        self, session: Session, batch: _Batch, now: datetime, *, claiming: bool
+    ) -> tuple[list[Claim], list[Claim], list[_Done], list[Claim]]:
+        """The rows this relay holds for the round: (kept, lost, spent, group to re-check).
+
+        Waiting rows keep their leases (renewed when short); once none waits, a new batch is
+        claimed. A row out of attempts (its worker died every time) is spent: dead, unsent.
+        """
+        waiting, size = batch.waiting, batch.group
+        if waiting and not self._lease_left(waiting[0], now):
+            kept = extend_leases(session, waiting, now + self.lease)
+            ids = {claim.id for claim in kept}
+            lost = [claim for claim in waiting if claim.id not in ids]
+        elif waiting or not claiming:
+            kept, lost = waiting, []
+        else:
+            kept = claim_due_rows(session, now, now + self.lease, self.owner, self.batch_size)
+            lost, size = [], len(kept)
+        error = "gave up after {} attempts: the last one never finished"
+        spent = [
+            _Done(Verdict(claim, Status.DEAD, error.format(claim.attempts - 1)))
+            for claim in kept
+            if claim.attempts > self.policy.max_attempts
+        ]
+        if spent:
+            kept = [claim for claim in kept if claim.attempts <= self.policy.max_attempts]
+        return kept, lost, spent, kept[:size]
 
     def _lease_left(self, claim: Claim, now: datetime) -> bool:
         margin = min(LEASE_MARGIN, self.lease / 4)
@@ -246,7 +254,7 @@ class Relay:
             return Verdict(claim, Status.DEAD, f"gave up after {claim.attempts} attempts: {error}")
         return Verdict(claim, Status.FAILED, error, next_at)
 
-    def _end_batch(self, batch: _Batch, report: RelayReport) -> None:
+    def _end(self, batch: _Batch, report: RelayReport) -> None:
         """Record the last round and give back the rows not attempted (stop, or an error)."""
         if not batch.unrecorded and not batch.waiting:
             return

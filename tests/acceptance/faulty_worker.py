@@ -5,7 +5,8 @@ settings) and wraps seams the wiring offers before any actor runs, so that the w
 can SIGKILL itself at a precise point of the pipeline:
 
 - ``scan``: the scan has marked the tasks and inserted their outbox rows, not committed;
-- ``claimed``: the relay has claimed (and committed) its batch, the row is not re-checked;
+- ``recheck``: inside a relay round's transaction (which may have just claimed the batch), as
+  the row is about to be re-checked: nothing of that transaction is committed;
 - ``before-send``: the row is rendered, the receiver has not been contacted;
 - ``after-accept``: the receiver accepted the message, the relay has not recorded it.
 
@@ -42,7 +43,7 @@ from worker.settings import Settings
 
 broker = actors.broker  # what `dramatiq tests.acceptance.faulty_worker` runs
 
-STEPS = ("scan", "claimed", "before-send", "after-accept")
+STEPS = ("scan", "recheck", "before-send", "after-accept")
 FAULT = os.environ.get("REMINDERS_TEST_FAULT", "")
 MARK = os.environ.get("REMINDERS_TEST_FAULT_MARK", "")
 JOURNAL = os.environ.get("REMINDERS_TEST_JOURNAL", "")
@@ -128,12 +129,12 @@ def faulty_channel_factory(settings: Settings) -> Callable[[], Channel]:
 
 
 def faulty_preparer(renderer: Any) -> Prepare:
-    """The real re-check, preceded by the ``claimed`` kill point."""
+    """The real re-check, preceded by the ``recheck`` kill point."""
     prepare = _reminder_preparer(renderer)
 
     def prepare_or_die(session: Any, claims: Sequence[Claim]) -> Mapping[int, Message | Cancel]:
         for claim in claims:
-            die_here("claimed", claim.key)
+            die_here("recheck", claim.key)
         return prepare(session, claims)
 
     return prepare_or_die

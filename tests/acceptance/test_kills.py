@@ -50,7 +50,7 @@ VICTIM = 4  # the task whose reminder is in flight when the worker dies
     ("step", "channel", "window"),
     [
         ("scan", "smtp", "100ms"),
-        ("claimed", "smtp", "100ms"),
+        ("recheck", "smtp", "100ms"),
         ("before-send", "webhook", "100ms"),
         ("after-accept", "smtp", "100ms"),
         ("after-accept", "webhook", "100ms"),
@@ -99,6 +99,10 @@ def test_a_worker_killed_at_each_step_loses_nothing_and_repeats_only_an_unrecord
                 text("SELECT count(*) FROM tasks WHERE reminder_sent_at IS NOT NULL")
             ).scalar_one()
         assert marked == 0
+    elif step == "recheck":
+        # The round's transaction claimed the batch and died re-checking it: nothing claimed.
+        assert {row.status for row in rows.values()} == {Status.PENDING}, rows
+        assert {row.attempts for row in rows.values()} == {0}
     else:
         assert rows[victim].status == Status.CLAIMED, rows[victim]
     before = receiver.received()
@@ -121,8 +125,10 @@ def test_a_worker_killed_at_each_step_loses_nothing_and_repeats_only_an_unrecord
     rows = outbox(db)
     assert {rows[key].status for key in seeded.keys} == {Status.DELIVERED}
     assert {row.subject_id for row in rows.values()}.isdisjoint(seeded.never)
-    if step in ("claimed", "before-send", "after-accept"):
+    if step in ("before-send", "after-accept"):
         assert rows[victim].attempts == 2  # the killed claim counted as an attempt
+    if step == "recheck":
+        assert rows[victim].attempts == 1  # the killed claim was never committed
 
     # Both copies carry the same key, so the receiver can drop the second one.
     if channel == "smtp":

@@ -15,13 +15,17 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Row,
+    ScalarSelect,
     Select,
     SQLColumnExpression,
     String,
     and_,
     any_,
     bindparam,
+    case,
+    cast,
     func,
+    literal,
     literal_column,
     null,
     select,
@@ -33,10 +37,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
 from outbox.table import WAITING, OutboxRow, Status
-from outbox.types import at, instant
+from outbox.types import UTCDateTime, at, instant
 from worker.schema import ScanHeartbeat, Task, User
 
 REMINDER_KIND = "due_soon"
+SUPERSEDED = "superseded: the due date moved"
 
 
 def awaiting_reminder(now: datetime, lookahead: timedelta) -> ColumnElement[bool]:
@@ -54,15 +59,9 @@ def awaiting_reminder(now: datetime, lookahead: timedelta) -> ColumnElement[bool
     )
 
 
-def claim_due_tasks(
-    session: Session, now: datetime, lookahead: timedelta, limit: int
-) -> Sequence[Row[int, datetime | None]]:
-    """Mark up to ``limit`` due tasks as reminded for their due date; return (id, due date).
-
-    Rows locked by another scanner are skipped (PostgreSQL), so scanners share the work;
-    the row lock holds until the caller commits the outbox rows written for them.
-    """
-    due = (
+def _due_ids(now: datetime, lookahead: timedelta, limit: int) -> ScalarSelect[int]:
+    """Up to ``limit`` due tasks, earliest first, locked; those another scanner holds skipped."""
+    return (
         select(Task.id)
         .join(User, User.id == Task.owner_id)
         .where(awaiting_reminder(now, lookahead), User.notifications_enabled.is_(True))
@@ -71,6 +70,17 @@ def claim_due_tasks(
         .with_for_update(of=Task, skip_locked=True)
         .scalar_subquery()
     )
+
+
+def claim_due_tasks(
+    session: Session, now: datetime, lookahead: timedelta, limit: int
+) -> Sequence[Row[int, datetime | None]]:
+    """Mark up to ``limit`` due tasks as reminded for their due date; return (id, due date).
+
+    Rows locked by another scanner are skipped (PostgreSQL), so scanners share the work;
+    the row lock holds until the caller commits the outbox rows written for them.
+    """
+    due = _due_ids(now, lookahead, limit)
     if _dialect(session) == "postgresql":
         # `id = ANY(ARRAY(…))` probes the primary key for the batch's ids; `id IN (…)` was
         # planned as a hash join over the whole table, for every batch.
@@ -86,6 +96,64 @@ def claim_due_tasks(
     return session.execute(mark, execution_options={"synchronize_session": False}).all()
 
 
+def reminder_key_sql(
+    task_id: SQLColumnExpression[int], due_date: SQLColumnExpression[Any]
+) -> ColumnElement[str]:
+    """`worker.scan.reminder_key` in PostgreSQL: ``due_soon-<id>-YYYYMMDDTHHMMSS[.ffffff]Z``.
+
+    UTC whatever the session's time zone; microseconds only when there are some; the year
+    unpadded (``FM``), as ``strftime("%Y")`` writes it.
+    """
+    utc = func.timezone("UTC", due_date)
+    micro = func.to_char(utc, "US")
+    return (
+        literal(f"{REMINDER_KIND}-")
+        + cast(task_id, String)
+        + "-"
+        + func.to_char(utc, 'FMYYYYMMDD"T"HH24MISS')
+        + case((micro == "000000", ""), else_="." + micro)
+        + "Z"
+    )
+
+
+def queue_due_reminders(
+    session: Session, now: datetime, lookahead: timedelta, limit: int
+) -> tuple[dict[int, str], int]:
+    """PostgreSQL: `claim_due_tasks` and `insert_reminders` in one statement, keys built in SQL.
+
+    Returns the key each marked task was queued under, and how many rows are now pending.
+    Same rows, locks and keys as the two calls, without a row through Python on the way in.
+    (`cancel_superseded` stays a statement of its own: inside this one, the planner would
+    join the batch to the outbox with no statistics for the batch, which can go quadratic.)
+    """
+    marked = (
+        update(Task)
+        .where(Task.id == any_(func.array(_due_ids(now, lookahead, limit))))
+        .values(reminder_sent_at=now, reminder_due_at=Task.due_date)
+        .returning(Task.id, Task.due_date, reminder_key_sql(Task.id, Task.due_date).label("key"))
+        .cte("marked")
+    )
+    moment = bindparam("now", now, type_=UTCDateTime())
+    row = {
+        "idempotency_key": marked.c.key,
+        "kind": literal(REMINDER_KIND),
+        "subject_id": marked.c.id,
+        "subject_at": marked.c.due_date,
+        "status": literal(Status.PENDING.value),
+        "attempts": literal(0),
+        "available_at": moment,
+        "lease_token": literal(0),
+        "created_at": moment,
+        "updated_at": moment,
+        "replay_count": literal(0),
+    }
+    insert = postgresql.insert(OutboxRow).from_select(list(row), select(*row.values()))
+    queued = insert.on_conflict_do_update(**_rearm(moment)).returning(OutboxRow.id).cte("queued")
+    pending = select(func.count()).select_from(queued).scalar_subquery()
+    found = session.execute(select(marked.c.id, marked.c.key, pending)).all()
+    return {task_id: key for task_id, key, _ in found}, (found[0][2] if found else 0)
+
+
 def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
     """Insert outbox rows; a key already present is left alone unless it was cancelled.
 
@@ -94,17 +162,7 @@ def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
     """
     if not rows:
         return 0
-    rearm: dict[str, Any] = {
-        "index_elements": [OutboxRow.idempotency_key],
-        "where": OutboxRow.status == Status.CANCELLED,
-        "set_": {
-            "status": Status.PENDING,
-            "attempts": 0,
-            "available_at": rows[0]["available_at"],
-            "updated_at": rows[0]["updated_at"],
-            "last_error": null(),  # None here would make SQLAlchemy insert row by row
-        },
-    }
+    rearm = _rearm(rows[0]["available_at"])
     if _dialect(session) == "postgresql":
         # One statement whatever the batch: each column as one array parameter.
         table = OutboxRow.__table__
@@ -118,6 +176,21 @@ def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
         return len(session.execute(stmt).all())
     many = sqlite.insert(OutboxRow).on_conflict_do_update(**rearm)
     return len(session.execute(many.returning(OutboxRow.id), rows).all())
+
+
+def _rearm(now: Any) -> dict[str, Any]:
+    """ON CONFLICT on the key: only a cancelled row is armed again, as of ``now``."""
+    return {
+        "index_elements": [OutboxRow.idempotency_key],
+        "where": OutboxRow.status == Status.CANCELLED,
+        "set_": {
+            "status": Status.PENDING,
+            "attempts": 0,
+            "available_at": now,
+            "updated_at": now,
+            "last_error": null(),  # None here would make SQLAlchemy insert row by row
+        },
+    }
 
 
 def cancel_superseded(session: Session, now: datetime, queued: dict[int, str]) -> int:
@@ -134,9 +207,7 @@ def cancel_superseded(session: Session, now: datetime, queued: dict[int, str]) -
             OutboxRow.kind == REMINDER_KIND,
             OutboxRow.status.in_(WAITING),
         )
-        .values(
-            status=Status.CANCELLED, last_error="superseded: the due date moved", updated_at=now
-        )
+        .values(status=Status.CANCELLED, last_error=SUPERSEDED, updated_at=now)
     )
     result = session.execute(stmt, execution_options={"synchronize_session": False})
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -48,9 +48,8 @@ def scan_due_tasks(
 
     Each batch is one transaction: the tasks' ``reminder_sent_at`` and their outbox rows
     commit together or not at all, so a crash at any point loses or duplicates nothing.
-    On PostgreSQL the tasks are marked and their rows inserted by one statement
-    (`queue_due_reminders`); SQLite has no INSERT or UPDATE inside WITH, so there the same
-    steps run one by one from Python.
+    On PostgreSQL a batch is one statement (`queue_due_reminders`); SQLite has no INSERT or
+    UPDATE inside WITH, so there the same steps run one by one from Python.
     """
     now = require_utc(now)
     started = time.perf_counter()
@@ -58,16 +57,13 @@ def scan_due_tasks(
     while True:
         with session_factory.begin() as session:
             if session.get_bind().dialect.name == "postgresql":
-                keys, batch_queued = queue_due_reminders(session, now, lookahead, batch_size)
-                batch_marked = len(keys)
+                counts = queue_due_reminders(session, now, lookahead, batch_size)
             else:
-                keys, batch_queued, batch_marked = _queue_step_by_step(
-                    session, now, lookahead, batch_size
-                )
-            if keys:
-                superseded += cancel_superseded(session, now, keys)
-        queued += batch_queued
+                counts = _queue_step_by_step(session, now, lookahead, batch_size)
+        batch_marked = counts[0]
         marked += batch_marked
+        queued += counts[1]
+        superseded += counts[2]
         batches += 1
         if batch_marked < batch_size:
             break
@@ -79,8 +75,8 @@ def scan_due_tasks(
 
 def _queue_step_by_step(
     session: Session, now: datetime, lookahead: timedelta, batch_size: int
-) -> tuple[dict[int, str], int, int]:
-    """Mark a batch and insert its rows from Python: (keys by task, rows now pending, marked)."""
+) -> tuple[int, int, int]:
+    """One batch from Python: (tasks marked, rows now pending, rows superseded)."""
     tasks = claim_due_tasks(session, now, lookahead, batch_size)
     # The due query only returns dated tasks.
     keys = {task_id: reminder_key(task_id, due) for task_id, due in tasks if due}
@@ -101,4 +97,5 @@ def _queue_step_by_step(
         for task_id, due_date in tasks
         if task_id in keys
     ]
-    return keys, insert_reminders(session, rows), len(tasks)
+    queued = insert_reminders(session, rows)
+    return len(tasks), queued, cancel_superseded(session, now, keys) if keys else 0

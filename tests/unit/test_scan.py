@@ -245,3 +245,36 @@ def test_the_key_written_in_sql_is_the_key(postgres_engine: Engine, due: datetim
             select(reminder_key_sql(literal(9_007_199_254_740_993), moment))
         )
     assert written == reminder_key(9_007_199_254_740_993, due)
+
+
+def test_only_waiting_rows_are_superseded_in_every_batch(
+    engine: Engine, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """A moved due date cancels the old pending or failed row; claimed or delivered ones stay."""
+    services = make_services(engine, clock, channel, scan_batch=4)
+    add_user(services, 1)
+    a, b = clock.now() + HOUR, clock.now() + 2 * HOUR
+    for task_id in range(1, 7):
+        add_task(services, task_id, 1, a)
+    assert services.scan().queued == 6
+    old = {task_id: reminder_key(task_id, a) for task_id in range(1, 7)}
+    with services.session_factory.begin() as session:
+        for task_id, status in ((1, Status.FAILED), (2, Status.CLAIMED), (3, Status.DELIVERED)):
+            session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.idempotency_key == old[task_id])
+                .values(status=status)
+            )
+        session.execute(update(Task).values(due_date=b))
+    result = services.scan()
+    assert (result.queued, result.marked, result.superseded, result.batches) == (6, 6, 4, 2)
+    rows = dict(statuses(services))
+    assert {task_id: rows[key] for task_id, key in old.items()} == {
+        1: Status.CANCELLED,
+        2: Status.CLAIMED,
+        3: Status.DELIVERED,
+        4: Status.CANCELLED,
+        5: Status.CANCELLED,
+        6: Status.CANCELLED,
+    }
+    assert all(rows[reminder_key(task_id, b)] == Status.PENDING for task_id in range(1, 7))

@@ -156,7 +156,9 @@ def queue_due_reminders(
         "updated_at": moment,
         "replay_count": literal(0),
     }
-    insert = postgresql.insert(OutboxRow).from_select(list(row), select(*row.values()))
+    # In key order: consecutive rows land next to each other in the key's unique index.
+    rows = select(*row.values()).order_by(marked.c.key)
+    insert = postgresql.insert(OutboxRow).from_select(list(row), rows)
     queued = insert.on_conflict_do_update(**_rearm(moment)).returning(OutboxRow.id).cte("queued")
     stale_ids = select(func.unnest(marked.c.stale)).scalar_subquery()
     superseded = (

@@ -1,7 +1,8 @@
 """EXPLAIN (ANALYZE, BUFFERS) of the scan's due query, exactly as the worker sends it.
 
-The statement is captured from the real `worker.due.claim_due_tasks` (the SQL and the
-parameters SQLAlchemy hands to psycopg), then explained in a transaction that is rolled
+The statement is captured from the real `worker.due.queue_due_reminders`, the one statement
+per batch that the scan sends on PostgreSQL (the SQL and the parameters SQLAlchemy hands to
+psycopg), then explained in a transaction that is rolled
 back, so the database is left as it was (but for dead tuples, which a VACUUM clears).
 """
 
@@ -15,7 +16,7 @@ from sqlalchemy import Engine, event, text
 from benchmarks.baseline import SEED_DUE_SQL
 from benchmarks.database import Dataset
 from worker.db import make_session_factory
-from worker.due import claim_due_tasks
+from worker.due import queue_due_reminders
 from worker.scan import scan_due_tasks
 
 PLAN_OPTIONS = "ANALYZE, BUFFERS, WAL, SETTINGS"
@@ -24,22 +25,22 @@ PLAN_OPTIONS = "ANALYZE, BUFFERS, WAL, SETTINGS"
 def captured_claim(
     engine: Engine, now: datetime, lookahead: timedelta, limit: int
 ) -> tuple[str, Any]:
-    """The SQL and parameters of one `claim_due_tasks` call (rolled back)."""
+    """The SQL and parameters of one `queue_due_reminders` call (rolled back)."""
     seen: list[tuple[str, Any]] = []
 
     def listener(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("UPDATE TASKS"):
+        if "UPDATE TASKS" in statement.upper():
             seen.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", listener)
     try:
         with make_session_factory(engine)() as session:
-            claim_due_tasks(session, now, lookahead, limit)
+            queue_due_reminders(session, now, lookahead, limit)
             session.rollback()
     finally:
         event.remove(engine, "before_cursor_execute", listener)
     if not seen:
-        raise RuntimeError("claim_due_tasks sent no UPDATE tasks statement")
+        raise RuntimeError("queue_due_reminders sent no UPDATE tasks statement")
     return seen[0]
 
 
@@ -53,7 +54,7 @@ def explain(engine: Engine, statement: str, parameters: Any) -> str:
 
 
 def claim_plan(engine: Engine, now: datetime, lookahead: timedelta, limit: int) -> str:
-    """EXPLAIN of our claim statement (the due query and its UPDATE) at ``now``."""
+    """EXPLAIN of our batch statement (due query, UPDATE, outbox INSERT) at ``now``."""
     statement, parameters = captured_claim(engine, now, lookahead, limit)
     return f"{statement}\n\n{explain(engine, statement, parameters)}"
 

@@ -15,13 +15,17 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Row,
+    ScalarSelect,
     Select,
     SQLColumnExpression,
     String,
     and_,
     any_,
     bindparam,
+    case,
+    cast,
     func,
+    literal,
     literal_column,
     null,
     select,
@@ -33,10 +37,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
 from outbox.table import WAITING, OutboxRow, Status
-from outbox.types import at, instant
+from outbox.types import UTCDateTime, at, instant
 from worker.schema import ScanHeartbeat, Task, User
 
 REMINDER_KIND = "due_soon"
+SUPERSEDED = "superseded: the due date moved"
 
 
 def awaiting_reminder(now: datetime, lookahead: timedelta) -> ColumnElement[bool]:
@@ -54,15 +59,9 @@ def awaiting_reminder(now: datetime, lookahead: timedelta) -> ColumnElement[bool
     )
 
 
-def claim_due_tasks(
-    session: Session, now: datetime, lookahead: timedelta, limit: int
-) -> Sequence[Row[int, datetime | None]]:
-    """Mark up to ``limit`` due tasks as reminded for their due date; return (id, due date).
-
-    Rows locked by another scanner are skipped (PostgreSQL), so scanners share the work;
-    the row lock holds until the caller commits the outbox rows written for them.
-    """
-    due = (
+def _due_ids(now: datetime, lookahead: timedelta, limit: int) -> ScalarSelect[int]:
+    """Up to ``limit`` due tasks, earliest first, locked; those another scanner holds skipped."""
+    return (
         select(Task.id)
         .join(User, User.id == Task.owner_id)
         .where(awaiting_reminder(now, lookahead), User.notifications_enabled.is_(True))
@@ -71,6 +70,17 @@ def claim_due_tasks(
         .with_for_update(of=Task, skip_locked=True)
         .scalar_subquery()
     )
+
+
+def claim_due_tasks(
+    session: Session, now: datetime, lookahead: timedelta, limit: int
+) -> Sequence[Row[int, datetime | None]]:
+    """Mark up to ``limit`` due tasks as reminded for their due date; return (id, due date).
+
+    Rows locked by another scanner are skipped (PostgreSQL), so scanners share the work;
+    the row lock holds until the caller commits the outbox rows written for them.
+    """
+    due = _due_ids(now, lookahead, limit)
     if _dialect(session) == "postgresql":
         # `id = ANY(ARRAY(…))` probes the primary key for the batch's ids; `id IN (…)` was
         # planned as a hash join over the whole table, for every batch.
@@ -86,6 +96,86 @@ def claim_due_tasks(
     return session.execute(mark, execution_options={"synchronize_session": False}).all()
 
 
+def reminder_key_sql(
+    task_id: SQLColumnExpression[int], due_date: SQLColumnExpression[Any]
+) -> ColumnElement[str]:
+    """`worker.scan.reminder_key` in PostgreSQL: ``due_soon-<id>-YYYYMMDDTHHMMSS[.ffffff]Z``.
+
+    UTC whatever the session's time zone; microseconds only when there are some; the year
+    unpadded (``FM``), as ``strftime("%Y")`` writes it.
+    """
+    utc = func.timezone("UTC", due_date)
+    micro = func.to_char(utc, "US")
+    return (
+        literal(f"{REMINDER_KIND}-")
+        + cast(task_id, String)
+        + "-"
+        + func.to_char(utc, 'FMYYYYMMDD"T"HH24MISS')
+        + case((micro == "000000", ""), else_="." + micro)
+        + "Z"
+    )
+
+
+def queue_due_reminders(
+    session: Session, now: datetime, lookahead: timedelta, limit: int
+) -> tuple[int, int, int]:
+    """PostgreSQL: `claim_due_tasks`, `insert_reminders` and `cancel_superseded` for one
+    batch in one statement, the keys built in SQL: no row goes through Python.
+
+    Returns (tasks marked, rows now pending, rows superseded). All parts of the statement
+    see the rows as they were before it: ``stale`` (each marked task's waiting rows under
+    another key) cannot include the rows ``queued`` inserts or re-arms.
+    """
+    key = reminder_key_sql(Task.id, Task.due_date)
+    # Per task, by ix_outbox_subject_id: a join with the batch could be planned as a
+    # nested loop over every waiting row (the batch has no statistics).
+    stale = (
+        select(OutboxRow.id)
+        .where(OutboxRow.subject_id == Task.id, OutboxRow.idempotency_key != key, _waiting())
+        .correlate(Task)
+        .scalar_subquery()
+    )
+    marked = (
+        update(Task)
+        .where(Task.id == any_(func.array(_due_ids(now, lookahead, limit))))
+        .values(reminder_sent_at=now, reminder_due_at=Task.due_date)
+        .returning(Task.id, Task.due_date, key.label("key"), func.array(stale).label("stale"))
+        .cte("marked")
+    )
+    moment = bindparam("now", now, type_=UTCDateTime())
+    row = {
+        "idempotency_key": marked.c.key,
+        "kind": literal(REMINDER_KIND),
+        "subject_id": marked.c.id,
+        "subject_at": marked.c.due_date,
+        "status": literal(Status.PENDING.value),
+        "attempts": literal(0),
+        "available_at": moment,
+        "lease_token": literal(0),
+        "created_at": moment,
+        "updated_at": moment,
+        "replay_count": literal(0),
+    }
+    # In key order: consecutive rows land next to each other in the key's unique index.
+    rows = select(*row.values()).order_by(marked.c.key)
+    insert = postgresql.insert(OutboxRow).from_select(list(row), rows)
+    queued = insert.on_conflict_do_update(**_rearm(moment)).returning(OutboxRow.id).cte("queued")
+    stale_ids = select(func.unnest(marked.c.stale)).scalar_subquery()
+    superseded = (
+        update(OutboxRow)
+        .where(OutboxRow.id == any_(func.array(stale_ids)), _waiting())  # still waiting?
+        .values(status=Status.CANCELLED, last_error=SUPERSEDED, updated_at=moment)
+        .returning(OutboxRow.id)
+        .cte("superseded")
+    )
+    count = [
+        select(func.count()).select_from(cte).scalar_subquery()
+        for cte in (marked, queued, superseded)
+    ]
+    found = session.execute(select(*count)).one()
+    return int(found[0]), int(found[1]), int(found[2])
+
+
 def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
     """Insert outbox rows; a key already present is left alone unless it was cancelled.
 
@@ -94,17 +184,7 @@ def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
     """
     if not rows:
         return 0
-    rearm: dict[str, Any] = {
-        "index_elements": [OutboxRow.idempotency_key],
-        "where": OutboxRow.status == Status.CANCELLED,
-        "set_": {
-            "status": Status.PENDING,
-            "attempts": 0,
-            "available_at": rows[0]["available_at"],
-            "updated_at": rows[0]["updated_at"],
-            "last_error": null(),  # None here would make SQLAlchemy insert row by row
-        },
-    }
+    rearm = _rearm(rows[0]["available_at"])
     if _dialect(session) == "postgresql":
         # One statement whatever the batch: each column as one array parameter.
         table = OutboxRow.__table__
@@ -120,6 +200,21 @@ def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
     return len(session.execute(many.returning(OutboxRow.id), rows).all())
 
 
+def _rearm(now: Any) -> dict[str, Any]:
+    """ON CONFLICT on the key: only a cancelled row is armed again, as of ``now``."""
+    return {
+        "index_elements": [OutboxRow.idempotency_key],
+        "where": OutboxRow.status == Status.CANCELLED,
+        "set_": {
+            "status": Status.PENDING,
+            "attempts": 0,
+            "available_at": now,
+            "updated_at": now,
+            "last_error": null(),  # None here would make SQLAlchemy insert row by row
+        },
+    }
+
+
 def cancel_superseded(session: Session, now: datetime, queued: dict[int, str]) -> int:
     """Cancel the waiting reminders of these tasks other than the ones just queued.
 
@@ -131,15 +226,25 @@ def cancel_superseded(session: Session, now: datetime, queued: dict[int, str]) -
         .where(
             _among(session, OutboxRow.subject_id, list(queued), BigInteger()),
             ~_among(session, OutboxRow.idempotency_key, list(queued.values()), String()),
-            OutboxRow.kind == REMINDER_KIND,
-            OutboxRow.status.in_(WAITING),
+            _waiting(),
         )
-        .values(
-            status=Status.CANCELLED, last_error="superseded: the due date moved", updated_at=now
-        )
+        .values(status=Status.CANCELLED, last_error=SUPERSEDED, updated_at=now)
     )
     result = session.execute(stmt, execution_options={"synchronize_session": False})
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _waiting() -> ColumnElement[bool]:
+    """A reminder still waiting to be sent.
+
+    Spelt ``status NOT IN`` the other statuses, so that it does not imply ix_outbox_due's
+    predicate: read through that index, every waiting row of every task is checked against
+    the batch, a cost that grows with the backlog (with a generic plan, once psycopg has
+    prepared the statement: 5.4 s for a batch of 5,000 against 40,000 waiting rows, 0.2 s
+    spelt this way); by ix_outbox_subject_id it is one probe per task.
+    """
+    others = [status for status in Status if status not in WAITING]
+    return and_(OutboxRow.kind == REMINDER_KIND, OutboxRow.status.not_in(others))
 
 
 def forget_reminder(session: Session, task_id: int, due_date: datetime) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, literal, select, update
+from sqlalchemy.exc import DBAPIError
 
 from outbox.table import OutboxRow, Status
+from outbox.types import UTCDateTime
 from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services, statuses
 from worker.bootstrap import Services
+from worker.due import reminder_key_sql
 from worker.scan import reminder_key
 from worker.schema import Task
 
@@ -74,19 +77,33 @@ def test_scan_marks_the_task_in_the_same_transaction(
         assert task.reminder_due_at == due
 
 
-def test_a_failing_insert_rolls_back_the_mark(
-    services: Services, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """If the outbox insert fails, the task is not marked either, so the next scan retries it."""
+def test_a_failing_insert_rolls_back_the_mark(services: Services, clock: ManualClock) -> None:
+    """If the outbox insert fails, the task is not marked either, so the next scan retries it.
+
+    The insert fails inside the database (a trigger), whichever way the scan writes: one
+    statement on PostgreSQL, one statement per step on SQLite.
+    """
     add_task(services, 1, 1, clock.now() + HOUR)
-
-    def broken(*_args: object) -> int:
-        raise RuntimeError("database went away")
-
-    monkeypatch.setattr("worker.scan.insert_reminders", broken)
-    with pytest.raises(RuntimeError):
+    postgres = services.engine.dialect.name == "postgresql"
+    with services.engine.begin() as connection:
+        if postgres:
+            connection.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'database went away'; END $$"
+            )
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON outbox "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+        else:
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON outbox "
+                "BEGIN SELECT RAISE(ABORT, 'database went away'); END"
+            )
+    with pytest.raises(DBAPIError, match="database went away"):
         services.scan()
-    monkeypatch.undo()
+    with services.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TRIGGER refuse" + (" ON outbox" if postgres else ""))
     with services.session_factory() as session:
         assert session.get(Task, 1).reminder_sent_at is None  # type: ignore[union-attr]
     assert services.scan().queued == 1
@@ -204,3 +221,60 @@ def test_outbox_rows_keep_utc(services: Services, clock: ManualClock) -> None:
     with services.session_factory() as session:
         row = session.scalars(select(OutboxRow)).one()
     assert row.subject_at is not None and row.subject_at.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "due",
+    [
+        datetime(2026, 11, 28, 18, 30, tzinfo=UTC),
+        datetime(2026, 11, 28, 18, 30, 0, 1, tzinfo=UTC),
+        datetime(2026, 11, 28, 18, 30, 5, 120000, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2027, 1, 1, 4, 59, 59, tzinfo=timezone(timedelta(hours=5))),  # 2026 in UTC
+        datetime(2028, 2, 29, 0, 0, tzinfo=timezone(timedelta(hours=-3, minutes=-30))),
+        datetime(1000, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+    ],
+)
+def test_the_key_written_in_sql_is_the_key(postgres_engine: Engine, due: datetime) -> None:
+    """PostgreSQL builds the key itself in the scan; it must be `reminder_key`, exactly."""
+    moment = literal(due, UTCDateTime())
+    with postgres_engine.connect() as connection:
+        connection.exec_driver_sql("SET LOCAL TIME ZONE 'America/New_York'")  # must not matter
+        written = connection.scalar(
+            select(reminder_key_sql(literal(9_007_199_254_740_993), moment))
+        )
+    assert written == reminder_key(9_007_199_254_740_993, due)
+
+
+def test_only_waiting_rows_are_superseded_in_every_batch(
+    engine: Engine, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """A moved due date cancels the old pending or failed row; claimed or delivered ones stay."""
+    services = make_services(engine, clock, channel, scan_batch=4)
+    add_user(services, 1)
+    a, b = clock.now() + HOUR, clock.now() + 2 * HOUR
+    for task_id in range(1, 7):
+        add_task(services, task_id, 1, a)
+    assert services.scan().queued == 6
+    old = {task_id: reminder_key(task_id, a) for task_id in range(1, 7)}
+    with services.session_factory.begin() as session:
+        for task_id, status in ((1, Status.FAILED), (2, Status.CLAIMED), (3, Status.DELIVERED)):
+            session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.idempotency_key == old[task_id])
+                .values(status=status)
+            )
+        session.execute(update(Task).values(due_date=b))
+    result = services.scan()
+    assert (result.queued, result.marked, result.superseded, result.batches) == (6, 6, 4, 2)
+    rows = dict(statuses(services))
+    assert {task_id: rows[key] for task_id, key in old.items()} == {
+        1: Status.CANCELLED,
+        2: Status.CLAIMED,
+        3: Status.DELIVERED,
+        4: Status.CANCELLED,
+        5: Status.CANCELLED,
+        6: Status.CANCELLED,
+    }
+    assert all(rows[reminder_key(task_id, b)] == Status.PENDING for task_id in range(1, 7))

@@ -119,6 +119,7 @@ class FaultyChannel:
 _channel_factory = wiring.channel_factory
 _reminder_preparer = wiring.reminder_preparer
 _insert_reminders = scanning.insert_reminders
+_queue_due_reminders = scanning.queue_due_reminders
 _recorded = relaying.Relay._recorded
 
 
@@ -148,6 +149,14 @@ def faulty_insert(session: Any, rows: list[dict[str, Any]]) -> int:
     return inserted
 
 
+def faulty_queue(session: Any, *args: Any) -> tuple[int, int, int]:
+    """PostgreSQL's one statement per batch, then the ``scan`` kill point (not committed)."""
+    counts = _queue_due_reminders(session, *args)
+    for _ in range(counts[0]):  # one chance per marked task, as for each inserted row
+        die_here("scan", "*")
+    return counts
+
+
 def recorded_journaled(self: Any, report: Any, done: Sequence[Any], held: set[int]) -> None:
     """The relay's report of a committed round; say which deliveries it recorded."""
     for item in done:
@@ -162,5 +171,6 @@ def recorded_journaled(self: Any, report: Any, done: Sequence[Any], held: set[in
 wiring.channel_factory = faulty_channel_factory
 wiring.reminder_preparer = faulty_preparer
 scanning.insert_reminders = faulty_insert
+scanning.queue_due_reminders = faulty_queue
 if JOURNAL:
     relaying.Relay._recorded = recorded_journaled  # type: ignore[method-assign]

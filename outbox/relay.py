@@ -33,6 +33,8 @@ log = structlog.get_logger("outbox.relay")
 #: (at most a quarter of the lease, so that a short lease still covers several sends).
 LEASE_MARGIN = timedelta(seconds=5)
 MAX_ERROR_LENGTH = 2000
+#: Rows in a relay run's first claim; later claims follow what the rounds could send.
+FIRST_CLAIM = 10
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class Relay:
     policy: RetryPolicy
     owner: str
     lease: timedelta = timedelta(seconds=60)
-    batch_size: int = 50
+    batch_size: int = 100
     send_timeout: timedelta = timedelta(seconds=10)
     #: How long one round sends on one re-check before recording what it sent.
     window: timedelta = timedelta(milliseconds=100)
@@ -184,7 +186,10 @@ class Relay:
         elif waiting or not claiming:
             kept, lost = waiting, []
         else:
-            kept = claim_due_rows(session, now, now + self.lease, self.owner, self.batch_size)
+            # About what the last round could send, so that a slow receiver's rows stay
+            # free for other relays; a fast one's claims double up to the batch size.
+            limit = min(self.batch_size, batch.group or FIRST_CLAIM)
+            kept = claim_due_rows(session, now, now + self.lease, self.owner, limit)
             lost, size = [], len(kept)
         error = "gave up after {} attempts: the last one never finished"
         spent = [

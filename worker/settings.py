@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=8, ge=1, le=100)
     send_timeout: Duration = timedelta(seconds=10)
     lease: Duration = timedelta(seconds=60)
-    relay_batch: int = Field(default=50, ge=1, le=10_000)
+    relay_batch: int = Field(default=100, ge=1, le=10_000)
     relay_window: DurationOrZero = timedelta(milliseconds=100)
     scan_batch: int = Field(default=5_000, ge=1, le=1_000_000)
     retry_base: Duration = timedelta(seconds=30)

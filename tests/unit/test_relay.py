@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import Engine, delete, select, update
 
 from outbox.channels.base import Delivery, Message
+from outbox.relay import FIRST_CLAIM, RelayReport
 from outbox.store import claim_due_rows
 from outbox.table import OutboxRow, Status
 from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services, statuses
@@ -293,3 +294,23 @@ def test_sends_are_recorded_once_their_window_is_spent(
     assert services.relay().relay_until_idle().counts == {"delivered": 3}
     assert delivered_so_far == ([0, 1, 2] if recorded_before_next_send else [0, 0, 0])
     assert [s for _, s in statuses(services)] == [Status.DELIVERED] * 3
+
+
+def test_a_slow_receiver_leaves_rows_for_other_relays(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """A relay claims about what it can send in a window, so a second relay finds work."""
+    queue(services, clock, *range(1, 31))
+    second: list[RelayReport] = []
+
+    def slow(_message: Message) -> None:
+        clock.advance(services.settings.relay_window)  # every send spends a whole window
+        if not second:  # while the first relay's first send is on the wire
+            second.append(RelayReport())
+            second[0] = services.relay().relay_until_idle()
+
+    channel.on_send = slow
+    first = services.relay().relay_until_idle()
+    assert first.counts == {"delivered": FIRST_CLAIM}
+    assert second[0].counts == {"delivered": 30 - FIRST_CLAIM}
+    assert len(channel.sent) == len({m.key for m in channel.sent}) == 30

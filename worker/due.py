@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Row,
     ScalarSelect,
@@ -32,9 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
-from sqlalchemy.types import TypeEngine
 
 from outbox.table import WAITING, OutboxRow, Status
 from outbox.types import UTCDateTime, at, instant
@@ -75,21 +72,14 @@ def _due_ids(now: datetime, lookahead: timedelta, limit: int) -> ScalarSelect[in
 def claim_due_tasks(
     session: Session, now: datetime, lookahead: timedelta, limit: int
 ) -> Sequence[Row[int, datetime | None]]:
-    """Mark up to ``limit`` due tasks as reminded for their due date; return (id, due date).
+    """SQLite: mark up to ``limit`` due tasks as reminded for their due date; return (id,
+    due date). PostgreSQL does this inside `queue_due_reminders`.
 
-    Rows locked by another scanner are skipped (PostgreSQL), so scanners share the work;
-    the row lock holds until the caller commits the outbox rows written for them.
+    SQLite runs the batch under its single writer lock, which keeps scanners apart.
     """
-    due = _due_ids(now, lookahead, limit)
-    if _dialect(session) == "postgresql":
-        # `id = ANY(ARRAY(…))` probes the primary key for the batch's ids; `id IN (…)` was
-        # planned as a hash join over the whole table, for every batch.
-        batch = Task.id == any_(func.array(due))
-    else:
-        batch = Task.id.in_(due)
     mark = (
         update(Task)
-        .where(batch)
+        .where(Task.id.in_(_due_ids(now, lookahead, limit)))
         .values(reminder_sent_at=now, reminder_due_at=Task.due_date)
         .returning(Task.id, Task.due_date)
     )
@@ -177,26 +167,14 @@ def queue_due_reminders(
 
 
 def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
-    """Insert outbox rows; a key already present is left alone unless it was cancelled.
+    """SQLite: insert outbox rows; a key already present is left alone unless cancelled.
 
     A cancelled row is armed again (its due date came back); a delivered, dead or pending
     one stays as it is, so a key can never be reminded twice. Returns rows now pending.
     """
     if not rows:
         return 0
-    rearm = _rearm(rows[0]["available_at"])
-    if _dialect(session) == "postgresql":
-        # One statement whatever the batch: each column as one array parameter.
-        table = OutboxRow.__table__
-        columns = list(rows[0])
-        arrays = [
-            func.unnest(bindparam(None, [row[name] for row in rows], ARRAY(table.c[name].type)))
-            for name in columns
-        ]
-        insert = postgresql.insert(OutboxRow).from_select(columns, select(*arrays))
-        stmt = insert.on_conflict_do_update(**rearm).returning(OutboxRow.id)
-        return len(session.execute(stmt).all())
-    many = sqlite.insert(OutboxRow).on_conflict_do_update(**rearm)
+    many = sqlite.insert(OutboxRow).on_conflict_do_update(**_rearm(rows[0]["available_at"]))
     return len(session.execute(many.returning(OutboxRow.id), rows).all())
 
 
@@ -216,7 +194,7 @@ def _rearm(now: Any) -> dict[str, Any]:
 
 
 def cancel_superseded(session: Session, now: datetime, queued: dict[int, str]) -> int:
-    """Cancel the waiting reminders of these tasks other than the ones just queued.
+    """SQLite: cancel the waiting reminders of these tasks other than the ones just queued.
 
     ``queued`` maps each task of the batch to the key it was just reminded under; any other
     waiting row of that task is for a due date it no longer has.
@@ -224,8 +202,8 @@ def cancel_superseded(session: Session, now: datetime, queued: dict[int, str]) -
     stmt = (
         update(OutboxRow)
         .where(
-            _among(session, OutboxRow.subject_id, list(queued), BigInteger()),
-            ~_among(session, OutboxRow.idempotency_key, list(queued.values()), String()),
+            OutboxRow.subject_id.in_(_json_values(list(queued))),
+            OutboxRow.idempotency_key.not_in(_json_values(list(queued.values()))),
             _waiting(),
         )
         .values(status=Status.CANCELLED, last_error=SUPERSEDED, updated_at=now)
@@ -275,13 +253,9 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def _among(
-    session: Session, column: SQLColumnExpression[Any], values: list[Any], type_: TypeEngine[Any]
-) -> ColumnElement[bool]:
-    """``column`` is one of ``values``, as one parameter however many values there are."""
-    if _dialect(session) == "postgresql":
-        return column == any_(bindparam(None, values, ARRAY(type_)))
+def _json_values(values: list[Any]) -> ScalarSelect[Any]:
+    """SQLite: ``values`` as one parameter however many there are (its variables are few)."""
     listed: Select[Any] = select(literal_column("value")).select_from(
         func.json_each(json.dumps(values))
     )
-    return column.in_(listed.scalar_subquery())
+    return listed.scalar_subquery()

@@ -1,10 +1,11 @@
 """The relay: claim due rows, re-check them with the domain, send, record the outcomes.
 
-No transaction stays open while a message is on the wire. A claimed batch is worked in
-rounds: one short transaction records what the last round sent and re-checks the rows
-about to be sent; then the round sends for at most ``window``. So a row is re-checked at
-most one window before its send, and an accepted message is recorded at most one window
-(plus one send) after it; ``window = 0`` re-checks and records around every single send.
+No transaction stays open while a message is on the wire. The relay works in rounds: one
+short transaction records what the last round sent, claims a batch when none is held, and
+re-checks the rows about to be sent; then the round sends for at most ``window``. So a row
+is re-checked at most one window before its send, and an accepted message is recorded at
+most one window (plus one send) after it; ``window = 0`` re-checks and records around every
+single send.
 The row's lease and fencing token keep every write consistent.
 """
 

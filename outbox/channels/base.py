@@ -63,7 +63,7 @@ class Channel(Protocol):
     """A way to deliver messages; it may keep a connection open between sends.
 
     ``send`` never raises for a receiver's answer or a network error: it classifies them
-    into a `Delivery`. ``close`` ends any open connection (called after each batch).
+    into a `Delivery`. ``close`` ends any open connection (called when a relay run ends).
     """
 
     name: str

@@ -116,7 +116,7 @@ class Relay:
     batch_size: int = 100
     send_timeout: timedelta = timedelta(seconds=10)
     #: How long one round sends on one re-check before recording what it sent.
-    window: timedelta = timedelta(milliseconds=100)
+    window: timedelta = timedelta(milliseconds=500)
     stop: threading.Event = field(default_factory=threading.Event)
     on_attempt: Callable[[Attempt], None] | None = None
     #: The log key under which the row's subject id appears (the domain's name for it).

@@ -9,23 +9,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    BindParameter,
+    Integer,
     String,
     Text,
     bindparam,
     case,
     func,
-    literal,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
-from sqlalchemy.types import TypeEngine
 
 from outbox.table import ACTIVE, OutboxRow, Status
 from outbox.types import UTCDateTime
@@ -46,6 +43,45 @@ class Claim:
     created_at: datetime
 
 
+_NOW = bindparam("now", type_=UTCDateTime())
+
+#: Built once (its cache key too): a relay claims every round. Parameters: now,
+#: lease_until, owner, limit.
+_CLAIM = (
+    update(OutboxRow)
+    .where(
+        OutboxRow.id.in_(
+            select(OutboxRow.id)
+            .where(OutboxRow.status.in_(ACTIVE), OutboxRow.available_at <= _NOW)
+            .order_by(OutboxRow.available_at, OutboxRow.id)
+            .limit(bindparam("limit", type_=Integer()))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(
+        status=Status.CLAIMED,
+        attempts=OutboxRow.attempts + 1,
+        lease_token=OutboxRow.lease_token + 1,
+        lease_owner=bindparam("owner", type_=String()),
+        available_at=bindparam("lease_until", type_=UTCDateTime()),
+        last_attempt_at=_NOW,
+        updated_at=_NOW,
+    )
+    .returning(
+        OutboxRow.id,
+        OutboxRow.idempotency_key,
+        OutboxRow.kind,
+        OutboxRow.subject_id,
+        OutboxRow.subject_at,
+        OutboxRow.attempts,
+        OutboxRow.lease_token,
+        OutboxRow.available_at,
+        OutboxRow.created_at,
+    )
+)
+
+
 def claim_due_rows(
     session: Session, now: datetime, lease_until: datetime, owner: str, limit: int
 ) -> list[Claim]:
@@ -55,38 +91,8 @@ def claim_due_rows(
     single writer lock, which gives the same guarantee. Claiming counts an attempt, so a
     row that kills its worker every time still ends dead instead of looping forever.
     """
-    due = (
-        select(OutboxRow.id)
-        .where(OutboxRow.status.in_(ACTIVE), OutboxRow.available_at <= now)
-        .order_by(OutboxRow.available_at, OutboxRow.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    stmt = (
-        update(OutboxRow)
-        .where(OutboxRow.id.in_(due.scalar_subquery()))
-        .values(
-            status=Status.CLAIMED,
-            attempts=OutboxRow.attempts + 1,
-            lease_token=OutboxRow.lease_token + 1,
-            lease_owner=owner,
-            available_at=lease_until,
-            last_attempt_at=now,
-            updated_at=now,
-        )
-        .returning(
-            OutboxRow.id,
-            OutboxRow.idempotency_key,
-            OutboxRow.kind,
-            OutboxRow.subject_id,
-            OutboxRow.subject_at,
-            OutboxRow.attempts,
-            OutboxRow.lease_token,
-            OutboxRow.available_at,
-            OutboxRow.created_at,
-        )
-    )
-    rows = session.execute(stmt, execution_options={"synchronize_session": False}).all()
+    values = {"now": now, "lease_until": lease_until, "owner": owner, "limit": limit}
+    rows = session.execute(_CLAIM, values, execution_options={"synchronize_session": False})
     return sorted((Claim(*row) for row in rows), key=lambda c: (c.created_at, c.id))
 
 
@@ -124,39 +130,48 @@ def record(session: Session, verdicts: Sequence[Verdict], now: datetime) -> set[
             if _write_fenced(session, verdict.claim, values):
                 held.add(verdict.claim.id)
         return held
-    # One statement for the whole round: each column as one array parameter.
-    given = (
-        func.unnest(
-            _array([v.claim.id for v in verdicts], BigInteger()),
-            _array([v.claim.lease_token for v in verdicts], BigInteger()),
-            _array([str(v.status) for v in verdicts], String()),
-            _array([v.error for v in verdicts], Text()),
-            _array([v.retry_at for v in verdicts], UTCDateTime()),
-        )
-        .table_valued("id", "token", "status", "error", "retry_at")
-        .render_derived()
+    given = {
+        "ids": [v.claim.id for v in verdicts],
+        "tokens": [v.claim.lease_token for v in verdicts],
+        "statuses": [str(v.status) for v in verdicts],
+        "errors": [v.error for v in verdicts],
+        "retry_ats": [v.retry_at for v in verdicts],
+        "now": now,
+    }
+    return set(session.scalars(_RECORD, given, execution_options={"synchronize_session": False}))
+
+
+# PostgreSQL: one statement records a whole round, each column as one array parameter.
+_GIVEN = (
+    func.unnest(
+        bindparam("ids", type_=ARRAY(BigInteger())),
+        bindparam("tokens", type_=ARRAY(BigInteger())),
+        bindparam("statuses", type_=ARRAY(String())),
+        bindparam("errors", type_=ARRAY(Text())),
+        bindparam("retry_ats", type_=ARRAY(UTCDateTime())),
     )
-    stmt = (
-        update(OutboxRow)
-        .where(
-            OutboxRow.id == given.c.id,
-            OutboxRow.lease_token == given.c.token,
-            OutboxRow.status == Status.CLAIMED,
-        )
-        .values(
-            status=given.c.status,
-            last_error=given.c.error,
-            available_at=func.coalesce(given.c.retry_at, OutboxRow.available_at),
-            delivered_at=case(
-                (given.c.status == Status.DELIVERED.value, literal(now, UTCDateTime())),
-                else_=OutboxRow.delivered_at,
-            ),
-            updated_at=now,
-            lease_owner=None,
-        )
-        .returning(OutboxRow.id)
+    .table_valued("id", "token", "status", "error", "retry_at")
+    .render_derived()
+)
+_RECORD = (
+    update(OutboxRow)
+    .where(
+        OutboxRow.id == _GIVEN.c.id,
+        OutboxRow.lease_token == _GIVEN.c.token,
+        OutboxRow.status == Status.CLAIMED,
     )
-    return set(session.scalars(stmt, execution_options={"synchronize_session": False}))
+    .values(
+        status=_GIVEN.c.status,
+        last_error=_GIVEN.c.error,
+        available_at=func.coalesce(_GIVEN.c.retry_at, OutboxRow.available_at),
+        delivered_at=case(
+            (_GIVEN.c.status == Status.DELIVERED.value, _NOW), else_=OutboxRow.delivered_at
+        ),
+        updated_at=_NOW,
+        lease_owner=None,
+    )
+    .returning(OutboxRow.id)
+)
 
 
 def release(session: Session, claims: Sequence[Claim], now: datetime) -> int:
@@ -188,10 +203,6 @@ def earliest_due(session: Session) -> datetime | None:
     return session.scalar(
         select(func.min(OutboxRow.available_at)).where(OutboxRow.status.in_(ACTIVE))
     )
-
-
-def _array(values: list[Any], item: TypeEngine[Any]) -> BindParameter[Any]:
-    return bindparam(None, values, ARRAY(item))
 
 
 def _dialect(session: Session) -> str:

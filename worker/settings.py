@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     send_timeout: Duration = timedelta(seconds=10)
     lease: Duration = timedelta(seconds=60)
     relay_batch: int = Field(default=100, ge=1, le=10_000)
-    relay_window: DurationOrZero = timedelta(milliseconds=100)
+    relay_window: DurationOrZero = timedelta(milliseconds=500)
     scan_batch: int = Field(default=5_000, ge=1, le=1_000_000)
     retry_base: Duration = timedelta(seconds=30)
     retry_cap: Duration = timedelta(hours=1)

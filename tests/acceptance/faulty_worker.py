@@ -118,7 +118,6 @@ class FaultyChannel:
 
 _channel_factory = wiring.channel_factory
 _reminder_preparer = wiring.reminder_preparer
-_insert_reminders = scanning.insert_reminders
 _queue_due_reminders = scanning.queue_due_reminders
 _recorded = relaying.Relay._recorded
 
@@ -141,16 +140,11 @@ def faulty_preparer(renderer: Any) -> Prepare:
     return prepare_or_die
 
 
-def faulty_insert(session: Any, rows: list[dict[str, Any]]) -> int:
-    """The real insert, then the ``scan`` kill point (inside the scan's transaction)."""
-    inserted = _insert_reminders(session, rows)
-    for row in rows:
-        die_here("scan", str(row["idempotency_key"]))
-    return inserted
-
-
 def faulty_queue(session: Any, *args: Any) -> tuple[int, int, int]:
-    """PostgreSQL's one statement per batch, then the ``scan`` kill point (not committed)."""
+    """The scan's one statement per batch, then the ``scan`` kill point (not committed).
+
+    The acceptance suite runs on PostgreSQL, where a batch is `queue_due_reminders`.
+    """
     counts = _queue_due_reminders(session, *args)
     for _ in range(counts[0]):  # one chance per marked task, as for each inserted row
         die_here("scan", "*")
@@ -170,7 +164,6 @@ def recorded_journaled(self: Any, report: Any, done: Sequence[Any], held: set[in
 # from these module attributes, and the scan and the relay look theirs up at call time.
 wiring.channel_factory = faulty_channel_factory
 wiring.reminder_preparer = faulty_preparer
-scanning.insert_reminders = faulty_insert
 scanning.queue_due_reminders = faulty_queue
 if JOURNAL:
     relaying.Relay._recorded = recorded_journaled  # type: ignore[method-assign]

@@ -6,6 +6,9 @@ import contextlib
 import logging
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,3 +67,31 @@ def channel_settings(
 def progress(message: str) -> None:
     """One line of progress on stderr, so that stdout keeps only the tables."""
     print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def timed_together(works: Sequence[Callable[[], None]]) -> float:
+    """Run each of ``works`` in its own thread, started at once; return the wall seconds.
+
+    The first exception a thread raised is raised here, after all have finished.
+    """
+    barrier = threading.Barrier(len(works) + 1)
+    errors: list[BaseException] = []
+
+    def run(work: Callable[[], None]) -> None:
+        barrier.wait()
+        try:
+            work()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(work,)) for work in works]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return elapsed

@@ -9,9 +9,9 @@ This is the floor of what any sender of these messages pays; the relay adds the 
 
 from __future__ import annotations
 
+import functools
 import json
 import smtplib
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from benchmarks.common import MAIL, WEBHOOK_SECRET
+from benchmarks.common import MAIL, WEBHOOK_SECRET, timed_together
 from outbox.signing import signature_header
 
 
@@ -88,27 +88,7 @@ def in_threads(
 ) -> float:
     """Run ``loop`` on ``threads`` connections, splitting the items; return wall seconds."""
     shares = [all_items[i::threads] for i in range(threads)]
-    barrier = threading.Barrier(threads + 1)
-    errors: list[BaseException] = []
-
-    def work(share: Sequence[Item]) -> None:
-        barrier.wait()
-        try:
-            loop(target, share)
-        except BaseException as error:
-            errors.append(error)
-
-    workers = [threading.Thread(target=work, args=(share,)) for share in shares]
-    for worker in workers:
-        worker.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for worker in workers:
-        worker.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise errors[0]
-    return elapsed
+    return timed_together([functools.partial(loop, target, share) for share in shares])
 
 
 def raw_seconds(channel: str, endpoints: dict[str, Any], count: int, threads: int = 1) -> float:

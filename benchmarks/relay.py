@@ -10,9 +10,9 @@ relay case) and repeated; the median is kept.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import statistics
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -21,11 +21,12 @@ from typing import Any
 
 from sqlalchemy import text
 
-from benchmarks.common import channel_settings, production_logging, progress
+from benchmarks.common import channel_settings, production_logging, progress, timed_together
 from benchmarks.database import Dataset, drop_database, migrated, reset, vacuum
 from benchmarks.raw import raw_seconds
 from benchmarks.receivers import Receivers
 from benchmarks.report import Row, Table
+from outbox.relay import RelayReport
 from worker.bootstrap import Services, bootstrap
 from worker.db import make_engine
 from worker.settings import load_settings
@@ -84,25 +85,14 @@ def _warm(services: Services, connections: int) -> None:
 
 def relay_in_threads(services: Services, threads: int) -> tuple[float, Counter[str]]:
     """Run ``threads`` relays until idle, at once; return (wall seconds, outcome counts)."""
-    relays = [services.relay() for _ in range(threads)]
-    barrier = threading.Barrier(threads + 1)
-    counts: Counter[str] = Counter()
-    lock = threading.Lock()
+    relays = [services.relay() for _ in range(threads)]  # built before the clock starts
+    reports = [RelayReport() for _ in range(threads)]
 
-    def work(index: int) -> None:
-        barrier.wait()
-        report = relays[index].relay_until_idle()
-        with lock:
-            counts.update(report.counts)
+    def relay_into(index: int) -> None:
+        reports[index] = relays[index].relay_until_idle()
 
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for worker in workers:
-        worker.join()
-    return time.perf_counter() - started, counts
+    seconds = timed_together([functools.partial(relay_into, i) for i in range(threads)])
+    return seconds, sum((report.counts for report in reports), Counter[str]())
 
 
 def _relay_process(options: dict[str, Any], ready: Any, start: Any, results: Any) -> None:

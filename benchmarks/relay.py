@@ -100,9 +100,10 @@ def _relay_process(options: dict[str, Any], ready: Any, start: Any, results: Any
     production_logging()
     services = bootstrap(channel_settings(**options))
     _warm(services, 1)
+    relay = services.relay()  # built before the clock starts, as in relay_in_threads
     ready.put(True)
     start.wait()
-    report = services.relay().relay_until_idle()
+    report = relay.relay_until_idle()
     results.put((time.time(), dict(report.counts)))
     services.engine.dispose()
 

@@ -41,4 +41,6 @@ def one_line(text: str) -> str:
     Titles and server replies are hostile data: a CR/LF could start a new e-mail header
     or a fake log line, an ESC could drive the operator's terminal.
     """
+    if text.isprintable():  # the usual case, checked in C: none of those characters
+        return text
     return "".join(" " if unicodedata.category(ch) in _UNPRINTABLE else ch for ch in text)

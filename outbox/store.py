@@ -92,7 +92,7 @@ def claim_due_rows(
     row that kills its worker every time still ends dead instead of looping forever.
     """
     values = {"now": now, "lease_until": lease_until, "owner": owner, "limit": limit}
-    rows = session.execute(_CLAIM, values, execution_options={"synchronize_session": False})
+    rows = session.connection().execute(_CLAIM, values)  # Core: no ORM bookkeeping per round
     return sorted((Claim(*row) for row in rows), key=lambda c: (c.created_at, c.id))
 
 
@@ -138,7 +138,7 @@ def record(session: Session, verdicts: Sequence[Verdict], now: datetime) -> set[
         "retry_ats": [v.retry_at for v in verdicts],
         "now": now,
     }
-    return set(session.scalars(_RECORD, given, execution_options={"synchronize_session": False}))
+    return set(session.connection().execute(_RECORD, given).scalars())
 
 
 # PostgreSQL: one statement records a whole round, each column as one array parameter.

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
+
+
+class _NamedWriteLogger(structlog.WriteLogger):
+    """Writes rendered lines to one stream, under the name it was asked for by."""
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        super().__init__(stream)
+        self.name = name  # read by add_logger_name
 
 
 def configure_logging(level: int = logging.INFO, *, json: bool | None = None) -> None:
@@ -21,13 +30,19 @@ def configure_logging(level: int = logging.INFO, *, json: bool | None = None) ->
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
     ]
+    stream = sys.stderr
+    # Our own events are rendered here and written as one line each: going through the
+    # standard library too (a record, a caller lookup, a formatter, a second lock) more
+    # than doubled the cost of the relay's line per delivery.
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        processors=[*shared, renderer],
+        logger_factory=lambda *names: _NamedWriteLogger(stream, names[0] if names else "root"),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    # Libraries (dramatiq, SQLAlchemy, alembic) log through the standard library: the
+    # same keys and renderer, the same stream.
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from outbox.channels.base import Message
@@ -52,13 +53,48 @@ def short_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+class TaskFacts(NamedTuple):
+    """What a reminder needs of its task, read as it is at send time."""
+
+    id: int
+    title: str
+    due_date: datetime | None
+    completed_at: datetime | None
+
+
+class OwnerFacts(NamedTuple):
+    """What a reminder needs of the task's owner."""
+
+    id: int
+    email: str
+    timezone: str | None
+    notifications_enabled: bool
+
+
+# Plain columns, not ORM objects: the re-check runs for every message the relay sends.
+_FIND = (
+    select(
+        Task.id,
+        Task.title,
+        Task.due_date,
+        Task.completed_at,
+        User.id,
+        User.email,
+        User.timezone,
+        User.notifications_enabled,
+    )
+    .outerjoin(User, User.id == Task.owner_id)
+    .where(Task.id.in_(bindparam("ids", expanding=True)))
+)
+
+
 @dataclass(frozen=True)
 class ReminderRenderer:
     """Renders one reminder for every channel from the task and its owner."""
 
     mail_domain: str
 
-    def render(self, key: str, task: Task, owner: User) -> Message:
+    def render(self, key: str, task: TaskFacts, owner: OwnerFacts) -> Message:
         """The message for ``task``'s reminder under idempotency key ``key``."""
         assert task.due_date is not None  # the re-check cancels undated tasks first
         due_text = local_due(task.due_date, owner_zone(owner.timezone, user_id=owner.id))
@@ -98,12 +134,11 @@ def reminder_preparer(renderer: ReminderRenderer) -> Prepare:
     """The relay's re-check: cancel unless the task is still open, due then, owner opted in."""
 
     def prepare(session: Session, claims: Sequence[Claim]) -> dict[int, Message | Cancel]:
-        found = session.execute(
-            select(Task, User)
-            .outerjoin(User, User.id == Task.owner_id)
-            .where(Task.id.in_({claim.subject_id for claim in claims}))
-        ).all()
-        current = {task.id: (task, owner) for task, owner in found}
+        ids = sorted({claim.subject_id for claim in claims})
+        current: dict[int, tuple[TaskFacts, OwnerFacts | None]] = {}
+        for row in session.connection().execute(_FIND, {"ids": ids}):
+            task, owner = TaskFacts(*row[:4]), OwnerFacts(*row[4:])
+            current[task.id] = (task, None if owner.id is None else owner)
         return {claim.id: _recheck(session, renderer, claim, current) for claim in claims}
 
     return prepare
@@ -113,7 +148,7 @@ def _recheck(
     session: Session,
     renderer: ReminderRenderer,
     claim: Claim,
-    current: Mapping[int, tuple[Task, User | None]],
+    current: Mapping[int, tuple[TaskFacts, OwnerFacts | None]],
 ) -> Message | Cancel:
     if claim.subject_id not in current:
         return Cancel("task deleted")

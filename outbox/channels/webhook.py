@@ -59,6 +59,9 @@ class WebhookChannel:
         self._secrets = tuple(secrets)
         self._timeout = httpx.Timeout(timeout)
         self._clock = clock or SystemClock()
+        # Loading the CA bundle takes tens of milliseconds: done here, once per process,
+        # rather than inside the first send (where relays in threads would each load it).
+        self._tls = _tls_context()
         self._client = client
         self._owns_client = client is None
 
@@ -105,7 +108,7 @@ class WebhookChannel:
     def _http(self) -> httpx.Client:
         if self._client is None:
             self._client = httpx.Client(
-                timeout=self._timeout, follow_redirects=False, verify=_tls_context()
+                timeout=self._timeout, follow_redirects=False, verify=self._tls
             )
         return self._client
 

@@ -48,3 +48,10 @@ def test_one_line_replaces_breaks_and_control_characters(hostile: str) -> None:
 def test_one_line_keeps_ordinary_unicode() -> None:
     """Accents, emoji and other printable characters are kept as they are."""
     assert one_line("Café 🎉 — ünïcode") == "Café 🎉 — ünïcode"
+
+
+def test_one_line_keeps_format_and_space_characters_beside_a_control_one() -> None:
+    """Only control characters and line separators go: a no-break space or a zero-width
+    joiner (not "printable" to Python) stays, even in a text that needed cleaning."""
+    assert one_line("a\u00a0b\u200dc\td") == "a\u00a0b\u200dc d"
+    assert one_line("a\u00a0b\u200dc") == "a\u00a0b\u200dc"

@@ -7,14 +7,13 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.support import T0
-from worker.render import ReminderRenderer, local_due, owner_zone
-from worker.schema import Task, User
+from worker.render import OwnerFacts, ReminderRenderer, TaskFacts, local_due, owner_zone
 
 
 def render(title: str = "Pay rent", timezone: str = "UTC", due: datetime = T0) -> object:
     """Render a reminder for one task."""
-    task = Task(id=5, owner_id=9, title=title, due_date=due)
-    owner = User(id=9, email="ada@example.com", timezone=timezone, notifications_enabled=True)
+    task = TaskFacts(id=5, title=title, due_date=due, completed_at=None)
+    owner = OwnerFacts(id=9, email="ada@example.com", timezone=timezone, notifications_enabled=True)
     return ReminderRenderer("mail.example.com").render("due_soon-5-X", task, owner)
 
 

@@ -93,10 +93,11 @@ def scan_due_tasks() -> None:
         batches=result.batches,
         duration_ms=round(result.duration.total_seconds() * 1000, 1),
     )
-    if result.queued:
-        relay_outbox.send()
+    # Counted before the relay is woken: no delivery is ever counted before its scan.
     metrics = service_metrics()
     metrics.observe_scan(result)
+    if result.queued:
+        relay_outbox.send()
     with built.session_factory() as session:
         now = built.clock.now()
         metrics.observe_outbox(count_by_status(session), oldest_waiting(session, now))

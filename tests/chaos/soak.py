@@ -415,15 +415,20 @@ def read_journals(directory: Path) -> list[Event]:
     return sorted(events, key=lambda e: e.at)
 
 
+def about_key(events: list[Event], key: str) -> list[Event]:
+    """The journal lines about ``key``."""
+    return [e for e in events if e.key == key]
+
+
 def explain(key: str, events: list[Event], faults: Faults, arrivals: list[float]) -> str | None:
     """Why ``key`` arrived more than once, if it is the allowed window; None otherwise."""
     killed = {pid for _, pid in faults.kills} | {e.pid for e in events if e.kind == "killed"}
-    mine = [e for e in events if e.key == key]
-    if any(e.kind == "recorded" and e.detail == "fenced" for e in mine):
+    about = about_key(events, key)
+    if any(e.kind == "recorded" and e.detail == "fenced" for e in about):
         return None  # a lease expired while a send was on the wire: not the allowed window
     reasons = []
-    accepted = [e for e in mine if e.kind == "accepted"]
-    recorded = {e.pid for e in mine if e.kind == "recorded"}
+    accepted = [e for e in about if e.kind == "accepted"]
+    recorded = {e.pid for e in about if e.kind == "recorded"}
     for acceptance in accepted:
         if acceptance.pid in recorded:
             continue
@@ -433,8 +438,15 @@ def explain(key: str, events: list[Event], faults: Faults, arrivals: list[float]
             reasons.append("its sender lost the database after the receiver accepted it")
         else:
             return None
-    # Copies the receiver took from a process killed before its channel returned.
-    for arrival in arrivals[len(accepted) :]:
+    # Copies the receiver took from a process killed before its channel returned: the
+    # arrivals left once each journaled acceptance has taken the last arrival before it
+    # (such a copy may be the first one, its row sent again when the lease expired).
+    unjournaled = sorted(arrivals)
+    for acceptance in accepted:
+        before = [arrival for arrival in unjournaled if arrival <= acceptance.at]
+        if before:
+            unjournaled.remove(before[-1])
+    for arrival in unjournaled:
         if any(arrival <= at <= arrival + 2 for at, _ in faults.kills):
             reasons.append("its sender was killed while the receiver was accepting it")
         else:
@@ -610,6 +622,16 @@ def soak(
           f"{len(set(received) & (host.optional - required))}; dead rows: {len(dead)}")  # fmt: skip
     for key, why in sorted(explained.items()):
         print(f"  duplicate {key} x{received[key]}: {why or 'UNEXPLAINED'}")
+        if why is None:  # what the verdict was drawn from, to look into it
+            first = min(arrivals[key], default=0.0)
+            copies = [round(at - first, 3) for at in arrivals[key]]
+            lines = [
+                (e.kind, e.pid, e.detail, round(e.at - first, 3)) for e in about_key(events, key)
+            ]
+            kills = [
+                (round(at - first, 3), pid) for at, pid in faults.kills if abs(at - first) < 99
+            ]
+            print(f"    arrivals {copies} s after {first:.3f}; journal {lines}; kills {kills}")
     for key in result.missed[:20]:
         print(f"  missed {key}: row {rows.get(key)}")
     for key, n in list(unexpected.items())[:20]:

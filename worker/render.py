@@ -137,8 +137,8 @@ def reminder_preparer(renderer: ReminderRenderer) -> Prepare:
         ids = sorted({claim.subject_id for claim in claims})
         current: dict[int, tuple[TaskFacts, OwnerFacts | None]] = {}
         for row in session.connection().execute(_FIND, {"ids": ids}):
-            task, owner = TaskFacts(*row[:4]), OwnerFacts(*row[4:])
-            current[task.id] = (task, None if owner.id is None else owner)
+            owner = None if row[4] is None else OwnerFacts(*row[4:])  # no owner row joined
+            current[row[0]] = (TaskFacts(*row[:4]), owner)
         return {claim.id: _recheck(session, renderer, claim, current) for claim in claims}
 
     return prepare

@@ -72,6 +72,7 @@ class Services:
             now or self.clock.now(),
             self.settings.lookahead,
             self.settings.scan_batch,
+            self.settings.scan_connections,
         )
 
     def relay(self, on_attempt: Callable[[Attempt], None] | None = None) -> Relay:

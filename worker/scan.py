@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,8 +43,74 @@ class ScanResult:
     duration: timedelta
 
 
+@dataclass(frozen=True)
+class _Tally:
+    """What some batches did, added up."""
+
+    marked: int = 0
+    queued: int = 0
+    superseded: int = 0
+    batches: int = 0
+
+    def __add__(self, other: _Tally) -> _Tally:
+        return _Tally(
+            self.marked + other.marked,
+            self.queued + other.queued,
+            self.superseded + other.superseded,
+            self.batches + other.batches,
+        )
+
+
+@dataclass(frozen=True)
+class _Batches:
+    """One scan's fixed arguments, and its batch loops."""
+
+    session_factory: sessionmaker[Session]
+    now: datetime
+    lookahead: timedelta
+    size: int
+    postgresql: bool
+
+    def queue_one(self) -> _Tally:
+        """One batch in one transaction: the tasks' marks and their outbox rows together."""
+        with self.session_factory.begin() as session:
+            if self.postgresql:
+                counts = queue_due_reminders(session, self.now, self.lookahead, self.size)
+            else:
+                counts = _queue_step_by_step(session, self.now, self.lookahead, self.size)
+        return _Tally(*counts, batches=1)
+
+    def drain(self, stop: threading.Event) -> _Tally:
+        """Queue batch after batch until one comes back short (or a sibling loop failed)."""
+        total = _Tally()
+        try:
+            while not stop.is_set():
+                batch = self.queue_one()
+                total += batch
+                if batch.marked < self.size:
+                    break
+        except BaseException:
+            stop.set()  # the sibling loops end after their current batch
+            raise
+        return total
+
+    def drain_side_by_side(self, connections: int) -> _Tally:
+        """`drain` on ``connections`` connections at once; the first failure is raised."""
+        stop = threading.Event()
+        with ThreadPoolExecutor(connections, thread_name_prefix="scan") as pool:
+            loops = [pool.submit(self.drain, stop) for _ in range(connections)]
+            try:
+                return sum((loop.result() for loop in loops), _Tally())
+            finally:
+                stop.set()  # this thread was interrupted (a time limit): the loops end too
+
+
 def scan_due_tasks(
-    session_factory: sessionmaker[Session], now: datetime, lookahead: timedelta, batch_size: int
+    session_factory: sessionmaker[Session],
+    now: datetime,
+    lookahead: timedelta,
+    batch_size: int,
+    connections: int = 1,
 ) -> ScanResult:
     """Queue reminders for every task due in (now, now + lookahead], batch by batch.
 
@@ -50,27 +118,28 @@ def scan_due_tasks(
     commit together or not at all, so a crash at any point loses or duplicates nothing.
     On PostgreSQL a batch is one statement (`queue_due_reminders`); SQLite has no INSERT or
     UPDATE inside WITH, so there the same steps run one by one from Python.
+
+    A full first batch means a backlog: on PostgreSQL the rest is then drained on
+    ``connections`` connections at once. ``SKIP LOCKED`` keeps their batches apart, as it
+    keeps separate scanners apart. A loop that comes back short has skipped only tasks
+    that a sibling loop or another scanner holds: their batch commits them, or, if it
+    fails, the next scan takes them. SQLite has one writer: there the loop stays single.
     """
-    now = require_utc(now)
+    with session_factory() as session:  # no connection yet: only the dialect is read
+        postgresql = session.get_bind().dialect.name == "postgresql"
+    batches = _Batches(session_factory, require_utc(now), lookahead, batch_size, postgresql)
     started = time.perf_counter()
-    queued = marked = superseded = batches = 0
-    while True:
-        with session_factory.begin() as session:
-            if session.get_bind().dialect.name == "postgresql":
-                counts = queue_due_reminders(session, now, lookahead, batch_size)
-            else:
-                counts = _queue_step_by_step(session, now, lookahead, batch_size)
-        batch_marked = counts[0]
-        marked += batch_marked
-        queued += counts[1]
-        superseded += counts[2]
-        batches += 1
-        if batch_marked < batch_size:
-            break
+    total = batches.queue_one()
+    if total.marked == batch_size:
+        if postgresql and connections > 1:
+            total += batches.drain_side_by_side(connections)
+        else:
+            total += batches.drain(threading.Event())
     duration = timedelta(seconds=time.perf_counter() - started)
     with session_factory.begin() as session:
-        record_scan(session, now, queued, marked, duration.total_seconds() * 1000)
-    return ScanResult(queued, marked, superseded, batches, duration)
+        milliseconds = duration.total_seconds() * 1000
+        record_scan(session, batches.now, total.queued, total.marked, milliseconds)
+    return ScanResult(total.queued, total.marked, total.superseded, total.batches, duration)
 
 
 def _queue_step_by_step(

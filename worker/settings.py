@@ -112,6 +112,7 @@ class Settings(BaseSettings):
     relay_batch: int = Field(default=100, ge=1, le=10_000)
     relay_window: DurationOrZero = timedelta(milliseconds=500)
     scan_batch: int = Field(default=5_000, ge=1, le=1_000_000)
+    scan_connections: int = Field(default=2, ge=1, le=16)
     retry_base: Duration = timedelta(seconds=30)
     retry_cap: Duration = timedelta(hours=1)
 

@@ -215,16 +215,18 @@ def test_many_scanner_threads_queue_exactly_one_row_per_due_task(
     # Each scanner holds its first batch (50 tasks locked, not yet committed) until all eight
     # hold one: every scanner then claims while the others' locks are held.
     first_batches = threading.Barrier(len(scanners), timeout=WAIT)
+    callers: set[int] = set()  # the scanners' own threads, not their loops' (two each)
     committed: set[int] = set()
     for scanner in scanners:
 
         @event.listens_for(scanner.session_factory, "before_commit")
         def hold_first_batch(session: object) -> None:
-            if threading.get_ident() not in committed:
+            if threading.get_ident() in callers - committed:
                 committed.add(threading.get_ident())
                 first_batches.wait()
 
     def scan(services: Services) -> ScanResult:
+        callers.add(threading.get_ident())
         start.wait()
         return services.scan()
 
@@ -233,6 +235,42 @@ def test_many_scanner_threads_queue_exactly_one_row_per_due_task(
     assert sum(r.queued for r in results) == 2000
     assert sum(r.marked for r in results) == 2000
     assert all(r.marked >= 50 for r in results), [r.marked for r in results]
+    assert_exactly_one_row_per_due_task(postgres_engine, due_ids)
+
+
+def test_a_failing_loop_ends_the_scan_and_loses_no_task(
+    postgres_engine: Engine, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """When one of a scan's two loops fails, the scan fails after the other loop's batch:
+    every committed batch holds both its marks and its rows, and the next scan queues the
+    rest."""
+    seed_users(postgres_engine)
+    due_ids = seed_tasks(postgres_engine, clock.now(), 2000)
+    services = make_services(postgres_engine, clock, channel, scan_batch=50, scan_connections=2)
+    caller = threading.get_ident()
+    guard = threading.Lock()
+    failed: list[int] = []
+
+    def fail_the_first_loop_commit(session: object) -> None:
+        with guard:
+            if threading.get_ident() == caller or failed:
+                return
+            failed.append(threading.get_ident())
+        raise ConnectionError("server closed the connection")
+
+    event.listen(services.session_factory, "before_commit", fail_the_first_loop_commit)
+    with pytest.raises(ConnectionError, match="server closed"):
+        services.scan()
+    event.remove(services.session_factory, "before_commit", fail_the_first_loop_commit)
+
+    with postgres_engine.connect() as connection:
+        marked = set(connection.scalars(select(Task.id).where(Task.reminder_sent_at.is_not(None))))
+    assert {row.subject_id for row in outbox_rows(postgres_engine)} == marked
+    assert len(marked) % 50 == 0  # whole batches only
+    # The other loop stopped after a batch or two; left alone it would have gone on to
+    # mark the remaining 1,950 or all 2,000 tasks.
+    assert 50 <= len(marked) <= 1000
+    assert services.scan().queued == 2000 - len(marked)
     assert_exactly_one_row_per_due_task(postgres_engine, due_ids)
 
 

@@ -36,6 +36,18 @@ def test_every_variable_a_document_names_is_a_setting(doc: Path) -> None:
     assert not {v for v in named - known_variables() if v not in prefixes}, doc.name
 
 
+def test_the_readme_names_every_setting() -> None:
+    """Each REMINDERS_* variable has its row in the README's configuration table (a row may
+    name a sibling by its last part, as in `REMINDERS_SMTP_HOST`, `_PORT`)."""
+    readme = (ROOT / "README.md").read_text()
+    missing = {
+        v
+        for v in known_variables()
+        if v not in readme and f"`_{v.rsplit('_', 1)[1]}`" not in readme
+    }
+    assert not missing
+
+
 def test_every_command_the_readme_names_exists() -> None:
     """The README's command table lists real `reminders` commands."""
     readme = (ROOT / "README.md").read_text()

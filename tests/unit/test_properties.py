@@ -373,8 +373,6 @@ def test_undoing_a_change_keeps_the_rules(template: Path, ops: list[tuple[Any, .
     play(template, ops, fresh_dates=False)
 
 
-
-
 def test_a_due_date_moved_by_less_than_a_millisecond_supersedes_the_old_reminder(
     template: Path,
 ) -> None:

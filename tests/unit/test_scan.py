@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Engine, literal, select, update
+from sqlalchemy import Engine, event, literal, select, update
 from sqlalchemy.exc import DBAPIError
 
 from outbox.table import OutboxRow, Status
@@ -175,12 +177,42 @@ def test_scan_batches_cover_everything(
     engine: Engine, clock: ManualClock, channel: RecordingChannel
 ) -> None:
     """With a small batch size the scan loops until every due task is queued."""
-    services = make_services(engine, clock, channel, scan_batch=7)
+    services = make_services(engine, clock, channel, scan_batch=7, scan_connections=1)
     add_user(services, 1)
     for i in range(1, 51):
         add_task(services, i, 1, clock.now() + timedelta(minutes=i))
     result = services.scan()
     assert (result.queued, result.marked, result.batches) == (50, 50, 8)
+
+
+def test_a_backlog_on_two_connections_is_queued_once(
+    engine: Engine, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """After a full first batch, two loops share the rest on PostgreSQL (one on SQLite)."""
+    services = make_services(engine, clock, channel, scan_batch=7, scan_connections=2)
+    add_user(services, 1)
+    for i in range(1, 51):
+        add_task(services, i, 1, clock.now() + timedelta(minutes=i))
+    committed_by: Counter[int] = Counter()
+    event.listen(
+        services.session_factory,
+        "after_commit",
+        lambda _session: committed_by.update([threading.get_ident()]),
+    )
+    result = services.scan()
+    assert (result.queued, result.marked) == (50, 50)
+    with services.session_factory() as session:
+        keys = session.scalars(select(OutboxRow.idempotency_key)).all()
+        unmarked = session.scalars(select(Task.id).where(Task.reminder_sent_at.is_(None))).all()
+    assert sorted(keys) == sorted(
+        reminder_key(i, clock.now() + timedelta(minutes=i)) for i in range(1, 51)
+    )
+    assert unmarked == []
+    # The calling thread commits the first batch and the heartbeat; the loops the rest.
+    loops = {thread: n for thread, n in committed_by.items() if thread != threading.get_ident()}
+    expected_loops = 2 if engine.dialect.name == "postgresql" else 0
+    assert len(loops) == expected_loops, committed_by
+    assert result.batches == 1 + sum(loops.values()) + (0 if loops else 7)
 
 
 def test_naive_datetimes_are_refused_at_the_boundary(services: Services) -> None:
@@ -251,7 +283,7 @@ def test_only_waiting_rows_are_superseded_in_every_batch(
     engine: Engine, clock: ManualClock, channel: RecordingChannel
 ) -> None:
     """A moved due date cancels the old pending or failed row; claimed or delivered ones stay."""
-    services = make_services(engine, clock, channel, scan_batch=4)
+    services = make_services(engine, clock, channel, scan_batch=4, scan_connections=1)
     add_user(services, 1)
     a, b = clock.now() + HOUR, clock.now() + 2 * HOUR
     for task_id in range(1, 7):

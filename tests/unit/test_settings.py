@@ -57,6 +57,7 @@ def test_the_relay_window_may_be_zero() -> None:
         ("REMINDERS_BROKER_URL", "kafka://x"),
         ("REMINDERS_MAIL_FROM", "a@b.c\r\nBcc: x@y.z"),
         ("REMINDERS_RELAY_WINDOW", "-1s"),
+        ("REMINDERS_SCAN_CONNECTIONS", "0"),
         ("REMINDERS_RELAY_WINDOW", "30s"),  # not under half the 60 s lease
     ],
 )

@@ -66,8 +66,8 @@ OUTBOX_HISTORY_SQL = """
 INSERT INTO outbox (idempotency_key, kind, subject_id, subject_at, status, attempts,
                     available_at, lease_token, created_at, updated_at, last_attempt_at,
                     delivered_at, replay_count)
-SELECT 'due_soon-' || id || '-' || to_char(reminder_due_at AT TIME ZONE 'UTC',
-       'YYYYMMDD"T"HH24MISS') || 'Z', 'due_soon', id, reminder_due_at, 'delivered', 1,
+SELECT 'due_soon-' || to_char(reminder_due_at AT TIME ZONE 'UTC',
+       'YYYYMMDD"T"HH24MISS') || 'Z-' || id, 'due_soon', id, reminder_due_at, 'delivered', 1,
        reminder_sent_at, 1, reminder_sent_at, reminder_sent_at, reminder_sent_at,
        reminder_sent_at, 0
 FROM tasks WHERE reminder_due_at IS NOT NULL ORDER BY reminder_sent_at

@@ -89,7 +89,7 @@ def claim_due_tasks(
 def reminder_key_sql(
     task_id: SQLColumnExpression[int], due_date: SQLColumnExpression[Any]
 ) -> ColumnElement[str]:
-    """`worker.scan.reminder_key` in PostgreSQL: ``due_soon-<id>-YYYYMMDDTHHMMSS[.ffffff]Z``.
+    """`worker.scan.reminder_key` in PostgreSQL: ``due_soon-YYYYMMDDTHHMMSS[.ffffff]Z-<id>``.
 
     UTC whatever the session's time zone; microseconds only when there are some; the year
     unpadded (``FM``), as ``strftime("%Y")`` writes it.
@@ -98,11 +98,10 @@ def reminder_key_sql(
     micro = func.to_char(utc, "US")
     return (
         literal(f"{REMINDER_KIND}-")
-        + cast(task_id, String)
-        + "-"
         + func.to_char(utc, 'FMYYYYMMDD"T"HH24MISS')
         + case((micro == "000000", ""), else_="." + micro)
-        + "Z"
+        + "Z-"
+        + cast(task_id, String)
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.chaos.soak import Event, Faults, explain
 
-KEY = "due_soon-7-20261129T080000Z"
+KEY = "due_soon-20261129T080000Z-7"
 
 
 def test_an_unjournaled_first_copy_is_explained_by_the_kill_right_after_it() -> None:

@@ -224,8 +224,10 @@ def test_naive_datetimes_are_refused_at_the_boundary(services: Services) -> None
 def test_the_key_is_stable_and_readable() -> None:
     """The same task and due date always give the same key, in UTC whatever the input zone."""
     due = datetime(2026, 11, 28, 18, 30, tzinfo=UTC)
-    assert reminder_key(42, due) == "due_soon-42-20261128T183000Z"
+    assert reminder_key(42, due) == "due_soon-20261128T183000Z-42"
     assert reminder_key(42, due.astimezone(timedelta_zone(5))) == reminder_key(42, due)
+    # Keys sort by due time first, whatever the task ids.
+    assert reminder_key(9_000, due) < reminder_key(10, due + timedelta(seconds=1))
 
 
 def timedelta_zone(hours: int) -> object:

@@ -173,14 +173,22 @@ def test_catch_up_after_downtime_queues_every_task_still_ahead(
     assert services.scan().queued == 24
 
 
+def fifty_due_tasks_in_batches_of_seven(
+    engine: Engine, clock: ManualClock, channel: RecordingChannel, connections: int
+) -> Services:
+    """Services scanning 7 tasks per batch on ``connections``, and 50 tasks due."""
+    services = make_services(engine, clock, channel, scan_batch=7, scan_connections=connections)
+    add_user(services, 1)
+    for i in range(1, 51):
+        add_task(services, i, 1, clock.now() + timedelta(minutes=i))
+    return services
+
+
 def test_scan_batches_cover_everything(
     engine: Engine, clock: ManualClock, channel: RecordingChannel
 ) -> None:
     """With a small batch size the scan loops until every due task is queued."""
-    services = make_services(engine, clock, channel, scan_batch=7, scan_connections=1)
-    add_user(services, 1)
-    for i in range(1, 51):
-        add_task(services, i, 1, clock.now() + timedelta(minutes=i))
+    services = fifty_due_tasks_in_batches_of_seven(engine, clock, channel, connections=1)
     result = services.scan()
     assert (result.queued, result.marked, result.batches) == (50, 50, 8)
 
@@ -189,10 +197,7 @@ def test_a_backlog_on_two_connections_is_queued_once(
     engine: Engine, clock: ManualClock, channel: RecordingChannel
 ) -> None:
     """After a full first batch, two loops share the rest on PostgreSQL (one on SQLite)."""
-    services = make_services(engine, clock, channel, scan_batch=7, scan_connections=2)
-    add_user(services, 1)
-    for i in range(1, 51):
-        add_task(services, i, 1, clock.now() + timedelta(minutes=i))
+    services = fifty_due_tasks_in_batches_of_seven(engine, clock, channel, connections=2)
     committed_by: Counter[int] = Counter()
     event.listen(
         services.session_factory,

@@ -104,7 +104,7 @@ class _Batches:
             try:
                 return sum((loop.result() for loop in loops), _Tally())
             finally:
-                stop.set()  # this thread was interrupted (a time limit): the loops end too
+                stop.set()  # however the wait ends (an error, a time limit), no loop goes on
 
 
 def scan_due_tasks(

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Row,
     ScalarSelect,
     Select,
@@ -41,8 +42,16 @@ REMINDER_KIND = "due_soon"
 SUPERSEDED = "superseded: the due date moved"
 
 
-def awaiting_reminder(now: datetime, lookahead: timedelta) -> ColumnElement[bool]:
-    """Open tasks, due in (now, now + lookahead], not yet reminded for this due date.
+#: The scan's parameters, bound by name: its statements are built once, at import, and
+#: each batch only binds values (building and caching the batch statement took most of a
+#: no-op scan). ``now`` and ``until`` bound the due window (now, now + lookahead].
+_NOW = bindparam("now", type_=UTCDateTime())
+_UNTIL = bindparam("until", type_=UTCDateTime())
+_LIMIT = bindparam("limit", type_=Integer())
+
+
+def awaiting_reminder() -> ColumnElement[bool]:
+    """Open tasks, due in (now, until], not yet reminded for this due date.
 
     The first three terms repeat the partial index's predicate so that the planner uses it.
     """
@@ -51,22 +60,27 @@ def awaiting_reminder(now: datetime, lookahead: timedelta) -> ColumnElement[bool
         Task.completed_at.is_(None),
         Task.due_date.is_not(None),
         Task.reminder_due_at.is_distinct_from(Task.due_date),  # a copy: same text, same value
-        due > at(now),
-        due <= at(now + lookahead),
+        due > instant(_NOW),
+        due <= instant(_UNTIL),
     )
 
 
-def _due_ids(now: datetime, lookahead: timedelta, limit: int) -> ScalarSelect[int]:
+def _due_ids() -> ScalarSelect[int]:
     """Up to ``limit`` due tasks, earliest first, locked; those another scanner holds skipped."""
     return (
         select(Task.id)
         .join(User, User.id == Task.owner_id)
-        .where(awaiting_reminder(now, lookahead), User.notifications_enabled.is_(True))
+        .where(awaiting_reminder(), User.notifications_enabled.is_(True))
         .order_by(Task.due_date)
-        .limit(limit)
+        .limit(_LIMIT)
         .with_for_update(of=Task, skip_locked=True)
         .scalar_subquery()
     )
+
+
+def _window(now: datetime, lookahead: timedelta, limit: int) -> dict[str, Any]:
+    """The values of one batch's parameters."""
+    return {"now": now, "until": now + lookahead, "limit": limit}
 
 
 def claim_due_tasks(
@@ -77,13 +91,15 @@ def claim_due_tasks(
 
     SQLite runs the batch under its single writer lock, which keeps scanners apart.
     """
-    mark = (
-        update(Task)
-        .where(Task.id.in_(_due_ids(now, lookahead, limit)))
-        .values(reminder_sent_at=now, reminder_due_at=Task.due_date)
-        .returning(Task.id, Task.due_date)
-    )
-    return session.execute(mark, execution_options={"synchronize_session": False}).all()
+    return session.connection().execute(_MARK, _window(now, lookahead, limit)).all()
+
+
+_MARK = (
+    update(Task)
+    .where(Task.id.in_(_due_ids()))
+    .values(reminder_sent_at=_NOW, reminder_due_at=Task.due_date)
+    .returning(Task.id, Task.due_date)
+)
 
 
 def reminder_key_sql(
@@ -109,11 +125,19 @@ def queue_due_reminders(
     session: Session, now: datetime, lookahead: timedelta, limit: int
 ) -> tuple[int, int, int]:
     """PostgreSQL: `claim_due_tasks`, `insert_reminders` and `cancel_superseded` for one
-    batch in one statement, the keys built in SQL: no row goes through Python.
+    batch in one statement (`_queue_statement`), the keys built in SQL: no row goes
+    through Python. Returns (tasks marked, rows now pending, rows superseded).
+    """
+    found = session.connection().execute(_QUEUE, _window(now, lookahead, limit)).one()
+    return int(found[0]), int(found[1]), int(found[2])
 
-    Returns (tasks marked, rows now pending, rows superseded). All parts of the statement
-    see the rows as they were before it: ``stale`` (each marked task's waiting rows under
-    another key) cannot include the rows ``queued`` inserts or re-arms.
+
+def _queue_statement() -> Select[int, int, int]:
+    """The batch statement: mark the due tasks, insert their rows, cancel superseded ones.
+
+    All parts of the statement see the rows as they were before it: ``stale`` (each
+    marked task's waiting rows under another key) cannot include the rows ``queued``
+    inserts or re-arms.
     """
     key = reminder_key_sql(Task.id, Task.due_date)
     # Per task, by ix_outbox_subject_id: a join with the batch could be planned as a
@@ -126,12 +150,11 @@ def queue_due_reminders(
     )
     marked = (
         update(Task)
-        .where(Task.id == any_(func.array(_due_ids(now, lookahead, limit))))
-        .values(reminder_sent_at=now, reminder_due_at=Task.due_date)
+        .where(Task.id == any_(func.array(_due_ids())))
+        .values(reminder_sent_at=_NOW, reminder_due_at=Task.due_date)
         .returning(Task.id, Task.due_date, key.label("key"), func.array(stale).label("stale"))
         .cte("marked")
     )
-    moment = bindparam("now", now, type_=UTCDateTime())
     row = {
         "idempotency_key": marked.c.key,
         "kind": literal(REMINDER_KIND),
@@ -139,21 +162,21 @@ def queue_due_reminders(
         "subject_at": marked.c.due_date,
         "status": literal(Status.PENDING.value),
         "attempts": literal(0),
-        "available_at": moment,
+        "available_at": _NOW,
         "lease_token": literal(0),
-        "created_at": moment,
-        "updated_at": moment,
+        "created_at": _NOW,
+        "updated_at": _NOW,
         "replay_count": literal(0),
     }
     # In key order: consecutive rows land next to each other in the key's unique index.
     rows = select(*row.values()).order_by(marked.c.key)
     insert = postgresql.insert(OutboxRow).from_select(list(row), rows)
-    queued = insert.on_conflict_do_update(**_rearm(moment)).returning(OutboxRow.id).cte("queued")
+    queued = insert.on_conflict_do_update(**_rearm(_NOW)).returning(OutboxRow.id).cte("queued")
     stale_ids = select(func.unnest(marked.c.stale)).scalar_subquery()
     superseded = (
         update(OutboxRow)
         .where(OutboxRow.id == any_(func.array(stale_ids)), _waiting())  # still waiting?
-        .values(status=Status.CANCELLED, last_error=SUPERSEDED, updated_at=moment)
+        .values(status=Status.CANCELLED, last_error=SUPERSEDED, updated_at=_NOW)
         .returning(OutboxRow.id)
         .cte("superseded")
     )
@@ -161,8 +184,7 @@ def queue_due_reminders(
         select(func.count()).select_from(cte).scalar_subquery()
         for cte in (marked, queued, superseded)
     ]
-    found = session.execute(select(*count)).one()
-    return int(found[0]), int(found[1]), int(found[2])
+    return select(*count)
 
 
 def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
@@ -258,3 +280,6 @@ def _json_values(values: list[Any]) -> ScalarSelect[Any]:
         func.json_each(json.dumps(values))
     )
     return listed.scalar_subquery()
+
+
+_QUEUE = _queue_statement()

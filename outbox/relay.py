@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -121,6 +122,9 @@ class Relay:
     on_attempt: Callable[[Attempt], None] | None = None
     #: The log key under which the row's subject id appears (the domain's name for it).
     subject_key: str = "subject_id"
+    #: Wraps the report of a round, whose lines are all made at once: a block that writes
+    #: them together (the worker's `worker.logs.lines_together`) saves a write per line.
+    lines_together: Callable[[], AbstractContextManager[object]] = nullcontext
 
     def relay_until_idle(self, budget: timedelta | None = None) -> RelayReport:
         """Relay round after round until nothing is due, the budget is spent, or stop is set."""
@@ -284,6 +288,10 @@ class Relay:
 
     def _recorded(self, report: RelayReport, done: Sequence[_Done], held: set[int]) -> None:
         """Report verdicts once committed: each as it was written, or fenced."""
+        with self.lines_together():
+            self._report_each(report, done, held)
+
+    def _report_each(self, report: RelayReport, done: Sequence[_Done], held: set[int]) -> None:
         for item in done:
             verdict = item.verdict
             if verdict.claim.id not in held:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import threading
+from collections.abc import Iterator
 from typing import TextIO
 
 import structlog
+
+#: A write to a pipe of at most this many bytes is never interleaved with another
+#: process's write, so held lines are written in blocks of whole lines up to this size.
+PIPE_BUF = 4096
+
+_held = threading.local()  # .lines: this thread's held lines, while lines_together runs
 
 
 class _NamedWriteLogger(structlog.WriteLogger):
@@ -15,6 +24,60 @@ class _NamedWriteLogger(structlog.WriteLogger):
     def __init__(self, stream: TextIO, name: str) -> None:
         super().__init__(stream)
         self.name = name  # read by add_logger_name
+
+    def msg(self, message: str) -> None:
+        """Write one line now, or hold it until `lines_together` ends in this thread."""
+        held: list[tuple[_NamedWriteLogger, str]] | None = getattr(_held, "lines", None)
+        if held is None:
+            super().msg(message)
+        else:
+            held.append((self, message))
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+    def write_block(self, lines: list[str]) -> None:
+        """Write ``lines`` in as few writes as `PIPE_BUF` allows, each of whole lines."""
+        block: list[str] = []
+        size = 0
+        with self._lock:
+            for line in lines:
+                length = len(line.encode()) + 1
+                if block and size + length > PIPE_BUF:
+                    self._write("".join(block))
+                    self._flush()
+                    block, size = [], 0
+                block.append(line + "\n")
+                size += length
+            if block:
+                self._write("".join(block))
+                self._flush()
+
+
+@contextlib.contextmanager
+def lines_together() -> Iterator[None]:
+    """Hold this thread's log lines until the block ends, then write them a few at a time.
+
+    For a burst of lines made at one moment, such as the relay's report of a round: one
+    write per line hands the interpreter lock to another thread at every line, which in a
+    busy worker costs more than rendering the line. Lines keep their order and stay whole.
+    """
+    if getattr(_held, "lines", None) is not None:  # already holding: the outer block writes
+        yield
+        return
+    _held.lines = []
+    try:
+        yield
+    finally:
+        held: list[tuple[_NamedWriteLogger, str]] = _held.lines
+        _held.lines = None
+        while held:  # runs of lines from the same logger, each written as one block
+            logger = held[0][0]
+            run = 1
+            while run < len(held) and held[run][0] is logger:
+                run += 1
+            logger.write_block([message for _, message in held[:run]])
+            held = held[run:]
 
 
 def configure_logging(level: int = logging.INFO, *, json: bool | None = None) -> None:

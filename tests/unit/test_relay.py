@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, delete, select, update
 
 from outbox.channels.base import Delivery, Message
-from outbox.relay import FIRST_CLAIM, RelayReport
+from outbox.relay import FIRST_CLAIM, Attempt, RelayReport
 from outbox.store import claim_due_rows
 from outbox.table import OutboxRow, Status
 from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services, statuses
@@ -314,3 +317,31 @@ def test_a_slow_receiver_leaves_rows_for_other_relays(
     assert first.counts == {"delivered": FIRST_CLAIM}
     assert second[0].counts == {"delivered": 30 - FIRST_CLAIM}
     assert len(channel.sent) == len({m.key for m in channel.sent}) == 30
+
+
+def test_a_round_reports_its_rows_inside_one_block_of_log_lines(
+    services: Services, clock: ManualClock
+) -> None:
+    """The outcomes a round records are reported together (the worker writes their log
+    lines as one block): every attempt inside a block, all three rows of the round in one."""
+    queue(services, clock, 1, 2, 3)
+    blocks: list[list[str]] = []  # the outcomes reported in each block, block by block
+    inside = threading.Event()
+
+    @contextmanager
+    def block() -> Iterator[None]:
+        blocks.append([])
+        inside.set()
+        try:
+            yield
+        finally:
+            inside.clear()
+
+    def seen(attempt: Attempt) -> None:
+        assert inside.is_set(), "an attempt was reported outside a block"
+        blocks[-1].append(attempt.outcome)
+
+    relay = services.relay(on_attempt=seen)
+    relay.lines_together = block
+    assert relay.relay_until_idle().counts == {"delivered": 3}
+    assert [outcomes for outcomes in blocks if outcomes] == [["delivered"] * 3]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import operator
 import sys
 import threading
 from collections.abc import Iterator
@@ -59,8 +61,8 @@ def lines_together() -> Iterator[None]:
     """Hold this thread's log lines until the block ends, then write them a few at a time.
 
     For a burst of lines made at one moment, such as the relay's report of a round: one
-    write per line hands the interpreter lock to another thread at every line, which in a
-    busy worker costs more than rendering the line. Lines keep their order and stay whole.
+    write per line hands the interpreter lock to another thread at every line, a context
+    switch per line in a busy worker. Lines keep their order and stay whole.
     """
     if getattr(_held, "lines", None) is not None:  # already holding: the outer block writes
         yield
@@ -71,13 +73,8 @@ def lines_together() -> Iterator[None]:
     finally:
         held: list[tuple[_NamedWriteLogger, str]] = _held.lines
         _held.lines = None
-        while held:  # runs of lines from the same logger, each written as one block
-            logger = held[0][0]
-            run = 1
-            while run < len(held) and held[run][0] is logger:
-                run += 1
-            logger.write_block([message for _, message in held[:run]])
-            held = held[run:]
+        for logger, run in itertools.groupby(held, key=operator.itemgetter(0)):
+            logger.write_block([message for _, message in run])
 
 
 def configure_logging(level: int = logging.INFO, *, json: bool | None = None) -> None:

@@ -60,6 +60,12 @@ HOUR = timedelta(hours=1)
 WAITING_OR_CLAIMED = (Status.PENDING, Status.CLAIMED, Status.FAILED)
 OWNERS = 20
 OFF = 99  # the owner who turned notifications off
+#: How long before an arrival the kill of the process that sent it may land. SIGKILL after
+#: the sender's last write still lets the kernel deliver what was written; the receiver
+#: reads it and accepts it a few milliseconds after the sender died (seen: 0-2 ms).
+IN_FLIGHT = 0.25
+#: How long after an arrival its sender may be killed before it journals the acceptance.
+UNJOURNALED = 2.0
 
 
 def log(message: str) -> None:
@@ -290,6 +296,7 @@ class Faults:
     """What the chaos thread did, with times (for explaining duplicates)."""
 
     kills: list[tuple[float, int]] = field(default_factory=list)  # (time, pid killed)
+    drops: list[float] = field(default_factory=list)  # when the receiver's connections closed
     counts: Counter[str] = field(default_factory=Counter)
     database_down: list[tuple[float, float]] = field(default_factory=list)
 
@@ -341,6 +348,7 @@ def chaos(
                 faults.counts["SIGKILL of a periodiq"] += 1
         if now >= plan["smtp"]:
             plan["smtp"] = now + rng.uniform(5, 15)
+            faults.drops.append(time.time())
             smtp.drop_connections()
             faults.counts["SMTP connections dropped"] += 1
         if now >= plan["scan"]:
@@ -438,17 +446,23 @@ def explain(key: str, events: list[Event], faults: Faults, arrivals: list[float]
             reasons.append("its sender lost the database after the receiver accepted it")
         else:
             return None
-    # Copies the receiver took from a process killed before its channel returned: the
-    # arrivals left once each journaled acceptance has taken the last arrival before it
-    # (such a copy may be the first one, its row sent again when the lease expired).
+    # Copies whose sender never saw the acceptance (killed before its channel returned, or
+    # the reply lost): the arrivals left once each journaled acceptance has taken the last
+    # arrival before it (such a copy may be the first one, its row sent again later).
     unjournaled = sorted(arrivals)
     for acceptance in accepted:
         before = [arrival for arrival in unjournaled if arrival <= acceptance.at]
         if before:
             unjournaled.remove(before[-1])
+    # A worker that kills itself takes its other threads with it, mid-send or not.
+    kills = [at for at, _ in faults.kills] + [e.at for e in events if e.kind == "killed"]
     for arrival in unjournaled:
-        if any(arrival <= at <= arrival + 2 for at, _ in faults.kills):
+        if any(arrival - IN_FLIGHT <= at <= arrival + UNJOURNALED for at in kills):
             reasons.append("its sender was killed while the receiver was accepting it")
+        elif any(abs(arrival - at) <= IN_FLIGHT for at in faults.drops):
+            # The message was read, then the connection closed: the reply never left, and
+            # for the sender that is a failure like any other (sent again, same key).
+            reasons.append("the receiver closed the connection before its reply")
         else:
             return None
     return "; ".join(sorted(set(reasons))) or None
@@ -631,7 +645,9 @@ def soak(
             kills = [
                 (round(at - first, 3), pid) for at, pid in faults.kills if abs(at - first) < 99
             ]
-            print(f"    arrivals {copies} s after {first:.3f}; journal {lines}; kills {kills}")
+            drops = [round(at - first, 3) for at in faults.drops if abs(at - first) < 99]
+            print(f"    arrivals {copies} s after {first:.3f}; journal {lines}; kills {kills}; "
+                  f"connections dropped {drops}")  # fmt: skip
     for key in result.missed[:20]:
         print(f"  missed {key}: row {rows.get(key)}")
     for key, n in list(unexpected.items())[:20]:

@@ -40,20 +40,26 @@ class _NamedWriteLogger(structlog.WriteLogger):
 
     def write_block(self, lines: list[str]) -> None:
         """Write ``lines`` in as few writes as `PIPE_BUF` allows, each of whole lines."""
-        block: list[str] = []
-        size = 0
         with self._lock:
-            for line in lines:
-                length = len(line.encode()) + 1
-                if block and size + length > PIPE_BUF:
-                    self._write("".join(block))
-                    self._flush()
-                    block, size = [], 0
-                block.append(line + "\n")
-                size += length
-            if block:
-                self._write("".join(block))
+            for block in _blocks(lines):
+                self._write(block)
                 self._flush()
+
+
+def _blocks(lines: list[str]) -> Iterator[str]:
+    """``lines`` joined into runs of whole lines of at most `PIPE_BUF` bytes (a longer line
+    makes a run of its own)."""
+    block: list[str] = []
+    size = 0
+    for line in lines:
+        length = len(line.encode()) + 1
+        if block and size + length > PIPE_BUF:
+            yield "".join(block)
+            block, size = [], 0
+        block.append(line + "\n")
+        size += length
+    if block:
+        yield "".join(block)
 
 
 @contextlib.contextmanager

@@ -428,9 +428,16 @@ def about_key(events: list[Event], key: str) -> list[Event]:
     return [e for e in events if e.key == key]
 
 
+def every_kill(events: list[Event], faults: Faults) -> list[tuple[float, int]]:
+    """(time, pid) of every kill: the chaos thread's, and the workers' kills of themselves
+    (journaled), which take a worker's other threads with it, mid-send or not."""
+    return faults.kills + [(e.at, e.pid) for e in events if e.kind == "killed"]
+
+
 def explain(key: str, events: list[Event], faults: Faults, arrivals: list[float]) -> str | None:
     """Why ``key`` arrived more than once, if it is the allowed window; None otherwise."""
-    killed = {pid for _, pid in faults.kills} | {e.pid for e in events if e.kind == "killed"}
+    kills = every_kill(events, faults)
+    killed = {pid for _, pid in kills}
     about = about_key(events, key)
     if any(e.kind == "recorded" and e.detail == "fenced" for e in about):
         return None  # a lease expired while a send was on the wire: not the allowed window
@@ -454,10 +461,8 @@ def explain(key: str, events: list[Event], faults: Faults, arrivals: list[float]
         before = [arrival for arrival in unjournaled if arrival <= acceptance.at]
         if before:
             unjournaled.remove(before[-1])
-    # A worker that kills itself takes its other threads with it, mid-send or not.
-    kills = [at for at, _ in faults.kills] + [e.at for e in events if e.kind == "killed"]
     for arrival in unjournaled:
-        if any(arrival - IN_FLIGHT <= at <= arrival + UNJOURNALED for at in kills):
+        if any(arrival - IN_FLIGHT <= at <= arrival + UNJOURNALED for at, _ in kills):
             reasons.append("its sender was killed while the receiver was accepting it")
         elif any(abs(arrival - at) <= IN_FLIGHT for at in faults.drops):
             # The message was read, then the connection closed: the reply never left, and
@@ -643,7 +648,9 @@ def soak(
                 (e.kind, e.pid, e.detail, round(e.at - first, 3)) for e in about_key(events, key)
             ]
             kills = [
-                (round(at - first, 3), pid) for at, pid in faults.kills if abs(at - first) < 99
+                (round(at - first, 3), pid)
+                for at, pid in every_kill(events, faults)
+                if abs(at - first) < 99
             ]
             drops = [round(at - first, 3) for at in faults.drops if abs(at - first) < 99]
             print(f"    arrivals {copies} s after {first:.3f}; journal {lines}; kills {kills}; "

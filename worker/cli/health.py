@@ -1,4 +1,4 @@
-"""``reminders health``: a container health check of database, broker and outbox."""
+"""``reminders status`` and ``reminders health``: how the outbox and its scan are doing."""
 
 from __future__ import annotations
 
@@ -8,14 +8,73 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
+from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from outbox import admin
-from worker import cli_common as common
-from worker.cli_common import JsonOption
+from worker.cli import common
+from worker.cli.common import JsonOption
 from worker.errors import DatabaseNotReady
 from worker.schema import ScanHeartbeat
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``status`` and ``health`` to the ``reminders`` app."""
+    app.command()(status)
+    app.command()(health)
+
+
+def status(as_json: JsonOption = False) -> None:
+    """Rows per status, age of the oldest pending or failed row, time of the last scan.
+
+    Reads REMINDERS_DATABASE_URL.
+
+    Exit 0 when done, 1 when the database is unreachable or not migrated.
+    """
+    services = common.ready_services()
+    now = services.clock.now()
+    with services.session_factory() as session:
+        counts = admin.count_by_status(session)
+        oldest = admin.oldest_waiting(session, now)
+        scan = session.get(ScanHeartbeat, 1)
+    if as_json:
+        last = (
+            None
+            if scan is None
+            else {
+                "at": common.iso(scan.scanned_at),
+                "queued": scan.queued,
+                "marked": scan.marked,
+                "duration_ms": scan.duration_ms,
+            }
+        )
+        common.print_json(
+            {
+                "now": common.iso(now),
+                "counts": counts,
+                "total": sum(counts.values()),
+                "oldest_waiting_seconds": common.seconds(oldest),
+                "last_scan": last,
+            }
+        )
+        return
+    table = Table("status", "rows", title="Outbox")
+    for name, count in counts.items():
+        table.add_row(name, str(count))
+    waited = "none waiting" if oldest is None else f"{common.human(oldest)} old"
+    last_scan = (
+        "never"
+        if scan is None
+        else (
+            f"{common.when(scan.scanned_at)} "
+            f"({common.human(max(now - scan.scanned_at, timedelta(0)))} ago), "
+            f"queued {scan.queued}, marked {scan.marked}"
+        )
+    )
+    common.out.print(
+        table, f"oldest pending or failed row: {waited}", f"last scan: {last_scan}", sep="\n"
+    )
 
 
 def health(
@@ -41,16 +100,14 @@ def health(
 
     Exit 1 with one line on stderr naming every problem; 2 for bad usage or configuration.
     """
-    from worker.cli import fail, first_line, settings
-
     threshold = common.duration("--max-pending-age", max_pending_age)
     scan_limit = None if max_scan_age is None else common.duration("--max-scan-age", max_scan_age)
-    broker_url = settings().broker_url
+    broker_url = common.settings().broker_url
     problems: list[str] = []
     oldest: timedelta | None = None
     last_scan: datetime | None = None
     try:
-        services = common.ready()
+        services = common.ready_services()
         with services.session_factory() as session:
             oldest = admin.oldest_waiting(session, services.clock.now())
             last_scan = session.scalar(select(ScanHeartbeat.scanned_at))
@@ -58,7 +115,7 @@ def health(
         problems.append(str(error))
     except DBAPIError as error:
         what = "unreachable" if isinstance(error, OperationalError) else "error"
-        problems.append(f"database {what}: {first_line(error.orig)}")
+        problems.append(f"database {what}: {common.first_line(error.orig)}")
     if oldest is not None and oldest >= threshold:
         problems.append(
             f"the oldest pending row has waited {common.human(oldest)} "
@@ -87,10 +144,10 @@ def health(
             }
         )
     if problems:
-        fail("unhealthy: " + "; ".join(problems))
+        common.fail("unhealthy: " + "; ".join(problems))
     if not as_json:
         waited = "nothing waiting" if oldest is None else f"oldest pending {common.human(oldest)}"
-        common.console().print(
+        common.out.print(
             f"healthy: database migrated, broker {broker}, {waited} "
             f"(limit {common.human(threshold)})"
         )

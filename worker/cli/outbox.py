@@ -1,15 +1,14 @@
-"""``reminders status``, ``reminders health`` and ``reminders outbox ...``: the outbox by hand.
+"""``reminders outbox list``, ``show``, ``replay`` and ``purge``: the outbox by hand.
 
 Every command reads the database from REMINDERS_DATABASE_URL; ``--json`` prints exactly one
 JSON document on stdout (datetimes ISO 8601 in UTC, durations in seconds). Errors are one
-line on stderr: exit 1 when the command failed, 2 for bad usage. `worker.cli` is imported
-inside the commands because it registers this module at its own import.
+line on stderr: exit 1 when the command failed, 2 for bad usage.
 """
 
 from __future__ import annotations
 
 import getpass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -20,10 +19,9 @@ from rich.table import Table
 from outbox import admin
 from outbox.masking import mask_emails_in
 from outbox.table import OutboxRow, Status
-from worker import cli_common as common
-from worker.cli_common import JsonOption
+from worker.cli import common
+from worker.cli.common import JsonOption
 from worker.errors import ReminderError, UsageError
-from worker.schema import ScanHeartbeat
 
 StatusFilter = Annotated[
     str | None, typer.Option(help=f"Only rows in this status: {', '.join(Status)}.")
@@ -35,64 +33,8 @@ outbox_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``status``, ``health`` and the ``outbox`` group to the ``reminders`` app."""
-    app.command("status")(status)
-    from worker.cli_health import health
-
-    app.command("health")(health)
+    """Add the ``outbox`` group to the ``reminders`` app."""
     app.add_typer(outbox_app, name="outbox")
-
-
-def status(as_json: JsonOption = False) -> None:
-    """Rows per status, age of the oldest pending or failed row, time of the last scan.
-
-    Reads REMINDERS_DATABASE_URL.
-
-    Exit 0 when done, 1 when the database is unreachable or not migrated.
-    """
-    services = common.ready()
-    now = services.clock.now()
-    with services.session_factory() as session:
-        counts = admin.count_by_status(session)
-        oldest = admin.oldest_waiting(session, now)
-        scan = session.get(ScanHeartbeat, 1)
-    if as_json:
-        last = (
-            None
-            if scan is None
-            else {
-                "at": common.iso(scan.scanned_at),
-                "queued": scan.queued,
-                "marked": scan.marked,
-                "duration_ms": scan.duration_ms,
-            }
-        )
-        common.print_json(
-            {
-                "now": common.iso(now),
-                "counts": counts,
-                "total": sum(counts.values()),
-                "oldest_waiting_seconds": common.seconds(oldest),
-                "last_scan": last,
-            }
-        )
-        return
-    table = Table("status", "rows", title="Outbox")
-    for name, count in counts.items():
-        table.add_row(name, str(count))
-    waited = "none waiting" if oldest is None else f"{common.human(oldest)} old"
-    last_scan = (
-        "never"
-        if scan is None
-        else (
-            f"{common.when(scan.scanned_at)} "
-            f"({common.human(max(now - scan.scanned_at, timedelta(0)))} ago), "
-            f"queued {scan.queued}, marked {scan.marked}"
-        )
-    )
-    common.console().print(
-        table, f"oldest pending or failed row: {waited}", f"last scan: {last_scan}", sep="\n"
-    )
 
 
 @outbox_app.command("list")
@@ -116,7 +58,7 @@ def list_rows(
     age = None if older_than is None else common.duration("--older-than", older_than)
     if not 1 <= limit <= 10_000:
         raise UsageError("--limit: must be between 1 and 10000")
-    services = common.ready()
+    services = common.ready_services()
     with services.session_factory() as session:
         rows = admin.list_rows(
             session,
@@ -145,7 +87,7 @@ def list_rows(
             common.when(row.created_at, "%m-%d %H:%M"),
             error,
         )
-    common.console().print(table)
+    common.out.print(table)
 
 
 @outbox_app.command("show")
@@ -160,7 +102,7 @@ def show(
     Exit 0 when shown, 1 when no row has this id or the database fails, 2 for bad usage.
     """
     wanted = _row_id("ID", row_id)
-    with common.ready().session_factory() as session:
+    with common.ready_services().session_factory() as session:
         row = admin.get_row(session, wanted)
     if row is None:
         raise ReminderError(f"no outbox row has id {wanted}")
@@ -173,7 +115,7 @@ def show(
     for name, value in document.items():
         label = due if name == "available_at" else name
         table.add_row(label, common.plain("-" if value is None else str(value)))
-    common.console().print(table)
+    common.out.print(table)
 
 
 @outbox_app.command("replay")
@@ -208,7 +150,7 @@ def replay(
     who = by if by is not None else _os_user()
     if not who.strip():
         raise UsageError("--by: must not be empty")
-    services = common.ready()
+    services = common.ready_services()
     with services.session_factory.begin() as session:
         changes = admin.replay(
             session, row_ids or None, wanted, by=who, now=services.clock.now(), dry_run=dry_run
@@ -224,7 +166,7 @@ def replay(
             }
         )
     elif not changes:
-        common.console().print(f"nothing to replay: no {wanted} row")
+        common.out.print(f"nothing to replay: no {wanted} row")
     else:
         verb = "would replay" if dry_run else "replayed"
         table = Table("id", "key", "was", "result", title=common.plain(f"Replay by {who}"))
@@ -233,12 +175,12 @@ def replay(
             table.add_row(
                 str(c.id), common.plain(c.key or "-"), c.status_before or "-", common.plain(result)
             )
-        common.console().print(table)
+        common.out.print(table)
     if failed:
-        from worker.cli import fail
-
         shown = "; ".join(f"{c.id}: {c.reason}" for c in failed[:5])
-        fail(f"{len(failed)} row(s) not replayed ({shown}{'; ...' if len(failed) > 5 else ''})")
+        common.fail(
+            f"{len(failed)} row(s) not replayed ({shown}{'; ...' if len(failed) > 5 else ''})"
+        )
 
 
 @outbox_app.command("purge")
@@ -268,7 +210,7 @@ def purge(
     age = common.duration("--older-than", older_than)
     if not 1 <= batch_size <= 100_000:
         raise UsageError("--batch-size: must be between 1 and 100000")
-    services = common.ready()
+    services = common.ready_services()
     now = services.clock.now()
     err = Console(stderr=True, highlight=False)
     if err.is_terminal:
@@ -288,7 +230,7 @@ def purge(
             {"deleted": deleted, "cutoff": common.iso(cutoff), "batch_size": batch_size}
         )
         return
-    common.console().print(
+    common.out.print(
         f"purged {deleted} delivered or cancelled row(s) last updated before {common.when(cutoff)}"
     )
 

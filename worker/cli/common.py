@@ -1,0 +1,101 @@
+"""What the ``reminders`` commands share: options, exits, services, and values as shown.
+
+This module imports no other module of ``worker.cli``: every command module imports it, and
+the package's ``__init__`` imports the command modules, so the arrows all point one way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from outbox.masking import one_line
+from worker import migrate as migrations
+from worker.bootstrap import Services, bootstrap
+from worker.errors import ConfigError, DatabaseNotReady, UsageError
+from worker.settings import Settings, load_settings, parse_duration
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one line on stderr and exit with ``code``."""
+    sys.stderr.write(f"reminders: {message}\n")
+    sys.exit(code)
+
+
+def settings() -> Settings:
+    """The settings, or exit 2 naming the bad variable."""
+    try:
+        return load_settings()
+    except ConfigError as error:
+        fail(str(error), 2)
+
+
+def ready_services() -> Services:
+    """Services on a reachable, migrated database, or exit 1 saying which it is not."""
+    services = bootstrap(settings())
+    current = migrations.current_revision(services.engine)
+    if current != migrations.head_revision():
+        raise DatabaseNotReady(
+            f"the database is at revision {current or 'none'}, this version needs "
+            f"{migrations.head_revision()}: run `reminders migrate`"
+        )
+    return services
+
+
+def first_line(error: BaseException | None) -> str:
+    """The first line of an error's message (drivers add details on more lines)."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def print_json(document: Any) -> None:
+    """Print ``document`` as the command's one JSON document."""
+    out.print_json(json.dumps(document))
+
+
+def duration(option: str, value: str) -> timedelta:
+    """``value`` parsed as a duration, or a usage error naming ``option``."""
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise UsageError(f"{option}: {error}") from None
+
+
+def iso(value: datetime) -> str:
+    """A moment as ISO 8601 in UTC, the form every JSON document uses."""
+    return value.astimezone(UTC).isoformat()
+
+
+def when(value: datetime | None, form: str = "%Y-%m-%d %H:%MZ") -> str:
+    """A moment in UTC as a table shows it, ``-`` for none."""
+    return "-" if value is None else value.astimezone(UTC).strftime(form)
+
+
+def seconds(value: timedelta | None) -> float | None:
+    """A duration in seconds, the unit every JSON document uses."""
+    return None if value is None else value.total_seconds()
+
+
+def human(value: timedelta) -> str:
+    """A duration in its two largest units, as in ``2d 3h`` or ``15m``."""
+    seconds = int(value.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
+    return " ".join(parts[:2]) if parts else f"{seconds}s"
+
+
+def plain(value: str) -> Text:
+    """Data as shown text: no rich markup, no control characters (errors are hostile)."""
+    return Text(one_line(value))

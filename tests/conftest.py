@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.support import ManualClock, RecordingChannel
+from tests.support.channels import RecordingChannel
+from tests.support.clock import ManualClock
 from worker import migrate
 from worker.db import make_engine
 

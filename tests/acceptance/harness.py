@@ -4,7 +4,7 @@ Everything here starts something real and stops it again: the `dramatiq`, `perio
 `reminders` commands as subprocesses (each in its own session, output in a log file), a
 private ``redis-server`` and a private PostgreSQL cluster that tests may kill and restart
 without touching the machine's shared ones, and receivers (the recording SMTP and webhook
-servers of ``tests/integration/_servers.py``) that tell which reminder keys arrived how
+servers of ``tests/support/servers``) that tell which reminder keys arrived how
 often. The chaos soak (``tests/chaos``) uses the same pieces.
 
 Waiting is always for an observable effect (a row's status, a count at the receiver, a line
@@ -37,12 +37,8 @@ from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from outbox.table import OutboxRow, Status
-from tests.integration._servers import (
-    RecordedRequest,
-    RecordingSmtpServer,
-    RecordingWebhookServer,
-    Reply,
-)
+from tests.support.servers.smtp import RecordingSmtpServer
+from tests.support.servers.webhook import RecordedRequest, RecordingWebhookServer, Reply
 from worker import migrate
 from worker.db import make_engine
 from worker.scan import reminder_key

@@ -33,8 +33,8 @@ from tests.acceptance.harness import (
     wake,
     webhook_env,
 )
-from tests.integration._servers import Reply
-from tests.support import ManualClock
+from tests.support.clock import ManualClock
+from tests.support.servers.webhook import Reply
 from worker.bootstrap import bootstrap
 from worker.db import make_engine
 from worker.scan import reminder_key

@@ -29,7 +29,7 @@ from tests.acceptance.harness import (
     wake,
     webhook_env,
 )
-from tests.integration._servers import Reply
+from tests.support.servers.webhook import Reply
 from worker.scan import reminder_key
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

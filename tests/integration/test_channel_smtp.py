@@ -16,7 +16,9 @@ import pytest
 
 from outbox.channels.base import Channel, Delivery, Message, Outcome
 from outbox.channels.smtp import SUBJECT_LIMIT, SmtpChannel
-from tests.integration._servers import RecordingSmtpServer, SilentServer, Tls, self_signed_tls
+from tests.support.servers.silent import SilentServer
+from tests.support.servers.smtp import RecordingSmtpServer
+from tests.support.servers.tls import Tls, self_signed_tls
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 PASSWORD = "s3cret-Pa55"

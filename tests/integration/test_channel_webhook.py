@@ -16,7 +16,8 @@ import pytest
 from outbox.channels.base import Channel, Delivery, Message, Outcome
 from outbox.channels.webhook import WebhookChannel, retry_after
 from outbox.signing import verify
-from tests.integration._servers import RecordingWebhookServer, Reply, SilentServer
+from tests.support.servers.silent import SilentServer
+from tests.support.servers.webhook import RecordingWebhookServer, Reply
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 TIMESTAMP = int(NOW.timestamp())

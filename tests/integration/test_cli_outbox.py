@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 from outbox.channels.base import Delivery
 from outbox.store import claim_due_rows
 from outbox.table import OutboxRow
-from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services
+from tests.support.channels import RecordingChannel
+from tests.support.clock import ManualClock
+from tests.support.db import add_task, add_user, make_services
 from worker.schema import Task
 
 REMINDERS = str(Path(sys.executable).parent / "reminders")

@@ -28,7 +28,9 @@ from sqlalchemy.engine import make_url
 from outbox.channels.base import Delivery, Message
 from outbox.relay import Attempt, RelayReport
 from outbox.table import OutboxRow, Status
-from tests.support import T0, ManualClock, RecordingChannel, add_task, add_user, make_services
+from tests.support.channels import RecordingChannel
+from tests.support.clock import T0, ManualClock
+from tests.support.db import add_task, add_user, make_services
 from worker.bootstrap import Services
 from worker.db import make_engine
 from worker.scan import ScanResult, reminder_key

@@ -36,7 +36,7 @@ from sqlalchemy import Engine, bindparam, select, text
 
 from outbox.table import OutboxRow, Status
 from outbox.types import UTCDateTime
-from tests.integration._servers import RecordingSmtpServer
+from tests.support.servers.smtp import RecordingSmtpServer
 from worker import broker as broker_module
 from worker import migrate
 from worker.broker import SKIP_DELAY_SECONDS, StopRelaysOnShutdown, build_broker

@@ -14,7 +14,9 @@ from outbox.channels.base import Delivery, Message
 from outbox.relay import FIRST_CLAIM, Attempt, RelayReport
 from outbox.store import claim_due_rows
 from outbox.table import OutboxRow, Status
-from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services, statuses
+from tests.support.channels import RecordingChannel
+from tests.support.clock import ManualClock
+from tests.support.db import add_task, add_user, make_services, statuses
 from worker.bootstrap import Services
 from worker.schema import Task, User
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.support import T0
+from tests.support.clock import T0
 from worker.render import OwnerFacts, ReminderRenderer, TaskFacts, local_due, owner_zone
 
 

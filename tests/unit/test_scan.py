@@ -12,7 +12,9 @@ from sqlalchemy.exc import DBAPIError
 
 from outbox.table import OutboxRow, Status
 from outbox.types import UTCDateTime
-from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services, statuses
+from tests.support.channels import RecordingChannel
+from tests.support.clock import ManualClock
+from tests.support.db import add_task, add_user, make_services, statuses
 from worker.bootstrap import Services
 from worker.due import reminder_key_sql
 from worker.scan import reminder_key

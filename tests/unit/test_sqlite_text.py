@@ -8,7 +8,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.support import ManualClock, RecordingChannel, add_user, make_services
+from tests.support.channels import RecordingChannel
+from tests.support.clock import ManualClock
+from tests.support.db import add_user, make_services
 from worker.scan import reminder_key
 
 

@@ -7,29 +7,22 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from outbox.channels.base import Channel, Delivery, Message, Outcome
+from outbox.channels.base import Channel, Message, Outcome
 from outbox.channels.smtp import SUBJECT_LIMIT, SmtpChannel
+from tests.support.channels import expect
+from tests.support.clock import T0, ManualClock
 from tests.support.servers.silent import SilentServer
 from tests.support.servers.smtp import RecordingSmtpServer
 from tests.support.servers.tls import Tls, self_signed_tls
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+NOW = T0
 PASSWORD = "s3cret-Pa55"
-
-
-class FixedClock:
-    """A clock stopped at `NOW`."""
-
-    def now(self) -> datetime:
-        """Always `NOW`."""
-        return NOW
 
 
 def reminder(key: str = "rk-1", recipient: str = "alice@example.com", **changes: object) -> Message:
@@ -50,7 +43,7 @@ def channel_for(server: RecordingSmtpServer | SilentServer, **options: object) -
     """A channel on ``server`` with a short timeout and a fixed clock."""
     settings: dict[str, object] = {"mail_from": "reminders@reminders.test", "timeout": 5.0}
     settings.update(options)
-    return SmtpChannel(server.host, server.port, clock=FixedClock(), **settings)  # type: ignore[arg-type]
+    return SmtpChannel(server.host, server.port, clock=ManualClock(), **settings)  # type: ignore[arg-type]
 
 
 def parsed(raw: bytes) -> EmailMessage:
@@ -64,15 +57,6 @@ def header_names(raw: bytes) -> list[str]:
     """The names of the header fields, read straight from the raw bytes."""
     head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
     return [line.split(":", 1)[0] for line in head.split("\r\n") if line and line[0] not in " \t"]
-
-
-def expect(delivery: Delivery, outcome: Outcome, *fragments: str) -> str:
-    """Check the outcome and that the error mentions each fragment; return the error."""
-    assert delivery.outcome is outcome, delivery
-    error = delivery.error or ""
-    for fragment in fragments:
-        assert fragment in error, error
-    return error
 
 
 @pytest.fixture

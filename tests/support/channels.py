@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from outbox.channels.base import Delivery, Message
+from outbox.channels.base import Delivery, Message, Outcome
 
 
 @dataclass
@@ -40,3 +40,12 @@ class RecordingChannel:
     def keys(self) -> list[str]:
         """The idempotency keys sent, in order."""
         return [m.key for m in self.sent]
+
+
+def expect(delivery: Delivery, outcome: Outcome, *fragments: str) -> str:
+    """Check a channel's answer: its outcome, and its error naming each fragment; return it."""
+    assert delivery.outcome is outcome, delivery
+    error = delivery.error or ""
+    for fragment in fragments:
+        assert fragment in error, error
+    return error

@@ -23,8 +23,9 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -443,21 +444,26 @@ class PostgresCluster:
         )  # fmt: skip
 
 
-def database_from_template(admin_url: str, template: str, name: str) -> str:
-    """Create database ``name`` on the shared server as a copy of ``template``; return its URL."""
+@contextlib.contextmanager
+def database_copy(admin_url: str, template: str) -> Iterator[tuple[str, Engine]]:
+    """A fresh database on the shared server, copied from ``template``: its URL and an engine.
+
+    For module-scoped fixtures, which cannot use the per-test ``postgres_url``; the database
+    is dropped at the end, disconnecting whoever is still on it.
+    """
+    name = f"reminders_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(make_url(admin_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f"CREATE DATABASE {name} TEMPLATE {template}"))
-    admin.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    """Drop database ``name`` (disconnecting whoever is still on it)."""
-    admin = create_engine(make_url(admin_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    try:
+        yield url, engine
+    finally:
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 # --- what the host application writes -------------------------------------------------------

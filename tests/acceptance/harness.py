@@ -17,6 +17,7 @@ import contextlib
 import email.parser
 import email.policy
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -130,6 +131,10 @@ class Proc:
         """The output so far: its last ``tail`` characters, or all of it when ``tail`` is 0."""
         self._log.flush()
         return self.log_path.read_text(errors="replace")[-tail:]
+
+    def logged(self, pattern: str) -> bool:
+        """Whether the whole output so far holds a match of the regular expression ``pattern``."""
+        return re.search(pattern, self.log(tail=0)) is not None
 
     def alive(self) -> bool:
         """Whether the process is still running."""
@@ -294,6 +299,7 @@ class Waker:
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        # dramatiq leaves RedisBroker's constructor unannotated.
         self.broker = RedisBroker(client=self.client)  # type: ignore[no-untyped-call]
 
     def send(self, *actors: str) -> None:

@@ -156,7 +156,9 @@ def seed_bad_rows(engine: Engine, now: datetime) -> dict[int, datetime]:
             {"local": gap_local},
         )  # fmt: skip
         connection.execute(text("DELETE FROM users WHERE id = 22"))
-        stored = dict(connection.execute(text("SELECT id, due_date FROM tasks")).all())
+        stored: dict[int, datetime] = dict(
+            connection.execute(text("SELECT id, due_date FROM tasks")).all()
+        )
     return {task_id: when.astimezone(UTC) for task_id, when in stored.items()}
 
 

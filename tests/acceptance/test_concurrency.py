@@ -8,7 +8,13 @@ import pytest
 
 from outbox.table import Status
 from tests.acceptance.deployment import Deployment
-from tests.acceptance.harness import SmtpReceiver, assert_each_exactly_once, utc_now, wait_until
+from tests.acceptance.harness import (
+    Proc,
+    SmtpReceiver,
+    assert_each_exactly_once,
+    utc_now,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -34,11 +40,11 @@ def test_two_schedulers_and_several_scans_at_once_send_each_reminder_once(
         assert scan.wait_exit() == 0, scan.log()
     # Each scheduler sends both periodic actors as soon as it starts (within the minute).
     for scheduler in schedulers:
-        wait_until(
-            lambda s=scheduler: len(re.findall(r"Scheduling .*(scan_due_tasks|relay_outbox)",
-                                               s.log())) >= 2,
-            "the scheduler's first tick", alive=[s for s in schedulers] + workers,
-        )  # fmt: skip
+
+        def ticked(s: Proc = scheduler) -> bool:
+            return len(re.findall(r"Scheduling .*(scan_due_tasks|relay_outbox)", s.log())) >= 2
+
+        wait_until(ticked, "the scheduler's first tick", alive=[s for s in schedulers] + workers)
     wait_until(lambda: len(deployment.outbox()) >= COUNT, "every reminder queued", alive=workers)
     # The rows may all have been queued by the commands, after the ticks' relay found
     # nothing: the next tick's sweep delivers them (sent here instead of waiting a minute).

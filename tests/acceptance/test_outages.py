@@ -3,7 +3,6 @@ hours. Reminders are delayed, none is lost, and the running processes recover by
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import timedelta
 
@@ -93,12 +92,12 @@ def test_postgres_restarted_mid_run_delays_and_repeats_only_the_unrecorded_key(
         private_postgres.stop("fast")  # the database goes away while the message is on the wire
         webhook.release.set()  # the receiver accepts it; the relay cannot record that
         wait_until(
-            lambda: re.search(r"Failed to process message relay_outbox", worker.log(tail=0)),
+            lambda: worker.logged(r"Failed to process message relay_outbox"),
             "the relay to fail on the lost database", alive=[worker],
         )  # fmt: skip
         with deployment.ticker():
             wait_until(
-                lambda: re.search(r"Failed to process message scan_due_tasks", worker.log(tail=0)),
+                lambda: worker.logged(r"Failed to process message scan_due_tasks"),
                 "a scheduled scan to fail while the database is down", alive=[worker],
             )  # fmt: skip
             private_postgres.start()

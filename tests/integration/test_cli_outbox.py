@@ -70,7 +70,7 @@ def seed(engine: Engine, *outcomes: str, age: timedelta = MINUTE) -> dict[str, i
     Returns the outbox id of each outcome's row.
     """
     clock = ManualClock(datetime.now(UTC) - age)
-    script = [ANSWERS[o] for o in outcomes if ANSWERS.get(o) is not None]
+    script = [answer for o in outcomes if (answer := ANSWERS.get(o)) is not None]
     services = make_services(engine, clock, RecordingChannel(script=script))
     add_user(services, 1)
     relayed = [o for o in outcomes if o != "pending"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, select
 
+from outbox.channels.base import Channel
 from outbox.table import OutboxRow
-from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
 from worker.bootstrap import Services, bootstrap
 from worker.schema import Task, User
@@ -16,10 +17,11 @@ from worker.settings import Settings
 
 
 def make_services(
-    engine: Engine, clock: ManualClock, channel: RecordingChannel, **settings: object
+    engine: Engine, clock: ManualClock, channel: Channel, **settings: Any
 ) -> Services:
-    """Services on ``engine`` with the test's clock and channel."""
-    config = Settings(database_url=str(engine.url), **settings)  # type: ignore[arg-type]
+    """Services on ``engine`` with the test's clock and channel; ``settings`` override the
+    defaults by field name (``max_attempts=3``), parsed as the environment's would be."""
+    config = Settings(database_url=str(engine.url), **settings)
     return bootstrap(config, clock=clock, engine=engine, make_channel=lambda: channel)
 
 

@@ -192,7 +192,7 @@ class Run:
         self.world = World()
         self.channel = CheckingChannel(self.world)
         self.services: Services = make_services(
-            self.engine, self.clock, self.channel,  # type: ignore[arg-type]
+            self.engine, self.clock, self.channel,
             lookahead=LOOKAHEAD, max_attempts=MAX_ATTEMPTS,
         )  # fmt: skip
         self.fresh_dates = fresh_dates

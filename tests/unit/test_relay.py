@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.orm import Session
 
 from outbox.channels.base import Delivery, Message
 from outbox.relay import FIRST_CLAIM, Attempt, RelayReport
@@ -156,12 +157,16 @@ def test_a_poison_row_does_not_block_the_others(
     ids=["completed", "deleted", "moved", "opted-out"],
 )
 def test_the_relay_rechecks_the_task_and_cancels(
-    services: Services, clock: ManualClock, channel: RecordingChannel, change: object, reason: str
+    services: Services,
+    clock: ManualClock,
+    channel: RecordingChannel,
+    change: Callable[[Session, ManualClock], object],
+    reason: str,
 ) -> None:
     """A task completed, deleted, moved or whose owner opted out after the scan is not reminded."""
     queue(services, clock, 1)
     with services.session_factory.begin() as session:
-        change(session, clock)  # type: ignore[operator]
+        change(session, clock)
     assert services.relay().relay_until_idle().counts == {"cancelled": 1}
     assert channel.sent == []
     assert (row(services).status, row(services).last_error) == (Status.CANCELLED, reason)

@@ -177,4 +177,5 @@ class _Controller(Controller):
         # The listening socket exists by now: learn its port before probing it.
         assert isinstance(self.server, asyncio.Server)
         self.port = self.server.sockets[0].getsockname()[1]
+        # aiosmtpd leaves its controller's methods unannotated.
         super()._trigger_server()  # type: ignore[no-untyped-call]

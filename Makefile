@@ -31,7 +31,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check worker outbox
+	$(BIN)/ruff format --check worker outbox tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -132,6 +132,7 @@ def run(default_seconds: float, nudge_seconds: float) -> Table:
     engine.dispose()
     _clear_redis()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_latency_{os.getpid()}.log"
+    # dramatiq leaves RedisBroker's constructor unannotated.
     broker = RedisBroker(url=REDIS_URL)  # type: ignore[no-untyped-call]
     broker.declare_queue("reminders")
     try:

@@ -1,6 +1,6 @@
 """The real receivers, in a process of their own, noting when each message is accepted.
 
-The recording aiosmtpd server and HTTP/1.1 webhook server of the integration tests are
+The recording aiosmtpd server and HTTP/1.1 webhook server of the tests (``tests/support``) are
 reused as they are (imported, subclassed only to timestamp acceptances). They run in a
 separate process so that they do not share the benchmark's interpreter lock: the
 receiver's own CPU time is then the same for the raw loop and for the relay.
@@ -15,12 +15,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from tests.integration._servers import (
-    RecordedRequest,
-    RecordingSmtpServer,
-    RecordingWebhookServer,
-    Reply,
-)
+from tests.support.servers.smtp import RecordingSmtpServer
+from tests.support.servers.webhook import RecordedRequest, RecordingWebhookServer, Reply
 
 WAIT_SECONDS = 120.0
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.support import ManualClock, RecordingChannel
+from tests.support.channels import RecordingChannel
+from tests.support.clock import ManualClock
 from worker import migrate
 from worker.db import make_engine
 
@@ -52,9 +54,9 @@ def channel() -> RecordingChannel:
 
 
 @pytest.fixture
-def sqlite_engine(tmp_path: pytest.TempPathFactory) -> Iterator[Engine]:
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     """A migrated SQLite database in a file of its own."""
-    engine = make_engine(f"sqlite:///{tmp_path}/reminders.db")  # type: ignore[operator]
+    engine = make_engine(f"sqlite:///{tmp_path}/reminders.db")
     migrate.upgrade(engine)
     yield engine
     engine.dispose()
@@ -118,4 +120,5 @@ def redis_url() -> str:
 @pytest.fixture(params=["sqlite", "postgres"])
 def engine(request: pytest.FixtureRequest) -> Engine:
     """The same test on SQLite and on PostgreSQL."""
-    return request.getfixturevalue(f"{request.param}_engine")  # type: ignore[no-any-return]
+    chosen: Engine = request.getfixturevalue(f"{request.param}_engine")
+    return chosen

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from tests.acceptance.deployment import Deployment
 from tests.acceptance.harness import (
     PostgresCluster,
     Procs,
@@ -65,6 +66,14 @@ def db(postgres_url: str) -> Iterator[Engine]:
     engine = make_engine(postgres_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def deployment(
+    db: Engine, postgres_url: str, private_redis: RedisServer, procs: Procs
+) -> Deployment:
+    """This test's database on the shared PostgreSQL, its private Redis and its processes."""
+    return Deployment(db, postgres_url, private_redis, procs)
 
 
 @pytest.fixture(scope="module")

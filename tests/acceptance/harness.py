@@ -4,7 +4,7 @@ Everything here starts something real and stops it again: the `dramatiq`, `perio
 `reminders` commands as subprocesses (each in its own session, output in a log file), a
 private ``redis-server`` and a private PostgreSQL cluster that tests may kill and restart
 without touching the machine's shared ones, and receivers (the recording SMTP and webhook
-servers of ``tests/integration/_servers.py``) that tell which reminder keys arrived how
+servers of ``tests/support/servers``) that tell which reminder keys arrived how
 often. The chaos soak (``tests/chaos``) uses the same pieces.
 
 Waiting is always for an observable effect (a row's status, a count at the receiver, a line
@@ -17,14 +17,16 @@ import contextlib
 import email.parser
 import email.policy
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,12 +39,8 @@ from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from outbox.table import OutboxRow, Status
-from tests.integration._servers import (
-    RecordedRequest,
-    RecordingSmtpServer,
-    RecordingWebhookServer,
-    Reply,
-)
+from tests.support.servers.smtp import RecordingSmtpServer
+from tests.support.servers.webhook import RecordedRequest, RecordingWebhookServer, Reply
 from worker import migrate
 from worker.db import make_engine
 from worker.scan import reminder_key
@@ -133,6 +131,10 @@ class Proc:
         """The output so far: its last ``tail`` characters, or all of it when ``tail`` is 0."""
         self._log.flush()
         return self.log_path.read_text(errors="replace")[-tail:]
+
+    def logged(self, pattern: str) -> bool:
+        """Whether the whole output so far holds a match of the regular expression ``pattern``."""
+        return re.search(pattern, self.log(tail=0)) is not None
 
     def alive(self) -> bool:
         """Whether the process is still running."""
@@ -297,6 +299,7 @@ class Waker:
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        # dramatiq leaves RedisBroker's constructor unannotated.
         self.broker = RedisBroker(client=self.client)  # type: ignore[no-untyped-call]
 
     def send(self, *actors: str) -> None:
@@ -447,21 +450,26 @@ class PostgresCluster:
         )  # fmt: skip
 
 
-def database_from_template(admin_url: str, template: str, name: str) -> str:
-    """Create database ``name`` on the shared server as a copy of ``template``; return its URL."""
+@contextlib.contextmanager
+def database_copy(admin_url: str, template: str) -> Iterator[tuple[str, Engine]]:
+    """A fresh database on the shared server, copied from ``template``: its URL and an engine.
+
+    For module-scoped fixtures, which cannot use the per-test ``postgres_url``; the database
+    is dropped at the end, disconnecting whoever is still on it.
+    """
+    name = f"reminders_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(make_url(admin_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f"CREATE DATABASE {name} TEMPLATE {template}"))
-    admin.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    """Drop database ``name`` (disconnecting whoever is still on it)."""
-    admin = create_engine(make_url(admin_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    try:
+        yield url, engine
+    finally:
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 # --- what the host application writes -------------------------------------------------------

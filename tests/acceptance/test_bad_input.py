@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email.policy
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,8 +31,7 @@ from tests.acceptance.harness import (
     WebhookReceiver,
     add_tasks,
     add_users,
-    database_from_template,
-    drop_database,
+    database_copy,
     free_port,
     outbox,
     run_reminders,
@@ -158,7 +156,9 @@ def seed_bad_rows(engine: Engine, now: datetime) -> dict[int, datetime]:
             {"local": gap_local},
         )  # fmt: skip
         connection.execute(text("DELETE FROM users WHERE id = 22"))
-        stored = dict(connection.execute(text("SELECT id, due_date FROM tasks")).all())
+        stored: dict[int, datetime] = dict(
+            connection.execute(text("SELECT id, due_date FROM tasks")).all()
+        )
     return {task_id: when.astimezone(UTC) for task_id, when in stored.items()}
 
 
@@ -179,14 +179,8 @@ class Outcome:
 
 def run_channel(channel: str, postgres_template: str, cwd: Path) -> Iterator[Outcome]:
     """Seed a fresh database, then scan, delete owner 21, relay; yield what happened."""
-    name = f"reminders_test_{uuid.uuid4().hex[:12]}"
-    url = database_from_template(POSTGRES_URL, postgres_template, name)
-    engine = make_engine(url)
-    try:
+    with database_copy(POSTGRES_URL, postgres_template) as (url, engine):
         yield from _run_channel(channel, url, engine, cwd)
-    finally:
-        engine.dispose()
-        drop_database(POSTGRES_URL, name)
 
 
 def _run_channel(channel: str, url: str, engine: Engine, cwd: Path) -> Iterator[Outcome]:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,8 +18,7 @@ from tests.acceptance.harness import (
     add_tasks,
     add_users,
     assert_each_exactly_once,
-    database_from_template,
-    drop_database,
+    database_copy,
     outbox,
     run_reminders,
     service_env,
@@ -28,7 +26,6 @@ from tests.acceptance.harness import (
     utc_now,
 )
 from tests.conftest import POSTGRES_URL
-from worker.db import make_engine
 from worker.scan import reminder_key
 
 pytestmark = pytest.mark.postgres
@@ -118,14 +115,8 @@ class Undone:
 def undone(postgres_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Undone]:
     """Three tasks whose reminder the relay cancels, then whose change is undone: reopened,
     moved back from beyond the lookahead, owner opted back in; then scan and relay again."""
-    name = f"reminders_test_{uuid.uuid4().hex[:12]}"
-    url = database_from_template(POSTGRES_URL, postgres_template, name)
-    db = make_engine(url)
-    try:
+    with database_copy(POSTGRES_URL, postgres_template) as (url, db):
         yield undo_changes(db, url, tmp_path_factory.mktemp("undone"))
-    finally:
-        db.dispose()
-        drop_database(POSTGRES_URL, name)
 
 
 def undo_changes(db: Engine, url: str, cwd: Path) -> Undone:

@@ -5,22 +5,15 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy import Engine
 
 from outbox.table import Status
+from tests.acceptance.deployment import Deployment
 from tests.acceptance.harness import (
-    Procs,
-    RedisServer,
+    Proc,
     SmtpReceiver,
     assert_each_exactly_once,
-    outbox,
-    seed,
-    service_env,
-    settled,
-    smtp_env,
     utc_now,
     wait_until,
-    wake,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -32,18 +25,13 @@ SCAN_BATCH = "10"
 
 
 def test_two_schedulers_and_several_scans_at_once_send_each_reminder_once(
-    db: Engine,
-    postgres_url: str,
-    private_redis: RedisServer,
-    smtp: SmtpReceiver,
-    procs: Procs,
+    deployment: Deployment, smtp: SmtpReceiver
 ) -> None:
     """Two periodiq, three `reminders scan` and two workers started together: one mail per task."""
-    seeded = seed(db, utc_now(), COUNT)
-    env = service_env(
-        postgres_url, private_redis.url, REMINDERS_SCAN_BATCH=SCAN_BATCH, **smtp_env(smtp)
-    )
+    seeded = deployment.seed(utc_now(), COUNT)
+    env = deployment.env(smtp, REMINDERS_SCAN_BATCH=SCAN_BATCH)
 
+    procs = deployment.procs
     workers = [procs.dramatiq(env), procs.dramatiq(env)]
     schedulers = [procs.periodiq(env), procs.periodiq(env)]
     scans = [procs.reminders(env, "scan") for _ in range(SCANS)]
@@ -52,21 +40,21 @@ def test_two_schedulers_and_several_scans_at_once_send_each_reminder_once(
         assert scan.wait_exit() == 0, scan.log()
     # Each scheduler sends both periodic actors as soon as it starts (within the minute).
     for scheduler in schedulers:
-        wait_until(
-            lambda s=scheduler: len(re.findall(r"Scheduling .*(scan_due_tasks|relay_outbox)",
-                                               s.log())) >= 2,
-            "the scheduler's first tick", alive=[s for s in schedulers] + workers,
-        )  # fmt: skip
-    wait_until(lambda: len(outbox(db)) >= COUNT, "every reminder queued", alive=workers)
+
+        def ticked(s: Proc = scheduler) -> bool:
+            return len(re.findall(r"Scheduling .*(scan_due_tasks|relay_outbox)", s.log())) >= 2
+
+        wait_until(ticked, "the scheduler's first tick", alive=[s for s in schedulers] + workers)
+    wait_until(lambda: len(deployment.outbox()) >= COUNT, "every reminder queued", alive=workers)
     # The rows may all have been queued by the commands, after the ticks' relay found
     # nothing: the next tick's sweep delivers them (sent here instead of waiting a minute).
-    wake(private_redis.url, "relay_outbox")
-    wait_until(lambda: settled(db, seeded.keys), "every reminder delivered", alive=workers)
+    deployment.wake("relay_outbox")
+    deployment.wait_settled(seeded.keys, "every reminder delivered", alive=workers)
     for process in schedulers + workers:
         assert process.terminate() in (0, -15), process.log()
 
     assert_each_exactly_once(smtp.received(), seeded.keys)
-    rows = outbox(db)
+    rows = deployment.outbox()
     assert len(rows) == COUNT
     assert {row.status for row in rows.values()} == {Status.DELIVERED}
     assert {row.attempts for row in rows.values()} == {1}

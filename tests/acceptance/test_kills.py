@@ -16,28 +16,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
 from outbox.signing import verify
 from outbox.table import Status
+from tests.acceptance.deployment import Deployment
 from tests.acceptance.harness import (
     MAIL_DOMAIN,
     WEBHOOK_SECRET,
-    Procs,
-    RedisServer,
     SmtpReceiver,
-    Ticker,
     Waker,
     WebhookReceiver,
     assert_each_exactly_once,
-    outbox,
-    seed,
-    service_env,
-    settled,
-    smtp_env,
     utc_now,
-    wait_until,
-    webhook_env,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -62,39 +53,32 @@ def test_a_worker_killed_at_each_step_loses_nothing_and_repeats_only_an_unrecord
     step: str,
     channel: str,
     window: str,
-    db: Engine,
-    postgres_url: str,
-    private_redis: RedisServer,
+    deployment: Deployment,
     smtp: SmtpReceiver,
     webhook: WebhookReceiver,
-    procs: Procs,
     tmp_path: Path,
 ) -> None:
     """SIGKILL at any step delays reminders; only accepted, unrecorded keys repeat, same key."""
-    seeded = seed(db, utc_now(), COUNT)
+    seeded = deployment.seed(utc_now(), COUNT)
     victim = seeded.key(VICTIM)
     receiver = smtp if channel == "smtp" else webhook
-    env = service_env(
-        postgres_url,
-        private_redis.url,
-        REMINDERS_RELAY_WINDOW=window,
-        **(smtp_env(smtp) if channel == "smtp" else webhook_env(webhook)),
-    )
+    env = deployment.env(receiver, REMINDERS_RELAY_WINDOW=window)
     mark = tmp_path / "fault.mark"
 
     # 1. A worker that dies at the step, woken once by a scan message.
-    faulty = procs.faulty_dramatiq(env, f"{step}:{'*' if step == 'scan' else victim}", mark)
-    waker = Waker(private_redis.url)
+    fault = f"{step}:{'*' if step == 'scan' else victim}"
+    faulty = deployment.procs.faulty_dramatiq(env, fault, mark)
+    waker = Waker(deployment.redis.url)
     waker.send("scan_due_tasks")
     code = faulty.wait_exit()
     assert mark.exists(), f"the fault never fired:\n{faulty.log()}"
     assert code != 0, faulty.log()
 
-    rows = outbox(db)
+    rows = deployment.outbox()
     if step == "scan":
         # The scan's transaction died with it: no row, no task marked; the next scan redoes it.
         assert rows == {}
-        with db.connect() as connection:
+        with deployment.db.connect() as connection:
             marked = connection.execute(
                 text("SELECT count(*) FROM tasks WHERE reminder_sent_at IS NOT NULL")
             ).scalar_one()
@@ -113,16 +97,16 @@ def test_a_worker_killed_at_each_step_loses_nothing_and_repeats_only_an_unrecord
         assert unrecorded == ({victim} if step == "after-accept" else set()), unrecorded
 
     # 2. A fresh worker and the schedule: every reminder arrives, the lease brings the rest back.
-    worker = procs.dramatiq(env)
-    with Ticker(private_redis.url):
-        wait_until(lambda: settled(db, seeded.keys), "every reminder delivered", alive=[worker])
+    worker = deployment.procs.dramatiq(env)
+    with deployment.ticker():
+        deployment.wait_settled(seeded.keys, "every reminder delivered", alive=[worker])
     assert worker.terminate() == 0, worker.log()
     waker.close()
 
     received = receiver.received()
     assert_each_exactly_once(received, seeded.keys, may_repeat=unrecorded)
     assert {received[key] for key in unrecorded} <= {2}, "never recorded, so sent again"
-    rows = outbox(db)
+    rows = deployment.outbox()
     assert {rows[key].status for key in seeded.keys} == {Status.DELIVERED}
     assert {row.subject_id for row in rows.values()}.isdisjoint(seeded.never)
     if step in ("before-send", "after-accept"):

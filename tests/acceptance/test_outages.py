@@ -3,38 +3,28 @@ hours. Reminders are delayed, none is lost, and the running processes recover by
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
 from outbox.store import Verdict, claim_due_rows, record
 from outbox.table import Status
+from tests.acceptance.deployment import Deployment
 from tests.acceptance.harness import (
     STANDARD_USERS,
     PostgresCluster,
     Procs,
     RedisServer,
     SmtpReceiver,
-    Ticker,
     WebhookReceiver,
-    add_tasks,
-    add_users,
     assert_each_exactly_once,
-    outbox,
-    seed,
-    service_env,
-    settled,
-    smtp_env,
     utc_now,
     wait_until,
-    wake,
-    webhook_env,
 )
-from tests.integration._servers import Reply
-from tests.support import ManualClock
+from tests.support.clock import ManualClock
+from tests.support.servers.webhook import Reply
 from worker.bootstrap import bootstrap
 from worker.db import make_engine
 from worker.scan import reminder_key
@@ -46,38 +36,28 @@ HOUR = timedelta(hours=1)
 
 
 def test_redis_restarted_mid_run_delays_but_loses_nothing(
-    db: Engine,
-    postgres_url: str,
-    private_redis: RedisServer,
-    webhook: WebhookReceiver,
-    procs: Procs,
+    deployment: Deployment, webhook: WebhookReceiver
 ) -> None:
     """Redis killed and restarted empty mid-batch: the same worker delivers everything once."""
     now = utc_now()
-    first = seed(db, now, 20)
+    first = deployment.seed(now, 20)
     refused = [first.key(task_id) for task_id in (1, 2, 3)]
     victim = first.key(10)
     # Three rows are refused with Retry-After, so their wake-up waits in Redis when it dies;
     # one send is held open, so the relay is mid-batch while Redis restarts.
     webhook.scripts = {key: [Reply(503, {"Retry-After": "4"})] for key in refused}
     webhook.scripts[victim] = [Reply(200, hold=True)]
-    env = service_env(
-        postgres_url, private_redis.url,
-        REMINDERS_SEND_TIMEOUT="5s", REMINDERS_LEASE="15s", **webhook_env(webhook),
-    )  # fmt: skip
-    worker = procs.dramatiq(env)
-    wake(private_redis.url, "scan_due_tasks")
+    env = deployment.env(webhook, REMINDERS_SEND_TIMEOUT="5s", REMINDERS_LEASE="15s")
+    worker = deployment.procs.dramatiq(env)
+    deployment.wake("scan_due_tasks")
     assert webhook.held.wait(30), worker.log()
 
-    private_redis.restart()  # every queued and delayed message is gone
+    deployment.redis.restart()  # every queued and delayed message is gone
     webhook.release.set()
-    later = seed(db, now + timedelta(minutes=5), 10, first=100, users=False)
+    later = deployment.seed(now + timedelta(minutes=5), 10, first=100, users=False)
 
-    with Ticker(private_redis.url):  # the schedule, on the new Redis
-        wait_until(
-            lambda: settled(db, first.keys | later.keys), "every reminder delivered",
-            alive=[worker],
-        )  # fmt: skip
+    with deployment.ticker():  # the schedule, on the new Redis
+        deployment.wait_settled(first.keys | later.keys, "every reminder delivered", alive=[worker])
     worker.check_alive()  # the same process all along: it reconnected by itself
     assert worker.terminate() == 0, worker.log()
 
@@ -85,7 +65,7 @@ def test_redis_restarted_mid_run_delays_but_loses_nothing(
     for key in refused:
         refusal, retry = webhook.answered(key)
         assert retry.at - refusal.at >= 4 - 0.1, "Retry-After: 4 was honoured"
-    rows = outbox(db)
+    rows = deployment.outbox()
     assert {rows[key].attempts for key in refused} == {2}
     assert {row.subject_id for row in rows.values()}.isdisjoint(first.never | later.never)
 
@@ -100,30 +80,28 @@ def test_postgres_restarted_mid_run_delays_and_repeats_only_the_unrecorded_key(
     recovers without a restart, and only that one key arrives twice, with the same key."""
     url = private_postgres.create_database(f"acceptance_{uuid.uuid4().hex[:10]}")
     db = make_engine(url)
-    seeded = seed(db, utc_now(), 12)
+    deployment = Deployment(db, url, private_redis, procs)
+    seeded = deployment.seed(utc_now(), 12)
     victim = seeded.key(5)
     webhook.scripts = {victim: [Reply(200, hold=True)]}
-    env = service_env(
-        url, private_redis.url,
-        REMINDERS_SEND_TIMEOUT="3s", REMINDERS_LEASE="4s", **webhook_env(webhook),
-    )  # fmt: skip
+    env = deployment.env(webhook, REMINDERS_SEND_TIMEOUT="3s", REMINDERS_LEASE="4s")
     worker = procs.dramatiq(env)
-    wake(private_redis.url, "scan_due_tasks")
+    deployment.wake("scan_due_tasks")
     try:
         assert webhook.held.wait(30), worker.log()
         private_postgres.stop("fast")  # the database goes away while the message is on the wire
         webhook.release.set()  # the receiver accepts it; the relay cannot record that
         wait_until(
-            lambda: re.search(r"Failed to process message relay_outbox", worker.log(tail=0)),
+            lambda: worker.logged(r"Failed to process message relay_outbox"),
             "the relay to fail on the lost database", alive=[worker],
         )  # fmt: skip
-        with Ticker(private_redis.url):
+        with deployment.ticker():
             wait_until(
-                lambda: re.search(r"Failed to process message scan_due_tasks", worker.log(tail=0)),
+                lambda: worker.logged(r"Failed to process message scan_due_tasks"),
                 "a scheduled scan to fail while the database is down", alive=[worker],
             )  # fmt: skip
             private_postgres.start()
-            wait_until(lambda: settled(db, seeded.keys), "every reminder delivered", alive=[worker])
+            deployment.wait_settled(seeded.keys, "every reminder delivered", alive=[worker])
         worker.check_alive()  # never restarted: the pool reconnected by itself
         assert worker.terminate() == 0, worker.log()
 
@@ -132,7 +110,7 @@ def test_postgres_restarted_mid_run_delays_and_repeats_only_the_unrecorded_key(
         assert received[victim] == 2, "accepted, never recorded: sent again after the lease"
         copies = webhook.answered(victim)
         assert {a.request.headers["webhook-id"] for a in copies} == {victim}
-        rows = outbox(db)
+        rows = deployment.outbox()
         assert {row.subject_id for row in rows.values()}.isdisjoint(seeded.never)
     finally:
         if not private_postgres.ready():
@@ -141,23 +119,23 @@ def test_postgres_restarted_mid_run_delays_and_repeats_only_the_unrecorded_key(
 
 
 def test_a_service_down_for_hours_catches_up_on_start(
-    db: Engine,
-    postgres_url: str,
-    private_redis: RedisServer,
-    smtp: SmtpReceiver,
-    procs: Procs,
+    deployment: Deployment, smtp: SmtpReceiver
 ) -> None:
     """After five hours down, `periodiq` + `dramatiq` deliver, on start, every reminder still
     ahead (queued, claimed or failed before the outage, or never scanned) once, and none for
     tasks whose due date passed unscanned."""
     now = utc_now()
     past = now - 5 * HOUR
-    add_users(db, STANDARD_USERS)
+    db = deployment.db
+    deployment.add_users(STANDARD_USERS)
     # Before the outage: tasks due ahead, and two that will fall due during the outage.
     queued = {task_id: now + task_id * 10 * timedelta(minutes=1) for task_id in range(1, 11)}
     late = {11: now - 2 * HOUR, 12: now - HOUR}
-    add_tasks(db, [(i, 1, f"task {i}", when, None) for i, when in {**queued, **late}.items()])
-    before = bootstrap(Settings(database_url=postgres_url), clock=ManualClock(past), engine=db)
+    deployment.add_tasks(
+        [(i, 1, f"task {i}", when, None) for i, when in {**queued, **late}.items()]
+    )
+    settings = Settings(database_url=deployment.database_url)
+    before = bootstrap(settings, clock=ManualClock(past), engine=db)
     assert before.scan().queued == 12
     with before.session_factory.begin() as session:  # a worker died holding two rows ...
         held = claim_due_rows(session, past, past + timedelta(minutes=1), "gone:1:1", 2)
@@ -168,19 +146,21 @@ def test_a_service_down_for_hours_catches_up_on_start(
     # During the outage: new tasks ahead, and two that fell due before anyone scanned them.
     fresh = {20 + i: now + i * HOUR + timedelta(minutes=30) for i in range(10)}
     missed = {40: now - 3 * HOUR, 41: now - timedelta(minutes=10)}
-    add_tasks(db, [(i, 2, f"task {i}", when, None) for i, when in {**fresh, **missed}.items()])
-    others = seed(db, now, 0, first=1000, users=False)  # five more that are never due
+    deployment.add_tasks(
+        [(i, 2, f"task {i}", when, None) for i, when in {**fresh, **missed}.items()]
+    )
+    others = deployment.seed(now, 0, first=1000, users=False)  # five more that are never due
 
-    env = service_env(postgres_url, private_redis.url, **smtp_env(smtp))
-    worker = procs.dramatiq(env)
-    scheduler = procs.periodiq(env)  # its first tick, at start, is the only wake-up
+    env = deployment.env(smtp)
+    worker = deployment.procs.dramatiq(env)
+    scheduler = deployment.procs.periodiq(env)  # its first tick, at start, is the only wake-up
     expected = {reminder_key(i, when) for i, when in {**queued, **late, **fresh}.items()}
-    wait_until(lambda: settled(db, expected), "the catch-up", alive=[worker, scheduler])
+    deployment.wait_settled(expected, "the catch-up", alive=[worker, scheduler])
     assert scheduler.terminate() in (0, -15), scheduler.log()
     assert worker.terminate() == 0, worker.log()
 
     assert_each_exactly_once(smtp.received(), expected)
-    rows = outbox(db)
+    rows = deployment.outbox()
     assert {rows[c.key].attempts for c in held} == {2}
     assert {row.subject_id for row in rows.values()}.isdisjoint(set(missed) | others.never)
     with db.connect() as connection:

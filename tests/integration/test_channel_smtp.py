@@ -7,48 +7,68 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
+from ssl import SSLContext
+from typing import TypedDict, Unpack
 
 import pytest
 
-from outbox.channels.base import Channel, Delivery, Message, Outcome
+from outbox.channels.base import Channel, Message, Outcome
 from outbox.channels.smtp import SUBJECT_LIMIT, SmtpChannel
-from tests.integration._servers import RecordingSmtpServer, SilentServer, Tls, self_signed_tls
+from tests.support.channels import expect
+from tests.support.clock import T0, ManualClock
+from tests.support.servers.silent import SilentServer
+from tests.support.servers.smtp import RecordingSmtpServer
+from tests.support.servers.tls import Tls, self_signed_tls
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+NOW = T0
 PASSWORD = "s3cret-Pa55"
 
 
-class FixedClock:
-    """A clock stopped at `NOW`."""
-
-    def now(self) -> datetime:
-        """Always `NOW`."""
-        return NOW
-
-
-def reminder(key: str = "rk-1", recipient: str = "alice@example.com", **changes: object) -> Message:
-    """A message shaped like the domain renders them."""
-    fields: dict[str, object] = {
-        "key": key,
-        "recipient": recipient,
-        "subject": "Reminder: file taxes",
-        "text": "Your task “file taxes” is due 2026-11-29 09:00 (Europe/Paris).\n",
-        "headers": {"Message-ID": f"<{key}@reminders.test>", "X-Reminder-Key": key,
-                    "X-Task-Id": "42"},
-    }  # fmt: skip
-    fields.update(changes)
-    return Message(**fields)  # type: ignore[arg-type]
+def reminder(
+    key: str = "rk-1",
+    recipient: str = "alice@example.com",
+    subject: str = "Reminder: file taxes",
+    headers: dict[str, str] | None = None,
+) -> Message:
+    """A message shaped like the domain renders them (``headers``: the domain's by default)."""
+    if headers is None:
+        headers = {
+            "Message-ID": f"<{key}@reminders.test>",
+            "X-Reminder-Key": key,
+            "X-Task-Id": "42",
+        }
+    text = "Your task “file taxes” is due 2026-11-29 09:00 (Europe/Paris).\n"
+    return Message(key=key, recipient=recipient, subject=subject, text=text, headers=headers)
 
 
-def channel_for(server: RecordingSmtpServer | SilentServer, **options: object) -> SmtpChannel:
+class TlsAndLogin(TypedDict, total=False):
+    """The options of `SmtpChannel` that tests vary beyond the sender and the timeout."""
+
+    username: str
+    password: str
+    starttls: bool
+    ssl: bool
+    ssl_context: SSLContext
+
+
+def channel_for(
+    server: RecordingSmtpServer | SilentServer,
+    *,
+    timeout: float = 5.0,
+    **options: Unpack[TlsAndLogin],
+) -> SmtpChannel:
     """A channel on ``server`` with a short timeout and a fixed clock."""
-    settings: dict[str, object] = {"mail_from": "reminders@reminders.test", "timeout": 5.0}
-    settings.update(options)
-    return SmtpChannel(server.host, server.port, clock=FixedClock(), **settings)  # type: ignore[arg-type]
+    return SmtpChannel(
+        server.host,
+        server.port,
+        mail_from="reminders@reminders.test",
+        timeout=timeout,
+        clock=ManualClock(),
+        **options,
+    )
 
 
 def parsed(raw: bytes) -> EmailMessage:
@@ -62,15 +82,6 @@ def header_names(raw: bytes) -> list[str]:
     """The names of the header fields, read straight from the raw bytes."""
     head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
     return [line.split(":", 1)[0] for line in head.split("\r\n") if line and line[0] not in " \t"]
-
-
-def expect(delivery: Delivery, outcome: Outcome, *fragments: str) -> str:
-    """Check the outcome and that the error mentions each fragment; return the error."""
-    assert delivery.outcome is outcome, delivery
-    error = delivery.error or ""
-    for fragment in fragments:
-        assert fragment in error, error
-    return error
 
 
 @pytest.fixture
@@ -283,7 +294,7 @@ def test_refused_connection_is_retry() -> None:
 def test_login_with_right_credentials_delivers() -> None:
     """With a username the channel authenticates before sending."""
     with RecordingSmtpServer(credentials=("mailer", PASSWORD)) as server:
-        options = {"username": "mailer", "password": PASSWORD}
+        options: TlsAndLogin = {"username": "mailer", "password": PASSWORD}
         with closing(channel_for(server, **options)) as channel:
             assert channel.send(reminder()).outcome is Outcome.DELIVERED
         assert server.logins == ["mailer"]
@@ -292,7 +303,7 @@ def test_login_with_right_credentials_delivers() -> None:
 def test_wrong_password_is_permanent_and_never_shown() -> None:
     """A 535 authentication failure is permanent and its error does not contain the password."""
     with RecordingSmtpServer(credentials=("mailer", "the-right-one")) as server:
-        options = {"username": "mailer", "password": PASSWORD}
+        options: TlsAndLogin = {"username": "mailer", "password": PASSWORD}
         with closing(channel_for(server, **options)) as channel:
             error = expect(channel.send(reminder()), Outcome.PERMANENT, "SMTP 535")
         assert PASSWORD not in error
@@ -302,7 +313,7 @@ def test_wrong_password_is_permanent_and_never_shown() -> None:
 def test_starttls_verifies_the_certificate_and_delivers(tls: Tls) -> None:
     """STARTTLS with a context trusting the relay's certificate delivers the message."""
     with RecordingSmtpServer(starttls=tls.server) as server:
-        options = {"starttls": True, "ssl_context": tls.client}
+        options: TlsAndLogin = {"starttls": True, "ssl_context": tls.client}
         with closing(channel_for(server, **options)) as channel:
             assert channel.send(reminder()).outcome is Outcome.DELIVERED
         assert len(server.wait_for_messages(1)) == 1
@@ -327,7 +338,7 @@ def test_starttls_missing_on_the_relay_never_falls_back_to_plain_text() -> None:
 def test_implicit_tls_delivers(tls: Tls) -> None:
     """With ssl=True the channel speaks TLS from the first byte (SMTPS)."""
     with RecordingSmtpServer(implicit_tls=tls.server) as server:
-        options = {"ssl": True, "ssl_context": tls.client}
+        options: TlsAndLogin = {"ssl": True, "ssl_context": tls.client}
         with closing(channel_for(server, **options)) as channel:
             assert channel.send(reminder()).outcome is Outcome.DELIVERED
         assert len(server.wait_for_messages(1)) == 1

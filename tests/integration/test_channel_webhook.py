@@ -7,29 +7,24 @@ import json
 import socket
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.utils import format_datetime
 
 import httpx
 import pytest
 
-from outbox.channels.base import Channel, Delivery, Message, Outcome
+from outbox.channels.base import Channel, Message, Outcome
 from outbox.channels.webhook import WebhookChannel, retry_after
 from outbox.signing import verify
-from tests.integration._servers import RecordingWebhookServer, Reply, SilentServer
+from tests.support.channels import expect
+from tests.support.clock import T0, ManualClock
+from tests.support.servers.silent import SilentServer
+from tests.support.servers.webhook import RecordingWebhookServer, Reply
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+NOW = T0
 TIMESTAMP = int(NOW.timestamp())
 SECRET = "whsec_" + base64.b64encode(b"reminders-test-key-32-bytes-long").decode()
 OLD_SECRET = "a-raw-secret-being-rotated-out"
-
-
-class FixedClock:
-    """A clock stopped at `NOW`."""
-
-    def now(self) -> datetime:
-        """Always `NOW`."""
-        return NOW
 
 
 def reminder(key: str = "rk-1") -> Message:
@@ -49,16 +44,7 @@ def channel_for(
     url: str, secrets: tuple[str, ...] = (SECRET,), timeout: float = 5.0
 ) -> WebhookChannel:
     """A channel on ``url`` with a fixed clock."""
-    return WebhookChannel(url, secrets, timeout=timeout, clock=FixedClock())
-
-
-def expect(delivery: Delivery, outcome: Outcome, *fragments: str) -> str:
-    """Check the outcome and that the error mentions each fragment; return the error."""
-    assert delivery.outcome is outcome, delivery
-    error = delivery.error or ""
-    for fragment in fragments:
-        assert fragment in error, error
-    return error
+    return WebhookChannel(url, secrets, timeout=timeout, clock=ManualClock())
 
 
 @pytest.fixture

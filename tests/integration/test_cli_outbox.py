@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 from outbox.channels.base import Delivery
 from outbox.store import claim_due_rows
 from outbox.table import OutboxRow
-from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services
+from tests.support.channels import RecordingChannel
+from tests.support.clock import ManualClock
+from tests.support.db import add_task, add_user, make_services
 from worker.schema import Task
 
 REMINDERS = str(Path(sys.executable).parent / "reminders")
@@ -68,7 +70,7 @@ def seed(engine: Engine, *outcomes: str, age: timedelta = MINUTE) -> dict[str, i
     Returns the outbox id of each outcome's row.
     """
     clock = ManualClock(datetime.now(UTC) - age)
-    script = [ANSWERS[o] for o in outcomes if ANSWERS.get(o) is not None]
+    script = [answer for o in outcomes if (answer := ANSWERS.get(o)) is not None]
     services = make_services(engine, clock, RecordingChannel(script=script))
     add_user(services, 1)
     relayed = [o for o in outcomes if o != "pending"]

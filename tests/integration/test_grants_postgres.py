@@ -11,7 +11,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
-from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services
+from tests.support.channels import RecordingChannel
+from tests.support.clock import ManualClock
+from tests.support.db import add_task, add_user, make_services
 from worker.db import make_engine
 from worker.errors import UsageError
 from worker.grants import grant_role

@@ -8,6 +8,7 @@ used only to wait for subprocesses to reach a state the database shows.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -16,19 +17,24 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import Engine, delete, event, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine.interfaces import DBAPICursor
+from sqlalchemy.orm import Session
 
 from outbox.channels.base import Delivery, Message
-from outbox.relay import Attempt, RelayReport
+from outbox.relay import Attempt, Cancel, RelayReport
+from outbox.store import Claim
 from outbox.table import OutboxRow, Status
-from tests.support import T0, ManualClock, RecordingChannel, add_task, add_user, make_services
+from tests.support.channels import RecordingChannel
+from tests.support.clock import T0, ManualClock
+from tests.support.db import add_task, add_user, make_services
 from worker.bootstrap import Services
 from worker.db import make_engine
 from worker.scan import ScanResult, reminder_key
@@ -129,7 +135,11 @@ def assert_exactly_one_row_per_due_task(engine: Engine, due_ids: set[int]) -> No
     assert [k for k, n in keys.items() if n > 1] == []
     assert Counter(r.subject_id for r in rows) == Counter(due_ids)
     with engine.connect() as connection:
-        due_dates = dict(connection.execute(select(Task.id, Task.due_date)).all())
+        due_dates = {
+            task_id: due
+            for task_id, due in connection.execute(select(Task.id, Task.due_date))
+            if due is not None
+        }
         marked = connection.execute(
             select(Task.id, Task.reminder_due_at, Task.reminder_sent_at).where(
                 Task.reminder_sent_at.is_not(None)
@@ -143,7 +153,7 @@ def assert_exactly_one_row_per_due_task(engine: Engine, due_ids: set[int]) -> No
 
 def run_threads(targets: list[Callable[[], R]]) -> list[R]:
     """Run each target in its own thread; return the results; re-raise the first error."""
-    results: list[R] = [None] * len(targets)  # type: ignore[list-item]
+    results: dict[int, R] = {}
     errors: list[BaseException] = []
 
     def runner(index: int) -> None:
@@ -160,7 +170,7 @@ def run_threads(targets: list[Callable[[], R]]) -> list[R]:
         assert not thread.is_alive(), "a thread did not finish"
     if errors:
         raise errors[0]
-    return results
+    return [results[index] for index in range(len(targets))]
 
 
 @pytest.fixture
@@ -230,7 +240,7 @@ def test_many_scanner_threads_queue_exactly_one_row_per_due_task(
         start.wait()
         return services.scan()
 
-    results = run_threads([lambda s=s: scan(s) for s in scanners])
+    results = run_threads([functools.partial(scan, s) for s in scanners])
 
     assert sum(r.queued for r in results) == 2000
     assert sum(r.marked for r in results) == 2000
@@ -355,7 +365,14 @@ def test_concurrent_first_scans_both_record_their_heartbeat(
     for scanner in scanners:
 
         @event.listens_for(scanner.engine, "after_cursor_execute")
-        def note(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        def note(
+            conn: Connection,
+            cursor: DBAPICursor,
+            statement: str,
+            parameters: object,
+            context: object,
+            executemany: bool,
+        ) -> None:
             if "reminder_scan_heartbeat" in statement:
                 wrote_heartbeat.add(threading.get_ident())
 
@@ -402,7 +419,7 @@ def test_two_relays_racing_deliver_each_key_exactly_once(
         start.wait()
         return services.relay().relay_until_idle()
 
-    reports = run_threads([lambda s=s: relay(s) for s in relays])
+    reports = run_threads([functools.partial(relay, s) for s in relays])
 
     sent = Counter(channel.keys)
     assert len(sent) == 500
@@ -585,7 +602,7 @@ def test_a_task_completed_or_deleted_before_delivery_is_cancelled(
     if rechecked:
         assert report.counts == Counter(cancelled=3, delivered=1)
         assert on_the_wire == [first]
-        other_outcome = (Status.CANCELLED, "task completed")
+        other_outcome: tuple[Status, str | None] = (Status.CANCELLED, "task completed")
     else:
         assert report.counts == Counter(cancelled=2, delivered=2)
         assert on_the_wire == [first, other]
@@ -663,7 +680,7 @@ def test_a_poison_row_ends_dead_after_max_attempts_and_the_others_flow(
     if where == "prepare":
         render = relay.prepare
 
-        def prepare(session, claims):  # type: ignore[no-untyped-def]
+        def prepare(session: Session, claims: Sequence[Claim]) -> Mapping[int, Message | Cancel]:
             if any(claim.key == poison for claim in claims):  # breaks its whole round
                 tries.append(poison)
                 raise RuntimeError("cannot render this task")
@@ -739,7 +756,14 @@ def test_the_due_query_uses_the_partial_index(
     plans: dict[str, str] = {}
 
     @event.listens_for(postgres_engine, "before_cursor_execute")
-    def explain_the_due_query(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+    def explain_the_due_query(
+        conn: Connection,
+        cursor: Any,  # psycopg's cursor: the plan is read through its own connection
+        statement: str,
+        parameters: object,
+        context: object,
+        executemany: bool,
+    ) -> None:
         # Explain, in the scan's own transaction and with its parameters, the statement
         # that claims due tasks and the SELECT ... FOR UPDATE SKIP LOCKED inside it.
         found = re.search(r"array\(\((SELECT .* SKIP LOCKED)\)\)", statement, re.DOTALL)

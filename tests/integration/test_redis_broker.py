@@ -36,8 +36,7 @@ from sqlalchemy import Engine, bindparam, select, text
 
 from outbox.table import OutboxRow, Status
 from outbox.types import UTCDateTime
-from tests.integration._servers import RecordingSmtpServer
-from worker import broker as broker_module
+from tests.support.servers.smtp import RecordingSmtpServer
 from worker import migrate
 from worker.broker import SKIP_DELAY_SECONDS, StopRelaysOnShutdown, build_broker
 from worker.db import make_engine
@@ -216,7 +215,7 @@ def fake_redis(
         seen.update(options, url=url)
         return client
 
-    monkeypatch.setattr(broker_module.redis.Redis, "from_url", from_url)
+    monkeypatch.setattr(redis.Redis, "from_url", from_url)
     yield client, seen
     client.close()
 
@@ -385,7 +384,8 @@ def test_dramatiq_and_periodiq_on_redis_mail_each_reminder_once_and_stop_cleanly
         seed(postgres_engine, later, users=False)
         client = redis.Redis.from_url(redis_url)
         try:
-            RedisBroker(client=client).enqueue(
+            # dramatiq leaves RedisBroker's constructor unannotated.
+            RedisBroker(client=client).enqueue(  # type: ignore[no-untyped-call]
                 dramatiq.Message(
                     queue_name=QUEUE, actor_name="scan_due_tasks", args=(), kwargs={}, options={}
                 )

@@ -14,8 +14,10 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from outbox.channels.smtp import SmtpChannel
-from tests.integration._servers import RecordingSmtpServer
-from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services
+from tests.support.channels import RecordingChannel
+from tests.support.clock import ManualClock
+from tests.support.db import add_task, add_user, make_services
+from tests.support.servers.smtp import RecordingSmtpServer
 from worker.bootstrap import bootstrap
 from worker.settings import load_settings
 

@@ -17,7 +17,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from outbox.table import OutboxRow
-from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services
+from tests.support.channels import RecordingChannel
+from tests.support.clock import ManualClock
+from tests.support.db import add_task, add_user, make_services
 from worker import migrate
 from worker.db import make_engine
 from worker.scan import reminder_key

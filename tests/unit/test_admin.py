@@ -14,7 +14,9 @@ from outbox import admin
 from outbox.channels.base import Delivery
 from outbox.store import claim_due_rows
 from outbox.table import OutboxRow, Status
-from tests.support import T0, ManualClock, RecordingChannel, add_task, add_user, make_services
+from tests.support.channels import RecordingChannel
+from tests.support.clock import T0, ManualClock
+from tests.support.db import add_task, add_user, make_services
 from worker.db import make_session_factory
 
 HOUR = timedelta(hours=1)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from typer.core import TyperGroup
 from typer.main import get_command
 
 from worker.cli import app
@@ -20,14 +21,16 @@ FOREIGN = {"TZ", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "PYTHONUNB
 
 def compose() -> dict[str, Any]:
     """The parsed docker-compose.yml, anchors resolved."""
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())  # type: ignore[no-any-return]
+    parsed: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return parsed
 
 
 def project_commands() -> set[str]:
     """Every `reminders` subcommand path, like 'migrate' or 'outbox list'."""
     root = get_command(app)
+    assert isinstance(root, TyperGroup), "the CLI has subcommands"
     paths: set[str] = set()
-    for name, command in root.commands.items():  # type: ignore[attr-defined]
+    for name, command in root.commands.items():
         paths.add(name)
         for sub in getattr(command, "commands", {}):
             paths.add(f"{name} {sub}")

@@ -7,7 +7,7 @@ from datetime import timedelta
 from prometheus_client import CollectorRegistry
 
 from outbox.relay import Attempt
-from tests.support import T0
+from tests.support.clock import T0
 from worker.metrics import ServiceMetrics
 from worker.scan import ScanResult
 

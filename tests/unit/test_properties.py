@@ -36,7 +36,8 @@ from sqlalchemy import delete, func, select, update
 from outbox.channels.base import Delivery, Message
 from outbox.retry import RetryPolicy
 from outbox.table import WAITING, OutboxRow, Status
-from tests.support import T0, ManualClock, add_task, add_user, make_services
+from tests.support.clock import T0, ManualClock
+from tests.support.db import add_task, add_user, make_services
 from worker import migrate
 from worker.bootstrap import Services
 from worker.db import make_engine
@@ -191,7 +192,7 @@ class Run:
         self.world = World()
         self.channel = CheckingChannel(self.world)
         self.services: Services = make_services(
-            self.engine, self.clock, self.channel,  # type: ignore[arg-type]
+            self.engine, self.clock, self.channel,
             lookahead=LOOKAHEAD, max_attempts=MAX_ATTEMPTS,
         )  # fmt: skip
         self.fresh_dates = fresh_dates

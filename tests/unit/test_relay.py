@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.orm import Session
 
 from outbox.channels.base import Delivery, Message
 from outbox.relay import FIRST_CLAIM, Attempt, RelayReport
 from outbox.store import claim_due_rows
 from outbox.table import OutboxRow, Status
-from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services, statuses
+from tests.support.channels import RecordingChannel
+from tests.support.clock import ManualClock
+from tests.support.db import add_task, add_user, make_services, statuses
 from worker.bootstrap import Services
 from worker.schema import Task, User
 
@@ -154,12 +157,16 @@ def test_a_poison_row_does_not_block_the_others(
     ids=["completed", "deleted", "moved", "opted-out"],
 )
 def test_the_relay_rechecks_the_task_and_cancels(
-    services: Services, clock: ManualClock, channel: RecordingChannel, change: object, reason: str
+    services: Services,
+    clock: ManualClock,
+    channel: RecordingChannel,
+    change: Callable[[Session, ManualClock], object],
+    reason: str,
 ) -> None:
     """A task completed, deleted, moved or whose owner opted out after the scan is not reminded."""
     queue(services, clock, 1)
     with services.session_factory.begin() as session:
-        change(session, clock)  # type: ignore[operator]
+        change(session, clock)
     assert services.relay().relay_until_idle().counts == {"cancelled": 1}
     assert channel.sent == []
     assert (row(services).status, row(services).last_error) == (Status.CANCELLED, reason)

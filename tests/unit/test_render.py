@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.support import T0
+from outbox.channels.base import Message
+from tests.support.clock import T0
 from worker.render import OwnerFacts, ReminderRenderer, TaskFacts, local_due, owner_zone
 
 
-def render(title: str = "Pay rent", timezone: str = "UTC", due: datetime = T0) -> object:
+def render(title: str = "Pay rent", timezone: str = "UTC", due: datetime = T0) -> Message:
     """Render a reminder for one task."""
     task = TaskFacts(id=5, title=title, due_date=due, completed_at=None)
     owner = OwnerFacts(id=9, email="ada@example.com", timezone=timezone, notifications_enabled=True)
@@ -65,21 +66,21 @@ def test_an_unknown_zone_falls_back_to_utc(zone: str) -> None:
 def test_hostile_titles_stay_out_of_headers() -> None:
     """CR/LF and header-looking text in a title become one plain subject line."""
     message = render("Lunch\r\nBcc: victim@example.net\r\n\r\n<script>x</script>")
-    assert "\r" not in message.subject and "\n" not in message.subject  # type: ignore[attr-defined]
-    assert "Bcc: victim@example.net" in message.subject  # type: ignore[attr-defined]
-    assert set(message.headers) == {"Message-ID", "X-Reminder-Key", "X-Task-Id"}  # type: ignore[attr-defined]
-    assert message.document["title"].startswith("Lunch\r\nBcc")  # type: ignore[attr-defined]
+    assert "\r" not in message.subject and "\n" not in message.subject
+    assert "Bcc: victim@example.net" in message.subject
+    assert set(message.headers) == {"Message-ID", "X-Reminder-Key", "X-Task-Id"}
+    assert message.document["title"].startswith("Lunch\r\nBcc")
 
 
 def test_long_titles_are_bounded_in_the_subject() -> None:
     """A 1 MB title gives a bounded subject; the body and webhook keep it as data."""
     message = render("x" * 1_000_000)
-    assert len(message.subject) < 250  # type: ignore[attr-defined]
+    assert len(message.subject) < 250
 
 
 def test_the_email_gives_the_local_due_time() -> None:
     """Subject and body name the title and the due time in the owner's zone."""
     message = render("Pay rent", "Asia/Tokyo")
-    assert "Sat 28 Nov 2026 21:00 JST (UTC+09:00)" in message.subject  # type: ignore[attr-defined]
-    assert "Pay rent" in message.text  # type: ignore[attr-defined]
-    assert message.headers["Message-ID"] == "<due_soon-5-X@mail.example.com>"  # type: ignore[attr-defined]
+    assert "Sat 28 Nov 2026 21:00 JST (UTC+09:00)" in message.subject
+    assert "Pay rent" in message.text
+    assert message.headers["Message-ID"] == "<due_soon-5-X@mail.example.com>"

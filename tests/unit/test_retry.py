@@ -6,7 +6,7 @@ import random
 from datetime import timedelta
 
 from outbox.retry import MAX_RETRY_AFTER, RetryPolicy
-from tests.support import T0
+from tests.support.clock import T0
 
 
 def test_delays_grow_exponentially_with_jitter_inside_bounds() -> None:

@@ -1,9 +1,9 @@
 """EXPLAIN (ANALYZE, BUFFERS) of the scan's due query, exactly as the worker sends it.
 
-The statement is captured from the real `worker.due.queue_due_reminders`, the one statement
-per batch that the scan sends on PostgreSQL (the SQL and the parameters SQLAlchemy hands to
-psycopg), then explained in a transaction that is rolled
-back, so the database is left as it was (but for dead tuples, which a VACUUM clears).
+The statement is captured from the real `worker.reminders.due.queue_due_reminders`, the one
+statement per batch that the scan sends on PostgreSQL (the SQL and the parameters SQLAlchemy
+hands to psycopg), then explained in a transaction that is rolled back, so the database is left
+as it was (but for dead tuples, which a VACUUM clears).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from sqlalchemy import Engine, event, text
 from benchmarks.baseline import SEED_DUE_SQL
 from benchmarks.database import Dataset
 from worker.db import make_session_factory
-from worker.due import queue_due_reminders
-from worker.scan import scan_due_tasks
+from worker.reminders.due import queue_due_reminders
+from worker.reminders.scan import scan_due_tasks
 
 PLAN_OPTIONS = "ANALYZE, BUFFERS, WAL, SETTINGS"
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from outbox.channels.base import Delivery, Message
 from outbox.clock import require_utc
 from worker.bootstrap import Services, bootstrap
-from worker.schema import Task, User
+from worker.reminders.schema import Task, User
 from worker.settings import Settings
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -21,8 +21,8 @@ from outbox.relay import Attempt, Relay
 from outbox.retry import RetryPolicy
 from worker.db import make_engine, make_session_factory
 from worker.logs import lines_together
-from worker.render import ReminderRenderer, reminder_preparer
-from worker.scan import ScanResult, scan_due_tasks
+from worker.reminders.render import ReminderRenderer, reminder_preparer
+from worker.reminders.scan import ScanResult, scan_due_tasks
 from worker.settings import Settings
 
 ChannelFactory = Callable[[], Channel]

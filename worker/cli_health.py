@@ -15,7 +15,7 @@ from outbox import admin
 from worker import cli_common as common
 from worker.cli_common import JsonOption
 from worker.errors import DatabaseNotReady
-from worker.schema import ScanHeartbeat
+from worker.reminders.schema import ScanHeartbeat
 
 
 def health(

@@ -23,7 +23,7 @@ from outbox.table import OutboxRow, Status
 from worker import cli_common as common
 from worker.cli_common import JsonOption
 from worker.errors import ReminderError, UsageError
-from worker.schema import ScanHeartbeat
+from worker.reminders.schema import ScanHeartbeat
 
 StatusFilter = Annotated[
     str | None, typer.Option(help=f"Only rows in this status: {', '.join(Status)}.")

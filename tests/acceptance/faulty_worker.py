@@ -38,7 +38,7 @@ from outbox.store import Claim
 from outbox.table import Status
 from worker import actors
 from worker import bootstrap as wiring
-from worker import scan as scanning
+from worker.reminders import scan as scanning
 from worker.settings import Settings
 
 broker = actors.broker  # what `dramatiq tests.acceptance.faulty_worker` runs

@@ -18,7 +18,7 @@ from outbox.channels.base import Delivery
 from outbox.store import claim_due_rows
 from outbox.table import OutboxRow
 from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services
-from worker.schema import Task
+from worker.reminders.schema import Task
 
 REMINDERS = str(Path(sys.executable).parent / "reminders")
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/reminders"

@@ -31,8 +31,8 @@ from outbox.table import OutboxRow, Status
 from tests.support import T0, ManualClock, RecordingChannel, add_task, add_user, make_services
 from worker.bootstrap import Services
 from worker.db import make_engine
-from worker.scan import ScanResult, reminder_key
-from worker.schema import ScanHeartbeat, Task
+from worker.reminders.scan import ScanResult, reminder_key
+from worker.reminders.schema import ScanHeartbeat, Task
 
 pytestmark = pytest.mark.postgres
 

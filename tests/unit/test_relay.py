@@ -16,7 +16,7 @@ from outbox.store import claim_due_rows
 from outbox.table import OutboxRow, Status
 from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services, statuses
 from worker.bootstrap import Services
-from worker.schema import Task, User
+from worker.reminders.schema import Task, User
 
 HOUR = timedelta(hours=1)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.support import T0
-from worker.render import OwnerFacts, ReminderRenderer, TaskFacts, local_due, owner_zone
+from worker.reminders.render import OwnerFacts, ReminderRenderer, TaskFacts, local_due, owner_zone
 
 
 def render(title: str = "Pay rent", timezone: str = "UTC", due: datetime = T0) -> object:

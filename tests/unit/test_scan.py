@@ -14,9 +14,9 @@ from outbox.table import OutboxRow, Status
 from outbox.types import UTCDateTime
 from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services, statuses
 from worker.bootstrap import Services
-from worker.due import reminder_key_sql
-from worker.scan import reminder_key
-from worker.schema import Task
+from worker.reminders.due import reminder_key_sql
+from worker.reminders.scan import reminder_key
+from worker.reminders.schema import Task
 
 HOUR = timedelta(hours=1)
 
@@ -246,7 +246,7 @@ def timedelta_zone(hours: int) -> object:
 
 def test_scan_records_its_heartbeat(services: Services, clock: ManualClock) -> None:
     """Each scan leaves its time for `reminders status`."""
-    from worker.schema import ScanHeartbeat
+    from worker.reminders.schema import ScanHeartbeat
 
     services.scan()
     clock.advance(timedelta(minutes=1))

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from outbox.types import BigIntId, UTCDateTime
-from worker.schema import AWAITING_REMINDER, AWAITING_REMINDER_SQLITE
+from worker.reminders.schema import AWAITING_REMINDER, AWAITING_REMINDER_SQLITE
 
 revision = "0001"
 down_revision = None

@@ -21,10 +21,10 @@ from outbox.channels.base import Message
 from outbox.masking import mask_email, one_line
 from outbox.relay import Cancel, Prepare
 from outbox.store import Claim
-from worker.due import forget_reminder
-from worker.schema import Task, User
+from worker.reminders.due import forget_reminder
+from worker.reminders.schema import Task, User
 
-log = structlog.get_logger("worker.render")
+log = structlog.get_logger("worker.reminders.render")
 
 SUBJECT_TITLE_LIMIT = 120
 

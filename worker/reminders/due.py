@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from outbox.table import WAITING, OutboxRow, Status
 from outbox.types import UTCDateTime, at, instant
-from worker.schema import ScanHeartbeat, Task, User
+from worker.reminders.schema import ScanHeartbeat, Task, User
 
 REMINDER_KIND = "due_soon"
 SUPERSEDED = "superseded: the due date moved"
@@ -105,7 +105,7 @@ _MARK = (
 def reminder_key_sql(
     task_id: SQLColumnExpression[int], due_date: SQLColumnExpression[Any]
 ) -> ColumnElement[str]:
-    """`worker.scan.reminder_key` in PostgreSQL: ``due_soon-YYYYMMDDTHHMMSS[.ffffff]Z-<id>``.
+    """`reminder_key` in PostgreSQL: ``due_soon-YYYYMMDDTHHMMSS[.ffffff]Z-<id>``.
 
     UTC whatever the session's time zone; microseconds only when there are some; the year
     unpadded (``FM``), as ``strftime("%Y")`` writes it.

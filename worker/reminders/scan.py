@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.clock import require_utc
 from outbox.table import Status
-from worker.due import (
+from worker.reminders.due import (
     REMINDER_KIND,
     cancel_superseded,
     claim_due_tasks,

@@ -6,7 +6,6 @@ by a user who wants notifications, and not yet reminded for the due date it has 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,15 +25,13 @@ from sqlalchemy import (
     cast,
     func,
     literal,
-    literal_column,
-    null,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from outbox.table import WAITING, OutboxRow, Status
+from outbox.enqueue import NewRows, cancel_selected, insert_selected, superseded_ids
 from outbox.types import UTCDateTime, at, instant
 from worker.reminders.schema import ScanHeartbeat, Task, User
 
@@ -140,14 +137,7 @@ def _queue_statement() -> Select[int, int, int]:
     inserts or re-arms.
     """
     key = reminder_key_sql(Task.id, Task.due_date)
-    # Per task, by ix_outbox_subject_id: a join with the batch could be planned as a
-    # nested loop over every waiting row (the batch has no statistics).
-    stale = (
-        select(OutboxRow.id)
-        .where(OutboxRow.subject_id == Task.id, OutboxRow.idempotency_key != key, _waiting())
-        .correlate(Task)
-        .scalar_subquery()
-    )
+    stale = superseded_ids(Task.id, key, kind=REMINDER_KIND)
     marked = (
         update(Task)
         .where(Task.id == any_(func.array(_due_ids())))
@@ -155,95 +145,23 @@ def _queue_statement() -> Select[int, int, int]:
         .returning(Task.id, Task.due_date, key.label("key"), func.array(stale).label("stale"))
         .cte("marked")
     )
-    row = {
-        "idempotency_key": marked.c.key,
-        "kind": literal(REMINDER_KIND),
-        "subject_id": marked.c.id,
-        "subject_at": marked.c.due_date,
-        "status": literal(Status.PENDING.value),
-        "attempts": literal(0),
-        "available_at": _NOW,
-        "lease_token": literal(0),
-        "created_at": _NOW,
-        "updated_at": _NOW,
-        "replay_count": literal(0),
-    }
-    # In key order: consecutive rows land next to each other in the key's unique index.
-    rows = select(*row.values()).order_by(marked.c.key)
-    insert = postgresql.insert(OutboxRow).from_select(list(row), rows)
-    queued = insert.on_conflict_do_update(**_rearm(_NOW)).returning(OutboxRow.id).cte("queued")
+    rows = NewRows(
+        key=marked.c.key,
+        kind=literal(REMINDER_KIND),
+        subject_id=marked.c.id,
+        subject_at=marked.c.due_date,
+        available_at=_NOW,
+    )
+    queued = insert_selected(rows, _NOW, dialect="postgresql").cte("queued")
     stale_ids = select(func.unnest(marked.c.stale)).scalar_subquery()
-    superseded = (
-        update(OutboxRow)
-        .where(OutboxRow.id == any_(func.array(stale_ids)), _waiting())  # still waiting?
-        .values(status=Status.CANCELLED, last_error=SUPERSEDED, updated_at=_NOW)
-        .returning(OutboxRow.id)
-        .cte("superseded")
+    superseded = cancel_selected(stale_ids, kind=REMINDER_KIND, reason=SUPERSEDED, now=_NOW).cte(
+        "superseded"
     )
     count = [
         select(func.count()).select_from(cte).scalar_subquery()
         for cte in (marked, queued, superseded)
     ]
     return select(*count)
-
-
-def insert_reminders(session: Session, rows: list[dict[str, Any]]) -> int:
-    """SQLite: insert outbox rows; a key already present is left alone unless cancelled.
-
-    A cancelled row is armed again (its due date came back); a delivered, dead or pending
-    one stays as it is, so a key can never be reminded twice. Returns rows now pending.
-    """
-    if not rows:
-        return 0
-    many = sqlite.insert(OutboxRow).on_conflict_do_update(**_rearm(rows[0]["available_at"]))
-    return len(session.execute(many.returning(OutboxRow.id), rows).all())
-
-
-def _rearm(now: Any) -> dict[str, Any]:
-    """ON CONFLICT on the key: only a cancelled row is armed again, as of ``now``."""
-    return {
-        "index_elements": [OutboxRow.idempotency_key],
-        "where": OutboxRow.status == Status.CANCELLED,
-        "set_": {
-            "status": Status.PENDING,
-            "attempts": 0,
-            "available_at": now,
-            "updated_at": now,
-            "last_error": null(),  # None here would make SQLAlchemy insert row by row
-        },
-    }
-
-
-def cancel_superseded(session: Session, now: datetime, queued: dict[int, str]) -> int:
-    """SQLite: cancel the waiting reminders of these tasks other than the ones just queued.
-
-    ``queued`` maps each task of the batch to the key it was just reminded under; any other
-    waiting row of that task is for a due date it no longer has.
-    """
-    stmt = (
-        update(OutboxRow)
-        .where(
-            OutboxRow.subject_id.in_(_json_values(list(queued))),
-            OutboxRow.idempotency_key.not_in(_json_values(list(queued.values()))),
-            _waiting(),
-        )
-        .values(status=Status.CANCELLED, last_error=SUPERSEDED, updated_at=now)
-    )
-    result = session.execute(stmt, execution_options={"synchronize_session": False})
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def _waiting() -> ColumnElement[bool]:
-    """A reminder still waiting to be sent.
-
-    Spelt ``status NOT IN`` the other statuses, so that it does not imply ix_outbox_due's
-    predicate: read through that index, every waiting row of every task is checked against
-    the batch, a cost that grows with the backlog (with a generic plan, once psycopg has
-    prepared the statement: 5.4 s for a batch of 5,000 against 40,000 waiting rows, 0.2 s
-    spelt this way); by ix_outbox_subject_id it is one probe per task.
-    """
-    others = [status for status in Status if status not in WAITING]
-    return and_(OutboxRow.kind == REMINDER_KIND, OutboxRow.status.not_in(others))
 
 
 def forget_reminder(session: Session, task_id: int, due_date: datetime) -> None:
@@ -272,14 +190,6 @@ def record_scan(
 
 def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
-
-
-def _json_values(values: list[Any]) -> ScalarSelect[Any]:
-    """SQLite: ``values`` as one parameter however many there are (its variables are few)."""
-    listed: Select[Any] = select(literal_column("value")).select_from(
-        func.json_each(json.dumps(values))
-    )
-    return listed.scalar_subquery()
 
 
 _QUEUE = _queue_statement()

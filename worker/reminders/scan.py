@@ -11,12 +11,11 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.clock import require_utc
-from outbox.table import Status
+from outbox.enqueue import NewMessage, ValuesEnqueue
 from worker.reminders.due import (
     REMINDER_KIND,
-    cancel_superseded,
+    SUPERSEDED,
     claim_due_tasks,
-    insert_reminders,
     queue_due_reminders,
     record_scan,
 )
@@ -151,22 +150,16 @@ def _queue_step_by_step(
     tasks = claim_due_tasks(session, now, lookahead, batch_size)
     # The due query only returns dated tasks.
     keys = {task_id: reminder_key(task_id, due) for task_id, due in tasks if due}
-    rows = [
-        {
-            "idempotency_key": keys[task_id],
-            "kind": REMINDER_KIND,
-            "subject_id": task_id,
-            "subject_at": due_date,
-            "status": Status.PENDING,
-            "attempts": 0,
-            "available_at": now,
-            "lease_token": 0,
-            "created_at": now,
-            "updated_at": now,
-            "replay_count": 0,
-        }
+    messages = [
+        NewMessage(keys[task_id], REMINDER_KIND, task_id, due_date, available_at=now)
         for task_id, due_date in tasks
         if task_id in keys
     ]
-    queued = insert_reminders(session, rows)
-    return len(tasks), queued, cancel_superseded(session, now, keys) if keys else 0
+    queued = _OUTBOX.enqueue(session, messages, now)
+    superseded = _OUTBOX.cancel_superseded(
+        session, keys, kind=REMINDER_KIND, reason=SUPERSEDED, now=now
+    )
+    return len(tasks), queued, superseded
+
+
+_OUTBOX = ValuesEnqueue.for_dialect("sqlite")

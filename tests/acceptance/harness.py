@@ -45,7 +45,7 @@ from tests.integration._servers import (
 )
 from worker import migrate
 from worker.db import make_engine
-from worker.reminders.scan import reminder_key
+from worker.reminders.keys import reminder_key
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -29,7 +29,7 @@ from tests.acceptance.harness import (
 )
 from tests.conftest import POSTGRES_URL
 from worker.db import make_engine
-from worker.reminders.scan import reminder_key
+from worker.reminders.keys import reminder_key
 
 pytestmark = pytest.mark.postgres
 

@@ -37,7 +37,7 @@ from tests.integration._servers import Reply
 from tests.support import ManualClock
 from worker.bootstrap import bootstrap
 from worker.db import make_engine
-from worker.reminders.scan import reminder_key
+from worker.reminders.keys import reminder_key
 from worker.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

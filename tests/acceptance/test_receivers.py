@@ -30,7 +30,7 @@ from tests.acceptance.harness import (
     webhook_env,
 )
 from tests.integration._servers import Reply
-from worker.reminders.scan import reminder_key
+from worker.reminders.keys import reminder_key
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

@@ -31,7 +31,8 @@ from outbox.table import OutboxRow, Status
 from tests.support import T0, ManualClock, RecordingChannel, add_task, add_user, make_services
 from worker.bootstrap import Services
 from worker.db import make_engine
-from worker.reminders.scan import ScanResult, reminder_key
+from worker.reminders.keys import reminder_key
+from worker.reminders.scan import ScanResult
 from worker.reminders.schema import ScanHeartbeat, Task
 
 pytestmark = pytest.mark.postgres

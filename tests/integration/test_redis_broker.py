@@ -41,7 +41,7 @@ from worker import broker as broker_module
 from worker import migrate
 from worker.broker import SKIP_DELAY_SECONDS, StopRelaysOnShutdown, build_broker
 from worker.db import make_engine
-from worker.reminders.scan import reminder_key
+from worker.reminders.keys import reminder_key
 from worker.settings import Settings
 
 BIN = Path(sys.executable).parent

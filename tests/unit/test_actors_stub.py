@@ -20,7 +20,7 @@ from outbox.table import OutboxRow
 from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services
 from worker import migrate
 from worker.db import make_engine
-from worker.reminders.scan import reminder_key
+from worker.reminders.keys import reminder_key
 
 TIMEOUT = 60  # seconds for one child interpreter; a healthy run takes about one
 DRAMATIQ = Path(sys.executable).with_name("dramatiq")

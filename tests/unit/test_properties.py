@@ -40,7 +40,7 @@ from tests.support import T0, ManualClock, add_task, add_user, make_services
 from worker import migrate
 from worker.bootstrap import Services
 from worker.db import make_engine
-from worker.reminders.scan import reminder_key
+from worker.reminders.keys import reminder_key
 from worker.reminders.schema import Task, User
 
 LOOKAHEAD = timedelta(hours=24)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, event, literal, select, update
+from sqlalchemy import Engine, event, select, update
 from sqlalchemy.exc import DBAPIError
 
 from outbox.table import OutboxRow, Status
-from outbox.types import UTCDateTime
 from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services, statuses
 from worker.bootstrap import Services
-from worker.reminders.due import reminder_key_sql
-from worker.reminders.scan import reminder_key
+from worker.reminders.keys import reminder_key
 from worker.reminders.schema import Task
 
 HOUR = timedelta(hours=1)
@@ -229,21 +227,6 @@ def test_naive_datetimes_are_refused_at_the_boundary(services: Services) -> None
         services.scan(datetime(2026, 11, 28, 12, 0))
 
 
-def test_the_key_is_stable_and_readable() -> None:
-    """The same task and due date always give the same key, in UTC whatever the input zone."""
-    due = datetime(2026, 11, 28, 18, 30, tzinfo=UTC)
-    assert reminder_key(42, due) == "due_soon-20261128T183000Z-42"
-    assert reminder_key(42, due.astimezone(timedelta_zone(5))) == reminder_key(42, due)
-    # Keys sort by due time first, whatever the task ids.
-    assert reminder_key(9_000, due) < reminder_key(10, due + timedelta(seconds=1))
-
-
-def timedelta_zone(hours: int) -> object:
-    from datetime import timezone
-
-    return timezone(timedelta(hours=hours))
-
-
 def test_scan_records_its_heartbeat(services: Services, clock: ManualClock) -> None:
     """Each scan leaves its time for `reminders status`."""
     from worker.reminders.schema import ScanHeartbeat
@@ -263,30 +246,6 @@ def test_outbox_rows_keep_utc(services: Services, clock: ManualClock) -> None:
     with services.session_factory() as session:
         row = session.scalars(select(OutboxRow)).one()
     assert row.subject_at is not None and row.subject_at.utcoffset() == timedelta(0)
-
-
-@pytest.mark.parametrize(
-    "due",
-    [
-        datetime(2026, 11, 28, 18, 30, tzinfo=UTC),
-        datetime(2026, 11, 28, 18, 30, 0, 1, tzinfo=UTC),
-        datetime(2026, 11, 28, 18, 30, 5, 120000, tzinfo=UTC),
-        datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
-        datetime(2027, 1, 1, 4, 59, 59, tzinfo=timezone(timedelta(hours=5))),  # 2026 in UTC
-        datetime(2028, 2, 29, 0, 0, tzinfo=timezone(timedelta(hours=-3, minutes=-30))),
-        datetime(1000, 1, 1, tzinfo=UTC),
-        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
-    ],
-)
-def test_the_key_written_in_sql_is_the_key(postgres_engine: Engine, due: datetime) -> None:
-    """PostgreSQL builds the key itself in the scan; it must be `reminder_key`, exactly."""
-    moment = literal(due, UTCDateTime())
-    with postgres_engine.connect() as connection:
-        connection.exec_driver_sql("SET LOCAL TIME ZONE 'America/New_York'")  # must not matter
-        written = connection.scalar(
-            select(reminder_key_sql(literal(9_007_199_254_740_993), moment))
-        )
-    assert written == reminder_key(9_007_199_254_740_993, due)
 
 
 def test_only_waiting_rows_are_superseded_in_every_batch(

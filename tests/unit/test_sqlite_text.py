@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tests.support import ManualClock, RecordingChannel, add_user, make_services
-from worker.reminders.scan import reminder_key
+from worker.reminders.keys import reminder_key
 
 
 def insert_task(engine: Engine, task_id: int, due: str) -> None:

@@ -16,13 +16,9 @@ from sqlalchemy import (
     Row,
     ScalarSelect,
     Select,
-    SQLColumnExpression,
-    String,
     and_,
     any_,
     bindparam,
-    case,
-    cast,
     func,
     literal,
     select,
@@ -33,9 +29,9 @@ from sqlalchemy.orm import Session
 
 from outbox.enqueue import NewRows, cancel_selected, insert_selected, superseded_ids
 from outbox.types import UTCDateTime, at, instant
+from worker.reminders.keys import REMINDER_KIND, reminder_key_sql
 from worker.reminders.schema import ScanHeartbeat, Task, User
 
-REMINDER_KIND = "due_soon"
 SUPERSEDED = "superseded: the due date moved"
 
 
@@ -97,25 +93,6 @@ _MARK = (
     .values(reminder_sent_at=_NOW, reminder_due_at=Task.due_date)
     .returning(Task.id, Task.due_date)
 )
-
-
-def reminder_key_sql(
-    task_id: SQLColumnExpression[int], due_date: SQLColumnExpression[Any]
-) -> ColumnElement[str]:
-    """`reminder_key` in PostgreSQL: ``due_soon-YYYYMMDDTHHMMSS[.ffffff]Z-<id>``.
-
-    UTC whatever the session's time zone; microseconds only when there are some; the year
-    unpadded (``FM``), as ``strftime("%Y")`` writes it.
-    """
-    utc = func.timezone("UTC", due_date)
-    micro = func.to_char(utc, "US")
-    return (
-        literal(f"{REMINDER_KIND}-")
-        + func.to_char(utc, 'FMYYYYMMDD"T"HH24MISS')
-        + case((micro == "000000", ""), else_="." + micro)
-        + "Z-"
-        + cast(task_id, String)
-    )
 
 
 def queue_due_reminders(

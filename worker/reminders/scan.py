@@ -13,24 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from outbox.clock import require_utc
 from outbox.enqueue import NewMessage, ValuesEnqueue
 from worker.reminders.due import (
-    REMINDER_KIND,
     SUPERSEDED,
     claim_due_tasks,
     queue_due_reminders,
     record_scan,
 )
-
-
-def reminder_key(task_id: int, due_date: datetime, kind: str = REMINDER_KIND) -> str:
-    """The idempotency key of a reminder: the same (task, due date, kind) always gives it.
-
-    Usable as the local part of a Message-ID and as a webhook id. The due date comes before
-    the task so that keys sort by due time: a scan's new keys land side by side at the end
-    of the key's unique index, not in every one of its pages.
-    """
-    due = require_utc(due_date)
-    stamp = due.strftime("%Y%m%dT%H%M%S") + (f".{due.microsecond:06d}" if due.microsecond else "")
-    return f"{kind}-{stamp}Z-{task_id}"
+from worker.reminders.keys import REMINDER_KIND, reminder_key
 
 
 @dataclass(frozen=True)

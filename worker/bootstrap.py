@@ -21,7 +21,8 @@ from outbox.relay import Attempt, Relay
 from outbox.retry import RetryPolicy
 from worker.db import make_engine, make_session_factory
 from worker.logs import lines_together
-from worker.reminders.render import ReminderRenderer, reminder_preparer
+from worker.reminders.recheck import reminder_preparer
+from worker.reminders.render import ReminderRenderer
 from worker.reminders.scan import ScanResult, scan_due_tasks
 from worker.settings import Settings
 

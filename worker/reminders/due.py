@@ -30,7 +30,16 @@ from sqlalchemy.orm import Session
 from outbox.enqueue import NewRows, cancel_selected, insert_selected, superseded_ids
 from outbox.types import UTCDateTime, at, instant
 from worker.reminders.keys import REMINDER_KIND, reminder_key_sql
-from worker.reminders.schema import ScanHeartbeat, Task, User
+from worker.reminders.schema import (
+    TASKS,
+    USERS,
+    ScanHeartbeat,
+    Task,
+    TaskColumns,
+    UserColumns,
+    awaiting_reminder,
+    owner_wants_reminders,
+)
 
 SUPERSEDED = "superseded: the due date moved"
 
@@ -43,30 +52,21 @@ _UNTIL = bindparam("until", type_=UTCDateTime())
 _LIMIT = bindparam("limit", type_=Integer())
 
 
-def awaiting_reminder() -> ColumnElement[bool]:
-    """Open tasks, due in (now, until], not yet reminded for this due date.
-
-    The first three terms repeat the partial index's predicate so that the planner uses it.
-    """
-    due = instant(Task.due_date)
-    return and_(
-        Task.completed_at.is_(None),
-        Task.due_date.is_not(None),
-        Task.reminder_due_at.is_distinct_from(Task.due_date),  # a copy: same text, same value
-        due > instant(_NOW),
-        due <= instant(_UNTIL),
-    )
+def due_within(tasks: TaskColumns, after: Any, until: Any) -> ColumnElement[bool]:
+    """Tasks `awaiting_reminder` whose due date lies in (after, until]."""
+    due = instant(tasks.due_date)
+    return and_(awaiting_reminder(tasks), due > instant(after), due <= instant(until))
 
 
-def _due_ids() -> ScalarSelect[int]:
+def due_ids(tasks: TaskColumns, users: UserColumns) -> ScalarSelect[int]:
     """Up to ``limit`` due tasks, earliest first, locked; those another scanner holds skipped."""
     return (
-        select(Task.id)
-        .join(User, User.id == Task.owner_id)
-        .where(awaiting_reminder(), User.notifications_enabled.is_(True))
-        .order_by(Task.due_date)
+        select(tasks.id)
+        .join(users.table, users.id == tasks.owner_id)
+        .where(due_within(tasks, _NOW, _UNTIL), owner_wants_reminders(users))
+        .order_by(tasks.due_date)
         .limit(_LIMIT)
-        .with_for_update(of=Task, skip_locked=True)
+        .with_for_update(of=tasks.table, skip_locked=True)
         .scalar_subquery()
     )
 
@@ -89,7 +89,7 @@ def claim_due_tasks(
 
 _MARK = (
     update(Task)
-    .where(Task.id.in_(_due_ids()))
+    .where(Task.id.in_(due_ids(TASKS, USERS)))
     .values(reminder_sent_at=_NOW, reminder_due_at=Task.due_date)
     .returning(Task.id, Task.due_date)
 )
@@ -117,7 +117,7 @@ def _queue_statement() -> Select[int, int, int]:
     stale = superseded_ids(Task.id, key, kind=REMINDER_KIND)
     marked = (
         update(Task)
-        .where(Task.id == any_(func.array(_due_ids())))
+        .where(Task.id == any_(func.array(due_ids(TASKS, USERS))))
         .values(reminder_sent_at=_NOW, reminder_due_at=Task.due_date)
         .returning(Task.id, Task.due_date, key.label("key"), func.array(stale).label("stale"))
         .cte("marked")

@@ -38,7 +38,7 @@ from outbox.store import Claim
 from outbox.table import Status
 from worker import actors
 from worker import bootstrap as wiring
-from worker.reminders import scan as scanning
+from worker.reminders.due import Batch, PostgresDueQueries
 from worker.settings import Settings
 
 broker = actors.broker  # what `dramatiq tests.acceptance.faulty_worker` runs
@@ -118,7 +118,7 @@ class FaultyChannel:
 
 _channel_factory = wiring.channel_factory
 _reminder_preparer = wiring.reminder_preparer
-_queue_due_reminders = scanning.queue_due_reminders
+_queue_batch = PostgresDueQueries.queue_batch
 _recorded = relaying.Relay._recorded
 
 
@@ -140,12 +140,12 @@ def faulty_preparer(renderer: Any) -> Prepare:
     return prepare_or_die
 
 
-def faulty_queue(session: Any, *args: Any) -> tuple[int, int, int]:
+def faulty_queue(queries: PostgresDueQueries, session: Any, *args: Any) -> Batch:
     """The scan's one statement per batch, then the ``scan`` kill point (not committed).
 
-    The acceptance suite runs on PostgreSQL, where a batch is `queue_due_reminders`.
+    The acceptance suite runs on PostgreSQL, where a batch is `PostgresDueQueries.queue_batch`.
     """
-    counts = _queue_due_reminders(session, *args)
+    counts = _queue_batch(queries, session, *args)
     for _ in range(counts[0]):  # one chance per marked task, as for each inserted row
         die_here("scan", "*")
     return counts
@@ -164,6 +164,6 @@ def recorded_journaled(self: Any, report: Any, done: Sequence[Any], held: set[in
 # from these module attributes, and the scan and the relay look theirs up at call time.
 wiring.channel_factory = faulty_channel_factory
 wiring.reminder_preparer = faulty_preparer
-scanning.queue_due_reminders = faulty_queue
+PostgresDueQueries.queue_batch = faulty_queue  # type: ignore[method-assign, assignment]
 if JOURNAL:
     relaying.Relay._recorded = recorded_journaled  # type: ignore[method-assign]

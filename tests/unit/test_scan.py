@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from outbox.table import OutboxRow, Status
 from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services, statuses
 from worker.bootstrap import Services
+from worker.reminders.due import PostgresDueQueries, SqliteDueQueries, due_queries
 from worker.reminders.keys import reminder_key
 from worker.reminders.schema import Task
 
@@ -279,3 +280,13 @@ def test_only_waiting_rows_are_superseded_in_every_batch(
         6: Status.CANCELLED,
     }
     assert all(rows[reminder_key(task_id, b)] == Status.PENDING for task_id in range(1, 7))
+
+
+def test_the_dialect_picks_its_query_set_once(services: Services) -> None:
+    """Bootstrap hands the scan the engine's query set; only PostgreSQL's runs batches at once."""
+    expected = {"postgresql": PostgresDueQueries, "sqlite": SqliteDueQueries}
+    queries = services.due_queries
+    assert type(queries) is expected[services.engine.dialect.name]
+    assert queries.parallel is (services.engine.dialect.name == "postgresql")
+    with pytest.raises(ValueError, match="mysql"):
+        due_queries("mysql")

@@ -1,19 +1,21 @@
-"""The SQL that decides who is due for a reminder: every query of the scan, in one place.
+"""The statements that decide who is due for a reminder and queue it: one set per dialect.
 
-A task is due for a reminder when it is open, dated within (now, now + lookahead], owned
-by a user who wants notifications, and not yet reminded for the due date it has now.
+A task is due for a reminder when it is `awaiting_reminder` (open, dated, not yet reminded for
+the due date it has now), due within (now, now + lookahead], and its owner wants reminders.
+`due_queries` picks the set for a dialect once, at bootstrap: on PostgreSQL a batch is one
+statement; SQLite, which has no INSERT or UPDATE inside WITH, runs the same steps one by one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import (
     ColumnElement,
     Integer,
-    Row,
     ScalarSelect,
     Select,
     and_,
@@ -26,15 +28,22 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert, ReturningUpdate
 
-from outbox.enqueue import NewRows, cancel_selected, insert_selected, superseded_ids
+from outbox.enqueue import (
+    NewMessage,
+    NewRows,
+    ValuesEnqueue,
+    cancel_selected,
+    insert_selected,
+    superseded_ids,
+)
 from outbox.types import UTCDateTime, at, instant
-from worker.reminders.keys import REMINDER_KIND, reminder_key_sql
+from worker.reminders.keys import REMINDER_KIND, reminder_key, reminder_key_sql
 from worker.reminders.schema import (
     TASKS,
     USERS,
     ScanHeartbeat,
-    Task,
     TaskColumns,
     UserColumns,
     awaiting_reminder,
@@ -43,10 +52,10 @@ from worker.reminders.schema import (
 
 SUPERSEDED = "superseded: the due date moved"
 
-
-#: The scan's parameters, bound by name: its statements are built once, at import, and
-#: each batch only binds values (building and caching the batch statement took most of a
-#: no-op scan). ``now`` and ``until`` bound the due window (now, now + lookahead].
+#: The scan's parameters, bound by name: its statements are built once, at bootstrap, and
+#: each batch only binds values (building and caching the batch statement anew would cost
+#: more than the rest of a no-op scan). ``now`` and ``until`` bound the due window
+#: (now, now + lookahead].
 _NOW = bindparam("now", type_=UTCDateTime())
 _UNTIL = bindparam("until", type_=UTCDateTime())
 _LIMIT = bindparam("limit", type_=Integer())
@@ -71,55 +80,143 @@ def due_ids(tasks: TaskColumns, users: UserColumns) -> ScalarSelect[int]:
     )
 
 
+class Batch(NamedTuple):
+    """What one batch did."""
+
+    marked: int  # tasks whose reminder_sent_at was set
+    queued: int  # outbox rows now pending that were not before
+    superseded: int  # waiting rows cancelled because their task's due date moved
+
+
+class DueQueries(Protocol):
+    """The scan's statements on one dialect, built once."""
+
+    @property
+    def parallel(self) -> bool:
+        """Whether batches may run on several connections at once."""
+        ...
+
+    def queue_batch(
+        self, session: Session, now: datetime, lookahead: timedelta, limit: int
+    ) -> Batch:
+        """Mark up to ``limit`` tasks due in (now, now + lookahead] as reminded for their due
+        date and queue their reminders, cancelling the ones they supersede, in the session's
+        transaction.
+        """
+        ...
+
+    def record_scan(
+        self, session: Session, at: datetime, queued: int, marked: int, duration_ms: float
+    ) -> None:
+        """Remember when the last scan ran and what it did (one row, last writer wins)."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class PostgresDueQueries:
+    """PostgreSQL: a batch is one statement, no row goes through Python; ``SKIP LOCKED``
+    keeps batches on several connections (and several scanners) apart.
+    """
+
+    batch: Select[int, int, int]
+    heartbeat: Insert
+    parallel: bool = field(default=True, init=False)
+
+    @classmethod
+    def build(cls, tasks: TaskColumns = TASKS, users: UserColumns = USERS) -> PostgresDueQueries:
+        """The statements for ``tasks`` and ``users``."""
+        return cls(_queue_statement(tasks, users), _heartbeat(postgresql.insert))
+
+    def queue_batch(
+        self, session: Session, now: datetime, lookahead: timedelta, limit: int
+    ) -> Batch:
+        """Mark, queue and supersede for one batch in one statement, the keys built in SQL."""
+        found = session.connection().execute(self.batch, _window(now, lookahead, limit)).one()
+        return Batch(int(found[0]), int(found[1]), int(found[2]))
+
+    def record_scan(
+        self, session: Session, at: datetime, queued: int, marked: int, duration_ms: float
+    ) -> None:
+        """Remember when the last scan ran and what it did (one row, last writer wins)."""
+        session.connection().execute(self.heartbeat, _beat(at, queued, marked, duration_ms))
+
+
+@dataclass(frozen=True, eq=False)
+class SqliteDueQueries:
+    """SQLite: a batch is three statements from Python (mark, enqueue, supersede), under its
+    single writer lock, which keeps scanners apart; one writer, so batches run one at a time.
+    """
+
+    mark: ReturningUpdate[int, datetime | None]
+    outbox: ValuesEnqueue
+    heartbeat: Insert
+    parallel: bool = field(default=False, init=False)
+
+    @classmethod
+    def build(cls, tasks: TaskColumns = TASKS, users: UserColumns = USERS) -> SqliteDueQueries:
+        """The statements for ``tasks`` and ``users``."""
+        mark = (
+            update(tasks.table)
+            .where(tasks.id.in_(due_ids(tasks, users)))
+            .values({tasks.reminder_sent_at: _NOW, tasks.reminder_due_at: tasks.due_date})
+            .returning(tasks.id, tasks.due_date)
+        )
+        return cls(mark, ValuesEnqueue.for_dialect("sqlite"), _heartbeat(sqlite.insert))
+
+    def queue_batch(
+        self, session: Session, now: datetime, lookahead: timedelta, limit: int
+    ) -> Batch:
+        """Mark the batch's tasks, then enqueue their reminders under keys built in Python."""
+        tasks = session.connection().execute(self.mark, _window(now, lookahead, limit)).all()
+        # The due query only returns dated tasks.
+        keys = {task_id: reminder_key(task_id, due) for task_id, due in tasks if due}
+        messages = [
+            NewMessage(keys[task_id], REMINDER_KIND, task_id, due_date, available_at=now)
+            for task_id, due_date in tasks
+            if task_id in keys
+        ]
+        queued = self.outbox.enqueue(session, messages, now)
+        superseded = self.outbox.cancel_superseded(
+            session, keys, kind=REMINDER_KIND, reason=SUPERSEDED, now=now
+        )
+        return Batch(len(tasks), queued, superseded)
+
+    def record_scan(
+        self, session: Session, at: datetime, queued: int, marked: int, duration_ms: float
+    ) -> None:
+        """Remember when the last scan ran and what it did (one row, last writer wins)."""
+        session.connection().execute(self.heartbeat, _beat(at, queued, marked, duration_ms))
+
+
+def due_queries(dialect: str) -> DueQueries:
+    """The reference schema's query set for ``dialect`` (``postgresql`` or ``sqlite``)."""
+    if dialect == "postgresql":
+        return PostgresDueQueries.build()
+    if dialect == "sqlite":
+        return SqliteDueQueries.build()
+    raise ValueError(f"no due queries for the {dialect!r} dialect")
+
+
 def _window(now: datetime, lookahead: timedelta, limit: int) -> dict[str, Any]:
     """The values of one batch's parameters."""
     return {"now": now, "until": now + lookahead, "limit": limit}
 
 
-def claim_due_tasks(
-    session: Session, now: datetime, lookahead: timedelta, limit: int
-) -> Sequence[Row[int, datetime | None]]:
-    """SQLite: mark up to ``limit`` due tasks as reminded for their due date; return (id,
-    due date). PostgreSQL does this inside `queue_due_reminders`.
-
-    SQLite runs the batch under its single writer lock, which keeps scanners apart.
-    """
-    return session.connection().execute(_MARK, _window(now, lookahead, limit)).all()
-
-
-_MARK = (
-    update(Task)
-    .where(Task.id.in_(due_ids(TASKS, USERS)))
-    .values(reminder_sent_at=_NOW, reminder_due_at=Task.due_date)
-    .returning(Task.id, Task.due_date)
-)
-
-
-def queue_due_reminders(
-    session: Session, now: datetime, lookahead: timedelta, limit: int
-) -> tuple[int, int, int]:
-    """PostgreSQL: `claim_due_tasks`, `insert_reminders` and `cancel_superseded` for one
-    batch in one statement (`_queue_statement`), the keys built in SQL: no row goes
-    through Python. Returns (tasks marked, rows now pending, rows superseded).
-    """
-    found = session.connection().execute(_QUEUE, _window(now, lookahead, limit)).one()
-    return int(found[0]), int(found[1]), int(found[2])
-
-
-def _queue_statement() -> Select[int, int, int]:
+def _queue_statement(tasks: TaskColumns, users: UserColumns) -> Select[int, int, int]:
     """The batch statement: mark the due tasks, insert their rows, cancel superseded ones.
 
     All parts of the statement see the rows as they were before it: ``stale`` (each
     marked task's waiting rows under another key) cannot include the rows ``queued``
-    inserts or re-arms.
+    inserts or re-arms. ``id = ANY(ARRAY(…))`` probes the primary key for the batch; as
+    ``id IN (…)`` PostgreSQL plans a hash join over the whole table.
     """
-    key = reminder_key_sql(Task.id, Task.due_date)
-    stale = superseded_ids(Task.id, key, kind=REMINDER_KIND)
+    key = reminder_key_sql(tasks.id, tasks.due_date)
+    stale = superseded_ids(tasks.id, key, kind=REMINDER_KIND)
     marked = (
-        update(Task)
-        .where(Task.id == any_(func.array(due_ids(TASKS, USERS))))
-        .values(reminder_sent_at=_NOW, reminder_due_at=Task.due_date)
-        .returning(Task.id, Task.due_date, key.label("key"), func.array(stale).label("stale"))
+        update(tasks.table)
+        .where(tasks.id == any_(func.array(due_ids(tasks, users))))
+        .values({tasks.reminder_sent_at: _NOW, tasks.reminder_due_at: tasks.due_date})
+        .returning(tasks.id, tasks.due_date, key.label("key"), func.array(stale).label("stale"))
         .cte("marked")
     )
     rows = NewRows(
@@ -131,9 +228,8 @@ def _queue_statement() -> Select[int, int, int]:
     )
     queued = insert_selected(rows, _NOW, dialect="postgresql").cte("queued")
     stale_ids = select(func.unnest(marked.c.stale)).scalar_subquery()
-    superseded = cancel_selected(stale_ids, kind=REMINDER_KIND, reason=SUPERSEDED, now=_NOW).cte(
-        "superseded"
-    )
+    cancel = cancel_selected(stale_ids, kind=REMINDER_KIND, reason=SUPERSEDED, now=_NOW)
+    superseded = cancel.cte("superseded")
     count = [
         select(func.count()).select_from(cte).scalar_subquery()
         for cte in (marked, queued, superseded)
@@ -141,32 +237,37 @@ def _queue_statement() -> Select[int, int, int]:
     return select(*count)
 
 
-def forget_reminder(session: Session, task_id: int, due_date: datetime) -> None:
+def _heartbeat(insert: Callable[[type[ScanHeartbeat]], Any]) -> Insert:
+    """The heartbeat's upsert: its one row takes the values of the last scan."""
+    upsert = insert(ScanHeartbeat)
+    columns = ("scanned_at", "queued", "marked", "duration_ms")
+    latest = {name: upsert.excluded[name] for name in columns}
+    statement: Insert = upsert.on_conflict_do_update(index_elements=[ScanHeartbeat.id], set_=latest)
+    return statement
+
+
+def _beat(at: datetime, queued: int, marked: int, duration_ms: float) -> dict[str, Any]:
+    """The heartbeat row's values."""
+    return {
+        "id": 1,
+        "scanned_at": at,
+        "queued": queued,
+        "marked": marked,
+        "duration_ms": duration_ms,
+    }
+
+
+def forget_reminder(
+    session: Session, task_id: int, due_date: datetime, tasks: TaskColumns = TASKS
+) -> None:
     """Let the scan consider the task again for ``due_date``: its reminder was cancelled.
 
     Without this, a task completed and then reopened (or an owner who opted out and back
     in, or a due date moved away and back) would look reminded for a date it never was.
     """
     stmt = (
-        update(Task)
-        .where(Task.id == task_id, instant(Task.reminder_due_at) == at(due_date))
-        .values(reminder_due_at=None)
+        update(tasks.table)
+        .where(tasks.id == task_id, instant(tasks.reminder_due_at) == at(due_date))
+        .values({tasks.reminder_due_at: None})
     )
-    session.execute(stmt, execution_options={"synchronize_session": False})
-
-
-def record_scan(
-    session: Session, at: datetime, queued: int, marked: int, duration_ms: float
-) -> None:
-    """Remember when the last scan ran and what it did (one row, last writer wins)."""
-    values = {"scanned_at": at, "queued": queued, "marked": marked, "duration_ms": duration_ms}
-    upsert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
-    stmt = upsert(ScanHeartbeat).values(id=1, **values)
-    session.execute(stmt.on_conflict_do_update(index_elements=[ScanHeartbeat.id], set_=values))
-
-
-def _dialect(session: Session) -> str:
-    return session.get_bind().dialect.name
-
-
-_QUEUE = _queue_statement()
+    session.connection().execute(stmt)

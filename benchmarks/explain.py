@@ -1,9 +1,9 @@
 """EXPLAIN (ANALYZE, BUFFERS) of the scan's due query, exactly as the worker sends it.
 
-The statement is captured from the real `worker.due.queue_due_reminders`, the one statement
-per batch that the scan sends on PostgreSQL (the SQL and the parameters SQLAlchemy hands to
-psycopg), then explained in a transaction that is rolled
-back, so the database is left as it was (but for dead tuples, which a VACUUM clears).
+The statement is captured from the real `PostgresDueQueries.queue_batch`, the one
+statement per batch that the scan sends on PostgreSQL (the SQL and the parameters SQLAlchemy
+hands to psycopg), then explained in a transaction that is rolled back, so the database is left
+as it was (but for dead tuples, which a VACUUM clears).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from sqlalchemy import Engine, event, text
 from benchmarks.baseline import SEED_DUE_SQL
 from benchmarks.database import Dataset
 from worker.db import make_session_factory
-from worker.due import queue_due_reminders
-from worker.scan import scan_due_tasks
+from worker.reminders.due import due_queries
+from worker.reminders.scan import scan_due_tasks
 
 PLAN_OPTIONS = "ANALYZE, BUFFERS, WAL, SETTINGS"
 
@@ -25,7 +25,7 @@ PLAN_OPTIONS = "ANALYZE, BUFFERS, WAL, SETTINGS"
 def captured_claim(
     engine: Engine, now: datetime, lookahead: timedelta, limit: int
 ) -> tuple[str, Any]:
-    """The SQL and parameters of one `queue_due_reminders` call (rolled back)."""
+    """The SQL and parameters of one batch of the scan (rolled back)."""
     seen: list[tuple[str, Any]] = []
 
     def listener(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
@@ -35,12 +35,12 @@ def captured_claim(
     event.listen(engine, "before_cursor_execute", listener)
     try:
         with make_session_factory(engine)() as session:
-            queue_due_reminders(session, now, lookahead, limit)
+            due_queries(engine.dialect.name).queue_batch(session, now, lookahead, limit)
             session.rollback()
     finally:
         event.remove(engine, "before_cursor_execute", listener)
     if not seen:
-        raise RuntimeError("queue_due_reminders sent no UPDATE tasks statement")
+        raise RuntimeError("the scan's batch sent no UPDATE tasks statement")
     return seen[0]
 
 
@@ -90,7 +90,8 @@ def plans(ours: Dataset, seed: Dataset) -> list[tuple[str, str]]:
     try:
         reset(ours)
         many = claim_plan(ours_engine, ours.now, lookahead, batch)
-        scan_due_tasks(make_session_factory(ours_engine), ours.now, lookahead, batch)
+        queries = due_queries(ours_engine.dialect.name)
+        scan_due_tasks(make_session_factory(ours_engine), queries, ours.now, lookahead, batch)
         none_due = claim_plan(ours_engine, ours.now, lookahead, batch)
         reset(seed)
         seed_many = seed_plan(seed_engine, seed.now)

@@ -1,6 +1,6 @@
 """Section 1: the scan on PostgreSQL at each size, ours against the seed's loop.
 
-Ours is the real `Services.scan` (``worker.scan.scan_due_tasks``) with an explicit
+Ours is the real `Services.scan` (``worker.reminders.scan.scan_due_tasks``) with an explicit
 ``now``, default settings (24 h lookahead, batches of 5,000, a backlog shared by two
 connections). The seed's is `benchmarks.baseline.seed_scan`. For each size and each side:
 the first scan (queues every due reminder), the no-op scan right after it (nothing new is

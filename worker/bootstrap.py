@@ -21,8 +21,10 @@ from outbox.relay import Attempt, Relay
 from outbox.retry import RetryPolicy
 from worker.db import make_engine, make_session_factory
 from worker.logs import lines_together
-from worker.render import ReminderRenderer, reminder_preparer
-from worker.scan import ScanResult, scan_due_tasks
+from worker.reminders.due import DueQueries, due_queries
+from worker.reminders.recheck import reminder_preparer
+from worker.reminders.render import ReminderRenderer
+from worker.reminders.scan import ScanResult, scan_due_tasks
 from worker.settings import Settings
 
 ChannelFactory = Callable[[], Channel]
@@ -62,6 +64,7 @@ class Services:
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
+    due_queries: DueQueries
     clock: Clock
     make_channel: ChannelFactory
     stop: threading.Event = field(default_factory=threading.Event)
@@ -70,10 +73,11 @@ class Services:
         """Queue every reminder due now (or at ``now``)."""
         return scan_due_tasks(
             self.session_factory,
+            self.due_queries,
             now or self.clock.now(),
             self.settings.lookahead,
             self.settings.scan_batch,
-            self.settings.scan_connections,
+            connections=self.settings.scan_connections,
         )
 
     def relay(self, on_attempt: Callable[[Attempt], None] | None = None) -> Relay:
@@ -110,6 +114,7 @@ def bootstrap(
         settings=settings,
         engine=engine,
         session_factory=make_session_factory(engine),
+        due_queries=due_queries(engine.dialect.name),
         clock=clock or SystemClock(),
         make_channel=make_channel or channel_factory(settings),
     )

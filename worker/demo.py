@@ -15,7 +15,7 @@ from outbox.table import OutboxRow
 from worker import migrate
 from worker.bootstrap import bootstrap
 from worker.db import make_engine
-from worker.schema import Task, User
+from worker.reminders.schema import Task, User
 from worker.settings import load_settings
 
 USERS = [

@@ -20,7 +20,7 @@ from dramatiq.middleware import prometheus as dramatiq_prometheus
 from dramatiq.middleware.prometheus import Prometheus
 
 from outbox.relay import Attempt
-from worker.scan import ScanResult
+from worker.reminders.scan import ScanResult
 
 LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 

@@ -29,10 +29,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
 from typing import Any
-
-from sqlalchemy.orm import Session
 
 from outbox import relay as relaying
 from outbox.channels.base import Channel, Delivery, Message, Outcome
@@ -41,9 +38,7 @@ from outbox.store import Claim
 from outbox.table import Status
 from worker import actors
 from worker import bootstrap as wiring
-from worker import scan as scanning
-from worker.due import queue_due_reminders
-from worker.render import ReminderRenderer, reminder_preparer
+from worker.reminders.due import Batch, PostgresDueQueries
 from worker.settings import Settings
 
 broker = actors.broker  # what `dramatiq tests.acceptance.faulty_worker` runs
@@ -122,8 +117,9 @@ class FaultyChannel:
 
 
 _channel_factory = wiring.channel_factory
-_reminder_preparer = reminder_preparer
-_queue_due_reminders = queue_due_reminders
+# bootstrap imports the name without exporting it; the wiring offers no seam for the re-check.
+_reminder_preparer = wiring.reminder_preparer  # type: ignore[attr-defined]
+_queue_batch = PostgresDueQueries.queue_batch
 _recorded = relaying.Relay._recorded
 
 
@@ -133,7 +129,7 @@ def faulty_channel_factory(settings: Settings) -> Callable[[], Channel]:
     return lambda: FaultyChannel(make())
 
 
-def faulty_preparer(renderer: ReminderRenderer) -> Prepare:
+def faulty_preparer(renderer: Any) -> Prepare:
     """The real re-check, preceded by the ``recheck`` kill point."""
     prepare = _reminder_preparer(renderer)
 
@@ -145,14 +141,12 @@ def faulty_preparer(renderer: ReminderRenderer) -> Prepare:
     return prepare_or_die
 
 
-def faulty_queue(
-    session: Session, now: datetime, lookahead: timedelta, limit: int
-) -> tuple[int, int, int]:
+def faulty_queue(queries: PostgresDueQueries, session: Any, *args: Any) -> Batch:
     """The scan's one statement per batch, then the ``scan`` kill point (not committed).
 
-    The acceptance suite runs on PostgreSQL, where a batch is `queue_due_reminders`.
+    The acceptance suite runs on PostgreSQL, where a batch is `PostgresDueQueries.queue_batch`.
     """
-    counts = _queue_due_reminders(session, now, lookahead, limit)
+    counts = _queue_batch(queries, session, *args)
     for _ in range(counts[0]):  # one chance per marked task, as for each inserted row
         die_here("scan", "*")
     return counts
@@ -170,10 +164,9 @@ def recorded_journaled(self: Any, report: Any, done: Sequence[Any], held: set[in
 # Before the first actor runs: `services()` builds the channel and the relay's re-check
 # from these module attributes, and the scan and the relay look theirs up at call time.
 wiring.channel_factory = faulty_channel_factory
-# Those modules import the next two names without exporting them, so mypy refuses the
-# assignments; the wiring offers no seam for the re-check or the scan's batch statement.
 wiring.reminder_preparer = faulty_preparer  # type: ignore[attr-defined]
-scanning.queue_due_reminders = faulty_queue  # type: ignore[attr-defined]
+# mypy refuses assigning to a method; the scan offers no seam for its batch statement.
+PostgresDueQueries.queue_batch = faulty_queue  # type: ignore[method-assign, assignment]
 if JOURNAL:
     # mypy refuses assigning to a method; the journal needs the relay's own record of a round.
     relaying.Relay._recorded = recorded_journaled  # type: ignore[method-assign]

@@ -43,7 +43,7 @@ from tests.support.servers.smtp import RecordingSmtpServer
 from tests.support.servers.webhook import RecordedRequest, RecordingWebhookServer, Reply
 from worker import migrate
 from worker.db import make_engine
-from worker.scan import reminder_key
+from worker.reminders.keys import reminder_key
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

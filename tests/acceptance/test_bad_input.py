@@ -43,7 +43,7 @@ from tests.acceptance.harness import (
 from tests.conftest import POSTGRES_URL
 from worker import migrate
 from worker.db import make_engine
-from worker.scan import reminder_key
+from worker.reminders.keys import reminder_key
 
 BERLIN = ZoneInfo("Europe/Berlin")
 HOUR = timedelta(hours=1)

@@ -26,7 +26,7 @@ from tests.acceptance.harness import (
     utc_now,
 )
 from tests.conftest import POSTGRES_URL
-from worker.scan import reminder_key
+from worker.reminders.keys import reminder_key
 
 pytestmark = pytest.mark.postgres
 

@@ -27,7 +27,7 @@ from tests.support.clock import ManualClock
 from tests.support.servers.webhook import Reply
 from worker.bootstrap import bootstrap
 from worker.db import make_engine
-from worker.scan import reminder_key
+from worker.reminders.keys import reminder_key
 from worker.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

@@ -18,7 +18,7 @@ from tests.acceptance.harness import (
     wait_until,
 )
 from tests.support.servers.webhook import Reply
-from worker.scan import reminder_key
+from worker.reminders.keys import reminder_key
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

@@ -54,7 +54,7 @@ from tests.acceptance.harness import (
     utc_now,
 )
 from worker.db import make_engine
-from worker.scan import reminder_key
+from worker.reminders.keys import reminder_key
 
 HOUR = timedelta(hours=1)
 WAITING_OR_CLAIMED = (Status.PENDING, Status.CLAIMED, Status.FAILED)

@@ -20,7 +20,7 @@ from outbox.table import OutboxRow
 from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
 from tests.support.db import add_task, add_user, make_services
-from worker.schema import Task
+from worker.reminders.schema import Task
 
 REMINDERS = str(Path(sys.executable).parent / "reminders")
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/reminders"

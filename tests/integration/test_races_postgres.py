@@ -37,8 +37,9 @@ from tests.support.clock import T0, ManualClock
 from tests.support.db import add_task, add_user, make_services
 from worker.bootstrap import Services
 from worker.db import make_engine
-from worker.scan import ScanResult, reminder_key
-from worker.schema import ScanHeartbeat, Task
+from worker.reminders.keys import reminder_key
+from worker.reminders.scan import ScanResult
+from worker.reminders.schema import ScanHeartbeat, Task
 
 pytestmark = pytest.mark.postgres
 

@@ -40,7 +40,7 @@ from tests.support.servers.smtp import RecordingSmtpServer
 from worker import migrate
 from worker.broker import SKIP_DELAY_SECONDS, StopRelaysOnShutdown, build_broker
 from worker.db import make_engine
-from worker.scan import reminder_key
+from worker.reminders.keys import reminder_key
 from worker.settings import Settings
 
 BIN = Path(sys.executable).parent

@@ -12,7 +12,7 @@ from outbox.channels.base import Channel
 from outbox.table import OutboxRow
 from tests.support.clock import ManualClock
 from worker.bootstrap import Services, bootstrap
-from worker.schema import Task, User
+from worker.reminders.schema import Task, User
 from worker.settings import Settings
 
 

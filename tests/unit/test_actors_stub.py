@@ -22,7 +22,7 @@ from tests.support.clock import ManualClock
 from tests.support.db import add_task, add_user, make_services
 from worker import migrate
 from worker.db import make_engine
-from worker.scan import reminder_key
+from worker.reminders.keys import reminder_key
 
 TIMEOUT = 60  # seconds for one child interpreter; a healthy run takes about one
 DRAMATIQ = Path(sys.executable).with_name("dramatiq")

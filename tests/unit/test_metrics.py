@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from outbox.relay import Attempt
 from tests.support.clock import T0
 from worker.metrics import ServiceMetrics
-from worker.scan import ScanResult
+from worker.reminders.scan import ScanResult
 
 
 def test_scan_and_delivery_metrics_count_what_happened() -> None:

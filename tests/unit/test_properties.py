@@ -41,8 +41,8 @@ from tests.support.db import add_task, add_user, make_services
 from worker import migrate
 from worker.bootstrap import Services
 from worker.db import make_engine
-from worker.scan import reminder_key
-from worker.schema import Task, User
+from worker.reminders.keys import reminder_key
+from worker.reminders.schema import Task, User
 
 LOOKAHEAD = timedelta(hours=24)
 OWNERS = {1: True, 2: True, 3: False}  # owner id -> notifications enabled at start

@@ -19,7 +19,7 @@ from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
 from tests.support.db import add_task, add_user, make_services, statuses
 from worker.bootstrap import Services
-from worker.schema import Task, User
+from worker.reminders.schema import Task, User
 
 HOUR = timedelta(hours=1)
 

@@ -8,13 +8,13 @@ import pytest
 
 from outbox.channels.base import Message
 from tests.support.clock import T0
-from worker.render import OwnerFacts, ReminderRenderer, TaskFacts, local_due, owner_zone
+from worker.reminders.render import OwnerFacts, ReminderRenderer, TaskFacts, local_due, owner_zone
 
 
 def render(title: str = "Pay rent", timezone: str = "UTC", due: datetime = T0) -> Message:
     """Render a reminder for one task."""
-    task = TaskFacts(id=5, title=title, due_date=due, completed_at=None)
-    owner = OwnerFacts(id=9, email="ada@example.com", timezone=timezone, notifications_enabled=True)
+    task = TaskFacts(id=5, title=title, due_date=due, open=True)
+    owner = OwnerFacts(id=9, email="ada@example.com", timezone=timezone, wants_reminders=True)
     return ReminderRenderer("mail.example.com").render("due_soon-5-X", task, owner)
 
 

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, event, literal, select, update
+from sqlalchemy import Engine, event, select, update
 from sqlalchemy.exc import DBAPIError
 
 from outbox.table import OutboxRow, Status
-from outbox.types import UTCDateTime
 from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
 from tests.support.db import add_task, add_user, make_services, statuses
 from worker.bootstrap import Services
-from worker.due import reminder_key_sql
-from worker.scan import reminder_key
-from worker.schema import Task
+from worker.reminders.due import PostgresDueQueries, SqliteDueQueries, due_queries
+from worker.reminders.keys import reminder_key
+from worker.reminders.schema import Task
 
 HOUR = timedelta(hours=1)
 
@@ -109,7 +108,7 @@ def test_a_failing_insert_rolls_back_the_mark(services: Services, clock: ManualC
     with services.engine.begin() as connection:
         connection.exec_driver_sql("DROP TRIGGER refuse" + (" ON outbox" if postgres else ""))
     with services.session_factory() as session:
-        assert session.get_one(Task, 1).reminder_sent_at is None
+        assert session.get(Task, 1).reminder_sent_at is None  # type: ignore[union-attr]
     assert services.scan().queued == 1
 
 
@@ -231,23 +230,9 @@ def test_naive_datetimes_are_refused_at_the_boundary(services: Services) -> None
         services.scan(datetime(2026, 11, 28, 12, 0))
 
 
-def test_the_key_is_stable_and_readable() -> None:
-    """The same task and due date always give the same key, in UTC whatever the input zone."""
-    due = datetime(2026, 11, 28, 18, 30, tzinfo=UTC)
-    assert reminder_key(42, due) == "due_soon-20261128T183000Z-42"
-    assert reminder_key(42, due.astimezone(timedelta_zone(5))) == reminder_key(42, due)
-    # Keys sort by due time first, whatever the task ids.
-    assert reminder_key(9_000, due) < reminder_key(10, due + timedelta(seconds=1))
-
-
-def timedelta_zone(hours: int) -> timezone:
-    """A fixed offset of ``hours`` from UTC."""
-    return timezone(timedelta(hours=hours))
-
-
 def test_scan_records_its_heartbeat(services: Services, clock: ManualClock) -> None:
     """Each scan leaves its time for `reminders status`."""
-    from worker.schema import ScanHeartbeat
+    from worker.reminders.schema import ScanHeartbeat
 
     services.scan()
     clock.advance(timedelta(minutes=1))
@@ -264,30 +249,6 @@ def test_outbox_rows_keep_utc(services: Services, clock: ManualClock) -> None:
     with services.session_factory() as session:
         row = session.scalars(select(OutboxRow)).one()
     assert row.subject_at is not None and row.subject_at.utcoffset() == timedelta(0)
-
-
-@pytest.mark.parametrize(
-    "due",
-    [
-        datetime(2026, 11, 28, 18, 30, tzinfo=UTC),
-        datetime(2026, 11, 28, 18, 30, 0, 1, tzinfo=UTC),
-        datetime(2026, 11, 28, 18, 30, 5, 120000, tzinfo=UTC),
-        datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
-        datetime(2027, 1, 1, 4, 59, 59, tzinfo=timezone(timedelta(hours=5))),  # 2026 in UTC
-        datetime(2028, 2, 29, 0, 0, tzinfo=timezone(timedelta(hours=-3, minutes=-30))),
-        datetime(1000, 1, 1, tzinfo=UTC),
-        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
-    ],
-)
-def test_the_key_written_in_sql_is_the_key(postgres_engine: Engine, due: datetime) -> None:
-    """PostgreSQL builds the key itself in the scan; it must be `reminder_key`, exactly."""
-    moment = literal(due, UTCDateTime())
-    with postgres_engine.connect() as connection:
-        connection.exec_driver_sql("SET LOCAL TIME ZONE 'America/New_York'")  # must not matter
-        written = connection.scalar(
-            select(reminder_key_sql(literal(9_007_199_254_740_993), moment))
-        )
-    assert written == reminder_key(9_007_199_254_740_993, due)
 
 
 def test_only_waiting_rows_are_superseded_in_every_batch(
@@ -321,3 +282,13 @@ def test_only_waiting_rows_are_superseded_in_every_batch(
         6: Status.CANCELLED,
     }
     assert all(rows[reminder_key(task_id, b)] == Status.PENDING for task_id in range(1, 7))
+
+
+def test_the_dialect_picks_its_query_set_once(services: Services) -> None:
+    """Bootstrap hands the scan the engine's query set; only PostgreSQL's runs batches at once."""
+    expected = {"postgresql": PostgresDueQueries, "sqlite": SqliteDueQueries}
+    queries = services.due_queries
+    assert type(queries) is expected[services.engine.dialect.name]
+    assert queries.parallel is (services.engine.dialect.name == "postgresql")
+    with pytest.raises(ValueError, match="mysql"):
+        due_queries("mysql")

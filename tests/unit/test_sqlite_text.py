@@ -12,7 +12,7 @@ from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
 from tests.support.db import add_user, make_services
 from worker.bootstrap import Services
-from worker.scan import reminder_key
+from worker.reminders.keys import reminder_key
 
 
 def insert_task(engine: Engine, task_id: int, due: str) -> None:

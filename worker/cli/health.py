@@ -16,7 +16,7 @@ from outbox import admin
 from worker.cli import common
 from worker.cli.common import JsonOption
 from worker.errors import DatabaseNotReady
-from worker.schema import ScanHeartbeat
+from worker.reminders.schema import ScanHeartbeat
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from outbox.table import OutboxBase
-from worker.schema import Base
+from worker.reminders.schema import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -11,13 +11,21 @@ import sqlalchemy as sa
 from alembic import op
 
 from outbox.types import BigIntId, UTCDateTime
-from worker.schema import AWAITING_REMINDER, AWAITING_REMINDER_SQLITE
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
+# A revision is history: it keeps the text it created the index with, whatever the model
+# becomes. The model's predicate (worker.reminders.schema.awaiting_reminder) must compile to
+# it on each dialect; tests/unit/test_schema.py holds them equal.
+AWAITING_REMINDER = (
+    "completed_at IS NULL AND due_date IS NOT NULL AND reminder_due_at IS DISTINCT FROM due_date"
+)
+AWAITING_REMINDER_SQLITE = (
+    "completed_at IS NULL AND due_date IS NOT NULL AND reminder_due_at IS NOT due_date"
+)
 ACTIVE = "status IN ('pending', 'failed', 'claimed')"
 FINISHED = "status IN ('delivered', 'cancelled')"
 

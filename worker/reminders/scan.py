@@ -11,27 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.clock import require_utc
-from outbox.table import Status
-from worker.due import (
-    REMINDER_KIND,
-    cancel_superseded,
-    claim_due_tasks,
-    insert_reminders,
-    queue_due_reminders,
-    record_scan,
-)
-
-
-def reminder_key(task_id: int, due_date: datetime, kind: str = REMINDER_KIND) -> str:
-    """The idempotency key of a reminder: the same (task, due date, kind) always gives it.
-
-    Usable as the local part of a Message-ID and as a webhook id. The due date comes before
-    the task so that keys sort by due time: a scan's new keys land side by side at the end
-    of the key's unique index, not in every one of its pages.
-    """
-    due = require_utc(due_date)
-    stamp = due.strftime("%Y%m%dT%H%M%S") + (f".{due.microsecond:06d}" if due.microsecond else "")
-    return f"{kind}-{stamp}Z-{task_id}"
+from worker.reminders.due import DueQueries
 
 
 @dataclass(frozen=True)
@@ -68,19 +48,16 @@ class _Batches:
     """One scan's fixed arguments, and its batch loops."""
 
     session_factory: sessionmaker[Session]
+    queries: DueQueries
     now: datetime
     lookahead: timedelta
     size: int
-    postgresql: bool
 
     def queue_one(self) -> _Tally:
         """One batch in one transaction: the tasks' marks and their outbox rows together."""
         with self.session_factory.begin() as session:
-            if self.postgresql:
-                counts = queue_due_reminders(session, self.now, self.lookahead, self.size)
-            else:
-                counts = _queue_step_by_step(session, self.now, self.lookahead, self.size)
-        return _Tally(*counts, batches=1)
+            batch = self.queries.queue_batch(session, self.now, self.lookahead, self.size)
+        return _Tally(*batch, batches=1)
 
     def drain(self, stop: threading.Event) -> _Tally:
         """Queue batch after batch until one comes back short (or a sibling loop failed)."""
@@ -109,64 +86,36 @@ class _Batches:
 
 def scan_due_tasks(
     session_factory: sessionmaker[Session],
+    queries: DueQueries,
     now: datetime,
     lookahead: timedelta,
     batch_size: int,
+    *,
     connections: int = 1,
 ) -> ScanResult:
     """Queue reminders for every task due in (now, now + lookahead], batch by batch.
 
     Each batch is one transaction: the tasks' ``reminder_sent_at`` and their outbox rows
     commit together or not at all, so a crash at any point loses or duplicates nothing.
-    On PostgreSQL a batch is one statement (`queue_due_reminders`); SQLite has no INSERT or
-    UPDATE inside WITH, so there the same steps run one by one from Python.
+    ``queries`` are the dialect's statements (`worker.reminders.due`).
 
-    A full first batch means a backlog: on PostgreSQL the rest is then drained on
-    ``connections`` connections at once. ``SKIP LOCKED`` keeps their batches apart, as it
-    keeps separate scanners apart. A loop that comes back short has skipped only tasks
-    that a sibling loop or another scanner holds: their batch commits them, or, if it
-    fails, the next scan takes them. SQLite has one writer: there the loop stays single.
+    A full first batch means a backlog: where batches may run side by side (PostgreSQL) the
+    rest is then drained on ``connections`` connections at once. ``SKIP LOCKED`` keeps their
+    batches apart, as it keeps separate scanners apart. A loop that comes back short has
+    skipped only tasks that a sibling loop or another scanner holds: their batch commits
+    them, or, if it fails, the next scan takes them. SQLite has one writer: there the loop
+    stays single.
     """
-    with session_factory() as session:  # no connection yet: only the dialect is read
-        postgresql = session.get_bind().dialect.name == "postgresql"
-    batches = _Batches(session_factory, require_utc(now), lookahead, batch_size, postgresql)
+    batches = _Batches(session_factory, queries, require_utc(now), lookahead, batch_size)
     started = time.perf_counter()
     total = batches.queue_one()
     if total.marked == batch_size:
-        if postgresql and connections > 1:
+        if queries.parallel and connections > 1:
             total += batches.drain_side_by_side(connections)
         else:
             total += batches.drain(threading.Event())
     duration = timedelta(seconds=time.perf_counter() - started)
     with session_factory.begin() as session:
         milliseconds = duration.total_seconds() * 1000
-        record_scan(session, batches.now, total.queued, total.marked, milliseconds)
+        queries.record_scan(session, batches.now, total.queued, total.marked, milliseconds)
     return ScanResult(total.queued, total.marked, total.superseded, total.batches, duration)
-
-
-def _queue_step_by_step(
-    session: Session, now: datetime, lookahead: timedelta, batch_size: int
-) -> tuple[int, int, int]:
-    """One batch from Python: (tasks marked, rows now pending, rows superseded)."""
-    tasks = claim_due_tasks(session, now, lookahead, batch_size)
-    # The due query only returns dated tasks.
-    keys = {task_id: reminder_key(task_id, due) for task_id, due in tasks if due}
-    rows = [
-        {
-            "idempotency_key": keys[task_id],
-            "kind": REMINDER_KIND,
-            "subject_id": task_id,
-            "subject_at": due_date,
-            "status": Status.PENDING,
-            "attempts": 0,
-            "available_at": now,
-            "lease_token": 0,
-            "created_at": now,
-            "updated_at": now,
-            "replay_count": 0,
-        }
-        for task_id, due_date in tasks
-        if task_id in keys
-    ]
-    queued = insert_reminders(session, rows)
-    return len(tasks), queued, cancel_superseded(session, now, keys) if keys else 0

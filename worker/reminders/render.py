@@ -1,4 +1,4 @@
-"""A reminder's content: re-checked against the task at send time, rendered as data.
+"""A reminder's content, rendered as data for every channel.
 
 Titles, addresses and time zones come from the host application's rows: they are data.
 They go into a subject (one line, bounded), a plain-text body and a JSON document; never
@@ -7,24 +7,17 @@ into a header name, markup or a format string.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
-from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
 
 from outbox.channels.base import Message
 from outbox.masking import mask_email, one_line
-from outbox.relay import Cancel, Prepare
-from outbox.store import Claim
-from worker.due import forget_reminder
-from worker.schema import Task, User
 
-log = structlog.get_logger("worker.render")
+log = structlog.get_logger("worker.reminders.render")
 
 SUBJECT_TITLE_LIMIT = 120
 
@@ -59,7 +52,7 @@ class TaskFacts(NamedTuple):
     id: int
     title: str
     due_date: datetime | None
-    completed_at: datetime | None
+    open: bool  # `task_open`, evaluated by the database
 
 
 class OwnerFacts(NamedTuple):
@@ -68,24 +61,7 @@ class OwnerFacts(NamedTuple):
     id: int
     email: str
     timezone: str | None
-    notifications_enabled: bool
-
-
-# Plain columns, not ORM objects: the re-check runs for every message the relay sends.
-_FIND = (
-    select(
-        Task.id,
-        Task.title,
-        Task.due_date,
-        Task.completed_at,
-        User.id,
-        User.email,
-        User.timezone,
-        User.notifications_enabled,
-    )
-    .outerjoin(User, User.id == Task.owner_id)
-    .where(Task.id.in_(bindparam("ids", expanding=True)))
-)
+    wants_reminders: bool  # `owner_wants_reminders`, evaluated by the database
 
 
 @dataclass(frozen=True)
@@ -128,42 +104,3 @@ class ReminderRenderer:
                 f"(task {task.id}, key {key})"
             ),
         )
-
-
-def reminder_preparer(renderer: ReminderRenderer) -> Prepare:
-    """The relay's re-check: cancel unless the task is still open, due then, owner opted in."""
-
-    def prepare(session: Session, claims: Sequence[Claim]) -> dict[int, Message | Cancel]:
-        ids = sorted({claim.subject_id for claim in claims})
-        current: dict[int, tuple[TaskFacts, OwnerFacts | None]] = {}
-        for row in session.connection().execute(_FIND, {"ids": ids}):
-            owner = None if row[4] is None else OwnerFacts(*row[4:])  # no owner row joined
-            current[row[0]] = (TaskFacts(*row[:4]), owner)
-        return {claim.id: _recheck(session, renderer, claim, current) for claim in claims}
-
-    return prepare
-
-
-def _recheck(
-    session: Session,
-    renderer: ReminderRenderer,
-    claim: Claim,
-    current: Mapping[int, tuple[TaskFacts, OwnerFacts | None]],
-) -> Message | Cancel:
-    if claim.subject_id not in current:
-        return Cancel("task deleted")
-    task, owner = current[claim.subject_id]
-    if owner is None:  # possible where the host's schema has no foreign key
-        return Cancel("owner deleted")
-    reason = None
-    if task.completed_at is not None:
-        reason = "task completed"
-    elif task.due_date != claim.subject_at:
-        reason = "due date moved"
-    elif not owner.notifications_enabled:
-        reason = "owner turned notifications off"
-    if reason is None:
-        return renderer.render(claim.key, task, owner)
-    if claim.subject_at is not None:
-        forget_reminder(session, task.id, claim.subject_at)
-    return Cancel(reason)

@@ -1,0 +1,273 @@
+"""The statements that decide who is due for a reminder and queue it: one set per dialect.
+
+A task is due for a reminder when it is `awaiting_reminder` (open, dated, not yet reminded for
+the due date it has now), due within (now, now + lookahead], and its owner wants reminders.
+`due_queries` picks the set for a dialect once, at bootstrap: on PostgreSQL a batch is one
+statement; SQLite, which has no INSERT or UPDATE inside WITH, runs the same steps one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple, Protocol
+
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    ScalarSelect,
+    Select,
+    and_,
+    any_,
+    bindparam,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert, ReturningUpdate
+
+from outbox.enqueue import (
+    NewMessage,
+    NewRows,
+    ValuesEnqueue,
+    cancel_selected,
+    insert_selected,
+    superseded_ids,
+)
+from outbox.types import UTCDateTime, at, instant
+from worker.reminders.keys import REMINDER_KIND, reminder_key, reminder_key_sql
+from worker.reminders.schema import (
+    TASKS,
+    USERS,
+    ScanHeartbeat,
+    TaskColumns,
+    UserColumns,
+    awaiting_reminder,
+    owner_wants_reminders,
+)
+
+SUPERSEDED = "superseded: the due date moved"
+
+#: The scan's parameters, bound by name: its statements are built once, at bootstrap, and
+#: each batch only binds values (building and caching the batch statement anew would cost
+#: more than the rest of a no-op scan). ``now`` and ``until`` bound the due window
+#: (now, now + lookahead].
+_NOW = bindparam("now", type_=UTCDateTime())
+_UNTIL = bindparam("until", type_=UTCDateTime())
+_LIMIT = bindparam("limit", type_=Integer())
+
+
+def due_within(tasks: TaskColumns, after: Any, until: Any) -> ColumnElement[bool]:
+    """Tasks `awaiting_reminder` whose due date lies in (after, until]."""
+    due = instant(tasks.due_date)
+    return and_(awaiting_reminder(tasks), due > instant(after), due <= instant(until))
+
+
+def due_ids(tasks: TaskColumns, users: UserColumns) -> ScalarSelect[int]:
+    """Up to ``limit`` due tasks, earliest first, locked; those another scanner holds skipped."""
+    return (
+        select(tasks.id)
+        .join(users.table, users.id == tasks.owner_id)
+        .where(due_within(tasks, _NOW, _UNTIL), owner_wants_reminders(users))
+        .order_by(tasks.due_date)
+        .limit(_LIMIT)
+        .with_for_update(of=tasks.table, skip_locked=True)
+        .scalar_subquery()
+    )
+
+
+class Batch(NamedTuple):
+    """What one batch did."""
+
+    marked: int  # tasks whose reminder_sent_at was set
+    queued: int  # outbox rows now pending that were not before
+    superseded: int  # waiting rows cancelled because their task's due date moved
+
+
+class DueQueries(Protocol):
+    """The scan's statements on one dialect, built once."""
+
+    @property
+    def parallel(self) -> bool:
+        """Whether batches may run on several connections at once."""
+        ...
+
+    def queue_batch(
+        self, session: Session, now: datetime, lookahead: timedelta, limit: int
+    ) -> Batch:
+        """Mark up to ``limit`` tasks due in (now, now + lookahead] as reminded for their due
+        date and queue their reminders, cancelling the ones they supersede, in the session's
+        transaction.
+        """
+        ...
+
+    def record_scan(
+        self, session: Session, at: datetime, queued: int, marked: int, duration_ms: float
+    ) -> None:
+        """Remember when the last scan ran and what it did (one row, last writer wins)."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class PostgresDueQueries:
+    """PostgreSQL: a batch is one statement, no row goes through Python; ``SKIP LOCKED``
+    keeps batches on several connections (and several scanners) apart.
+    """
+
+    batch: Select[int, int, int]
+    heartbeat: Insert
+    parallel: bool = field(default=True, init=False)
+
+    @classmethod
+    def build(cls, tasks: TaskColumns = TASKS, users: UserColumns = USERS) -> PostgresDueQueries:
+        """The statements for ``tasks`` and ``users``."""
+        return cls(_queue_statement(tasks, users), _heartbeat(postgresql.insert))
+
+    def queue_batch(
+        self, session: Session, now: datetime, lookahead: timedelta, limit: int
+    ) -> Batch:
+        """Mark, queue and supersede for one batch in one statement, the keys built in SQL."""
+        found = session.connection().execute(self.batch, _window(now, lookahead, limit)).one()
+        return Batch(int(found[0]), int(found[1]), int(found[2]))
+
+    def record_scan(
+        self, session: Session, at: datetime, queued: int, marked: int, duration_ms: float
+    ) -> None:
+        """Remember when the last scan ran and what it did (one row, last writer wins)."""
+        session.connection().execute(self.heartbeat, _beat(at, queued, marked, duration_ms))
+
+
+@dataclass(frozen=True, eq=False)
+class SqliteDueQueries:
+    """SQLite: a batch is three statements from Python (mark, enqueue, supersede), under its
+    single writer lock, which keeps scanners apart; one writer, so batches run one at a time.
+    """
+
+    mark: ReturningUpdate[int, datetime | None]
+    outbox: ValuesEnqueue
+    heartbeat: Insert
+    parallel: bool = field(default=False, init=False)
+
+    @classmethod
+    def build(cls, tasks: TaskColumns = TASKS, users: UserColumns = USERS) -> SqliteDueQueries:
+        """The statements for ``tasks`` and ``users``."""
+        mark = (
+            update(tasks.table)
+            .where(tasks.id.in_(due_ids(tasks, users)))
+            .values({tasks.reminder_sent_at: _NOW, tasks.reminder_due_at: tasks.due_date})
+            .returning(tasks.id, tasks.due_date)
+        )
+        return cls(mark, ValuesEnqueue.for_dialect("sqlite"), _heartbeat(sqlite.insert))
+
+    def queue_batch(
+        self, session: Session, now: datetime, lookahead: timedelta, limit: int
+    ) -> Batch:
+        """Mark the batch's tasks, then enqueue their reminders under keys built in Python."""
+        tasks = session.connection().execute(self.mark, _window(now, lookahead, limit)).all()
+        # The due query only returns dated tasks.
+        keys = {task_id: reminder_key(task_id, due) for task_id, due in tasks if due}
+        messages = [
+            NewMessage(keys[task_id], REMINDER_KIND, task_id, due_date, available_at=now)
+            for task_id, due_date in tasks
+            if task_id in keys
+        ]
+        queued = self.outbox.enqueue(session, messages, now)
+        superseded = self.outbox.cancel_superseded(
+            session, keys, kind=REMINDER_KIND, reason=SUPERSEDED, now=now
+        )
+        return Batch(len(tasks), queued, superseded)
+
+    def record_scan(
+        self, session: Session, at: datetime, queued: int, marked: int, duration_ms: float
+    ) -> None:
+        """Remember when the last scan ran and what it did (one row, last writer wins)."""
+        session.connection().execute(self.heartbeat, _beat(at, queued, marked, duration_ms))
+
+
+def due_queries(dialect: str) -> DueQueries:
+    """The reference schema's query set for ``dialect`` (``postgresql`` or ``sqlite``)."""
+    if dialect == "postgresql":
+        return PostgresDueQueries.build()
+    if dialect == "sqlite":
+        return SqliteDueQueries.build()
+    raise ValueError(f"no due queries for the {dialect!r} dialect")
+
+
+def _window(now: datetime, lookahead: timedelta, limit: int) -> dict[str, Any]:
+    """The values of one batch's parameters."""
+    return {"now": now, "until": now + lookahead, "limit": limit}
+
+
+def _queue_statement(tasks: TaskColumns, users: UserColumns) -> Select[int, int, int]:
+    """The batch statement: mark the due tasks, insert their rows, cancel superseded ones.
+
+    All parts of the statement see the rows as they were before it: ``stale`` (each
+    marked task's waiting rows under another key) cannot include the rows ``queued``
+    inserts or re-arms. ``id = ANY(ARRAY(…))`` probes the primary key for the batch; as
+    ``id IN (…)`` PostgreSQL plans a hash join over the whole table.
+    """
+    key = reminder_key_sql(tasks.id, tasks.due_date)
+    stale = superseded_ids(tasks.id, key, kind=REMINDER_KIND)
+    marked = (
+        update(tasks.table)
+        .where(tasks.id == any_(func.array(due_ids(tasks, users))))
+        .values({tasks.reminder_sent_at: _NOW, tasks.reminder_due_at: tasks.due_date})
+        .returning(tasks.id, tasks.due_date, key.label("key"), func.array(stale).label("stale"))
+        .cte("marked")
+    )
+    rows = NewRows(
+        key=marked.c.key,
+        kind=literal(REMINDER_KIND),
+        subject_id=marked.c.id,
+        subject_at=marked.c.due_date,
+        available_at=_NOW,
+    )
+    queued = insert_selected(rows, _NOW, dialect="postgresql").cte("queued")
+    stale_ids = select(func.unnest(marked.c.stale)).scalar_subquery()
+    cancel = cancel_selected(stale_ids, kind=REMINDER_KIND, reason=SUPERSEDED, now=_NOW)
+    superseded = cancel.cte("superseded")
+    count = [
+        select(func.count()).select_from(cte).scalar_subquery()
+        for cte in (marked, queued, superseded)
+    ]
+    return select(*count)
+
+
+def _heartbeat(insert: Callable[[type[ScanHeartbeat]], Any]) -> Insert:
+    """The heartbeat's upsert: its one row takes the values of the last scan."""
+    upsert = insert(ScanHeartbeat)
+    columns = ("scanned_at", "queued", "marked", "duration_ms")
+    latest = {name: upsert.excluded[name] for name in columns}
+    statement: Insert = upsert.on_conflict_do_update(index_elements=[ScanHeartbeat.id], set_=latest)
+    return statement
+
+
+def _beat(at: datetime, queued: int, marked: int, duration_ms: float) -> dict[str, Any]:
+    """The heartbeat row's values."""
+    return {
+        "id": 1,
+        "scanned_at": at,
+        "queued": queued,
+        "marked": marked,
+        "duration_ms": duration_ms,
+    }
+
+
+def forget_reminder(
+    session: Session, task_id: int, due_date: datetime, tasks: TaskColumns = TASKS
+) -> None:
+    """Let the scan consider the task again for ``due_date``: its reminder was cancelled.
+
+    Without this, a task completed and then reopened (or an owner who opted out and back
+    in, or a due date moved away and back) would look reminded for a date it never was.
+    """
+    stmt = (
+        update(tasks.table)
+        .where(tasks.id == task_id, instant(tasks.reminder_due_at) == at(due_date))
+        .values({tasks.reminder_due_at: None})
+    )
+    session.connection().execute(stmt)

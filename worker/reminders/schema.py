@@ -1,0 +1,193 @@
+"""The reference schema the host application owns, the worker's columns, and the rules on them.
+
+The rules (`task_open`, `owner_wants_reminders`, `awaiting_reminder`) are SQL expressions over
+the columns `TaskColumns` and `UserColumns` name, written once: the partial index, the scan's
+due query and the relay's re-check before each send all use these functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    ForeignKey,
+    Index,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    text,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from outbox.table import NAMING
+from outbox.types import UTCDateTime
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the host application's tables as the worker sees them."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class User(Base):
+    """A task owner; the only source of a reminder's recipient and time zone."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    email: Mapped[str] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(Text, server_default="UTC")
+    notifications_enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("TRUE"))
+
+
+class Task(Base):
+    """A task; the worker writes only ``reminder_sent_at`` and ``reminder_due_at``."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    owner_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
+    title: Mapped[str] = mapped_column(Text)
+    due_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reminder_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The due date the last reminder was queued for: a moved due date differs from it,
+    # which re-arms the reminder without the host application doing anything.
+    reminder_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_tasks_owner_id", "owner_id"),)
+
+
+class ScanHeartbeat(Base):
+    """The last scan's time and counts (one row), for ``reminders status`` and health."""
+
+    __tablename__ = "reminder_scan_heartbeat"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, default=1)
+    scanned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    queued: Mapped[int]
+    marked: Mapped[int]
+    duration_ms: Mapped[float]
+
+
+@dataclass(frozen=True, eq=False)
+class TaskColumns:
+    """Where the reminder domain reads and writes a task: the table and its columns."""
+
+    table: Table
+    id: ColumnElement[int]
+    owner_id: ColumnElement[int]
+    title: ColumnElement[str]
+    due_date: ColumnElement[datetime | None]
+    completed_at: ColumnElement[datetime | None]
+    reminder_sent_at: ColumnElement[datetime | None]
+    reminder_due_at: ColumnElement[datetime | None]
+
+
+@dataclass(frozen=True, eq=False)
+class UserColumns:
+    """Where the reminder domain reads a task's owner: the table and its columns."""
+
+    table: Table
+    id: ColumnElement[int]
+    email: ColumnElement[str]
+    timezone: ColumnElement[str | None]
+    notifications_enabled: ColumnElement[bool]
+
+
+def _table(declared: type[Base]) -> Table:
+    table = declared.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+_tasks, _users = _table(Task), _table(User)
+#: The reference schema's columns.
+TASKS = TaskColumns(
+    table=_tasks,
+    id=_tasks.c.id,
+    owner_id=_tasks.c.owner_id,
+    title=_tasks.c.title,
+    due_date=_tasks.c.due_date,
+    completed_at=_tasks.c.completed_at,
+    reminder_sent_at=_tasks.c.reminder_sent_at,
+    reminder_due_at=_tasks.c.reminder_due_at,
+)
+USERS = UserColumns(
+    table=_users,
+    id=_users.c.id,
+    email=_users.c.email,
+    timezone=_users.c.timezone,
+    notifications_enabled=_users.c.notifications_enabled,
+)
+
+
+def task_open(tasks: TaskColumns) -> ColumnElement[bool]:
+    """A task still to do: the only kind that is reminded, at the scan and at the send."""
+    return tasks.completed_at.is_(None)
+
+
+def owner_wants_reminders(users: UserColumns) -> ColumnElement[bool]:
+    """An owner who has reminders on (false for a missing owner row of an outer join)."""
+    return users.notifications_enabled.is_(True)
+
+
+def awaiting_reminder(tasks: TaskColumns) -> ColumnElement[bool]:
+    """Open, dated, and not yet reminded for the due date it has now.
+
+    The predicate of the partial index, and the first terms of the due query, so that the
+    planner uses the index: the rows outside it can never be due, so a scan costs what is
+    still to remind, not the size of the table.
+    """
+    return and_(
+        task_open(tasks),
+        tasks.due_date.is_not(None),
+        distinct_from(tasks.reminder_due_at, tasks.due_date),
+    )
+
+
+def awaiting_reminder_index(tasks: TaskColumns) -> Index:
+    """The partial index on the due date of the tasks `awaiting_reminder` (added to the table)."""
+    predicate = awaiting_reminder(tasks)
+    name = f"ix_{tasks.table.name}_awaiting_reminder"
+    return Index(name, tasks.due_date, postgresql_where=predicate, sqlite_where=predicate)
+
+
+def distinct_from(left: ColumnElement[Any], right: ColumnElement[Any]) -> ColumnElement[bool]:
+    """``left IS DISTINCT FROM right``; SQLite spells it ``IS NOT``.
+
+    SQLAlchemy's own `is_distinct_from` renders the same, but on SQLite it drops the
+    compiler's options, so that in DDL the columns come out qualified (``tasks.due_date``)
+    and the index would read differently from the one the migration created.
+    """
+    return _DistinctFrom(left, right).as_comparison(1, 2)
+
+
+class _DistinctFrom(FunctionElement[bool]):
+    type = Boolean()
+    name = "distinct_from"
+    inherit_cache = True
+
+
+@compiles(_DistinctFrom)
+def _distinct_from(element: _DistinctFrom, compiler: SQLCompiler, **kw: Any) -> str:
+    left, right = element.clauses.clauses
+    return compiler.process(left.is_distinct_from(right), **kw)
+
+
+@compiles(_DistinctFrom, "sqlite")
+def _distinct_from_sqlite(element: _DistinctFrom, compiler: SQLCompiler, **kw: Any) -> str:
+    left, right = (compiler.process(clause, **kw) for clause in element.clauses.clauses)
+    return f"{left} IS NOT {right}"
+
+
+AWAITING_REMINDER_INDEX = awaiting_reminder_index(TASKS)

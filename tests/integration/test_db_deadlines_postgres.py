@@ -27,10 +27,11 @@ from sqlalchemy.engine import make_url
 from outbox.table import Status
 from tests.faultproxy import FaultProxy, Mode
 from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services, statuses
-from worker.bootstrap import Services
+from worker.bootstrap import Services, bootstrap
 from worker.db import DatabaseTimeouts, make_engine
 from worker.logs import configure_logging
 from worker.pgdeadline import DeadlineConnection
+from worker.settings import Settings
 
 pytestmark = pytest.mark.postgres
 
@@ -140,6 +141,20 @@ def test_the_bounds_reach_the_server_and_the_socket(proxied: Proxied) -> None:
     assert tuple(shown) == ("1s", "2s")
     assert options == [1, 10, 5, 3, 25_000]
     assert driver.deadline == FAST.deadline
+
+
+def test_the_statement_timeout_setting_reaches_the_worker_engine(postgres_url: str) -> None:
+    """REMINDERS_DB_STATEMENT_TIMEOUT sets the server's bound and, 5 s later, the client's."""
+    services = bootstrap(Settings(database_url=postgres_url, db_statement_timeout="2s"))
+    try:
+        with services.engine.connect() as connection:
+            shown = connection.execute(text("SHOW statement_timeout")).scalar()
+            driver = connection.connection.driver_connection
+    finally:
+        services.engine.dispose()
+    assert shown == "2s"
+    assert isinstance(driver, DeadlineConnection)
+    assert driver.deadline == 7.0
 
 
 def test_a_slow_statement_is_cancelled_by_the_server_and_the_connection_kept(

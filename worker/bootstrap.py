@@ -19,7 +19,7 @@ from outbox.channels.webhook import WebhookChannel
 from outbox.clock import Clock, SystemClock
 from outbox.relay import Attempt, Relay
 from outbox.retry import RetryPolicy
-from worker.db import make_engine, make_session_factory
+from worker.db import DatabaseTimeouts, make_engine, make_session_factory
 from worker.logs import lines_together
 from worker.reminders.due import DueQueries, due_queries
 from worker.reminders.recheck import reminder_preparer
@@ -109,7 +109,8 @@ def bootstrap(
     make_channel: ChannelFactory | None = None,
 ) -> Services:
     """Wire the services for ``settings``; tests pass their own clock, engine or channel."""
-    engine = engine or make_engine(settings.database_url)
+    timeouts = DatabaseTimeouts(statement=settings.db_statement_timeout.total_seconds())
+    engine = engine or make_engine(settings.database_url, timeouts=timeouts)
     return Services(
         settings=settings,
         engine=engine,

@@ -6,8 +6,11 @@ the broker before `worker.actors` declares a periodic actor.
 
 from __future__ import annotations
 
+import socket
 import threading
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
 import pendulum
@@ -16,12 +19,78 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from periodiq import PeriodiqMiddleware
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from worker.settings import Settings
 
-REDIS_TIMEOUT_SECONDS = 30
 # A tick processed later than this is dropped by periodiq; the next tick does its work.
 SKIP_DELAY_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class BrokerTimeouts:
+    """The bounds on every broker call, in seconds (`docs/operations.md`, timeout budget).
+
+    dramatiq's Redis consumer polls with a short script and sleeps between polls on the
+    client, never in a blocking command, so every Redis call is one reply that ``socket``
+    bounds. redis-py retries a call that failed or timed out on a new connection, and
+    retries connecting too, ``retries`` times each: a connection that went silent costs one
+    ``socket`` timeout, and a server that accepts and never answers at most
+    ``(retries + 1) * socket``. RabbitMQ's heartbeats find a silent connection within
+    about ``heartbeat`` + 5 s; ``blocked`` bounds a publish the server holds back.
+    """
+
+    connect: float = 5.0
+    socket: float = 5.0
+    health_check: int = 30
+    retries: int = 1
+    keepalive_idle: int = 10
+    keepalive_interval: int = 5
+    keepalive_count: int = 3
+    heartbeat: int = 30
+    blocked: float = 30.0
+
+    @property
+    def tcp_user_timeout(self) -> int:
+        """Unacknowledged bytes older than this close the socket, as failed keepalives do."""
+        return self.keepalive_idle + self.keepalive_interval * self.keepalive_count
+
+    def redis_options(self) -> dict[str, Any]:
+        """The redis-py client options that carry these bounds."""
+        keepalive = {
+            socket.TCP_KEEPIDLE: self.keepalive_idle,
+            socket.TCP_KEEPINTVL: self.keepalive_interval,
+            socket.TCP_KEEPCNT: self.keepalive_count,
+            socket.TCP_USER_TIMEOUT: self.tcp_user_timeout * 1000,
+        }
+        return {
+            "socket_timeout": self.socket,
+            "socket_connect_timeout": self.connect,
+            "socket_keepalive": True,
+            "socket_keepalive_options": keepalive,
+            "health_check_interval": self.health_check,
+            "retry": Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), self.retries),
+        }
+
+    def amqp_url(self, url: str) -> str:
+        """``url`` with these bounds as pika's query parameters, where it sets none itself."""
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        tcp = {
+            "TCP_KEEPIDLE": self.keepalive_idle,
+            "TCP_KEEPINTVL": self.keepalive_interval,
+            "TCP_KEEPCNT": self.keepalive_count,
+            "TCP_USER_TIMEOUT": self.tcp_user_timeout * 1000,
+        }
+        defaults = {
+            "heartbeat": str(self.heartbeat),
+            "blocked_connection_timeout": f"{self.blocked:g}",
+            "socket_timeout": f"{self.connect:g}",
+            "stack_timeout": f"{3 * self.connect:g}",  # the whole connection handshake
+            "tcp_options": repr(tcp),
+        }
+        return urlunsplit(parts._replace(query=urlencode({**defaults, **query})))
 
 
 class StopRelaysOnShutdown(dramatiq.Middleware):
@@ -35,8 +104,14 @@ class StopRelaysOnShutdown(dramatiq.Middleware):
         self.stop.set()
 
 
-def build_broker(settings: Settings, stop: threading.Event) -> dramatiq.Broker:
-    """Redis, RabbitMQ or an in-process broker, per ``REMINDERS_BROKER_URL``."""
+def build_broker(
+    settings: Settings, stop: threading.Event, timeouts: BrokerTimeouts | None = None
+) -> dramatiq.Broker:
+    """Redis, RabbitMQ or an in-process broker, per ``REMINDERS_BROKER_URL``.
+
+    Every call to a broker server is bounded by ``timeouts`` (the defaults unless given).
+    """
+    bounds = timeouts or BrokerTimeouts()
     # periodiq reads the wall clock with pendulum.now() in the local zone; the schedule is
     # documented as UTC, so make pendulum's local zone UTC whatever TZ the host has.
     pendulum.set_local_timezone(pendulum.UTC)
@@ -45,15 +120,10 @@ def build_broker(settings: Settings, stop: threading.Event) -> dramatiq.Broker:
     if url is None:
         broker = StubBroker()
     elif url.startswith(("redis://", "rediss://")):
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            health_check_interval=REDIS_TIMEOUT_SECONDS,
-        )
+        client = redis.Redis.from_url(url, **bounds.redis_options())
         broker = RedisBroker(client=client)  # type: ignore[no-untyped-call]
     else:
-        broker = RabbitmqBroker(url=url)
+        broker = RabbitmqBroker(url=";".join(bounds.amqp_url(one) for one in url.split(";")))
     if settings.metrics_port is not None and url is not None:
         from worker.metrics import ExposedPrometheus
 

@@ -8,6 +8,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from worker.db import long_statements
+
+#: How long one migration statement may run: building an index on a large host table.
+MIGRATION_STATEMENT_SECONDS = 3600
+
 
 def _config() -> Config:
     config = Config()
@@ -30,7 +35,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     """Bring the database to the head revision; return (before, after). Idempotent."""
     before = current_revision(engine)
     config = _config()
-    with engine.begin() as connection:
+    with engine.begin() as connection, long_statements(connection, MIGRATION_STATEMENT_SECONDS):
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
     return before, current_revision(engine)

@@ -108,6 +108,7 @@ class Settings(BaseSettings):
 
     max_attempts: int = Field(default=8, ge=1, le=100)
     send_timeout: Duration = timedelta(seconds=10)
+    db_statement_timeout: Duration = timedelta(seconds=30)
     lease: Duration = timedelta(seconds=60)
     relay_batch: int = Field(default=100, ge=1, le=10_000)
     relay_window: DurationOrZero = timedelta(milliseconds=500)

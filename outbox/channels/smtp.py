@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.errors
 import smtplib
+import socket
 import ssl as tls
 from collections.abc import Mapping
 from email import policy
@@ -18,6 +19,7 @@ from email.utils import format_datetime, make_msgid
 
 from outbox.channels.base import Delivery, Message
 from outbox.clock import Clock, SystemClock
+from outbox.deadline import Deadline, deadline
 from outbox.masking import mask_email, mask_emails_in, one_line
 
 SUBJECT_LIMIT = 200
@@ -36,12 +38,47 @@ class _RelayUnusable(smtplib.SMTPException):
     """The relay lacks what the configuration requires; retrying after a fix will work."""
 
 
+class _WatchedSMTP(smtplib.SMTP):
+    """An SMTP connection whose socket a deadline watches from the moment it connects.
+
+    smtplib connects and reads the greeting inside the constructor; its `_get_socket`
+    hook (the one `smtplib.SMTP_SSL` overrides) is the one place to see the socket first.
+    """
+
+    def __init__(self, host: str, port: int, *, timeout: float, limit: Deadline) -> None:
+        self._limit = limit  # before the constructor connects
+        super().__init__(host, port, timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        self._limit.watch(sock)
+        return sock
+
+
+class _WatchedSMTPSSL(smtplib.SMTP_SSL, _WatchedSMTP):
+    """`_WatchedSMTP` with implicit TLS: the handshake, too, runs under the deadline."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        context: tls.SSLContext | None,
+        limit: Deadline,
+    ) -> None:
+        self._limit = limit
+        smtplib.SMTP_SSL.__init__(self, host, port, timeout=timeout, context=context)
+
+
 class SmtpChannel:
     """Sends each message as a text/plain UTF-8 e-mail to ``message.recipient``.
 
     The connection opens on the first send and stays open until `close`; a send that
     finds it dropped by the server reconnects once. After any failure it is dropped, so
-    the next send starts afresh. Not thread-safe: give each thread its own channel.
+    the next send starts afresh. Each send as a whole, connecting included, ends within
+    ``timeout`` seconds (`outbox.deadline`), as does each socket operation; one that runs
+    out is retried later. Not thread-safe: give each thread its own channel.
     """
 
     name = "smtp"
@@ -83,32 +120,49 @@ class SmtpChannel:
             data = self._render(message)
         except _BUILD_ERRORS as exc:
             return Delivery.permanent(f"message cannot be built: {self._scrub(str(exc))}")
-        reused = self._connection is not None
-        try:
-            try:
-                self._transmit(message.recipient, data)
-            except smtplib.SMTPException as exc:
-                if not (reused and _dropped(exc)):
-                    raise
-                # Relays close idle connections; that says nothing about this message.
-                self._drop()
-                self._transmit(message.recipient, data)
-        except (smtplib.SMTPException, OSError) as exc:
-            self._drop()
-            return self._classify(exc)
-        return Delivery.delivered()
+        with deadline(self._timeout) as limit:
+            delivery = self._send_within(limit, message.recipient, data)
+        if limit.expired:
+            self._drop()  # its socket was shut down: it is never used again
+        return delivery
 
     def close(self) -> None:
-        """Say QUIT and close the connection, if one is open."""
+        """Say QUIT and close the connection, if one is open (within the timeout)."""
         connection, self._connection = self._connection, None
         if connection is None:
             return
+        with deadline(self._timeout) as limit:
+            try:
+                if connection.sock is not None:
+                    limit.watch(connection.sock)
+                connection.quit()
+            except (smtplib.SMTPException, OSError):
+                pass  # the server may be gone already; the socket is closed below either way
+            finally:
+                connection.close()
+
+    def _send_within(self, limit: Deadline, recipient: str, data: bytes) -> Delivery:
+        """Send on the open connection (reconnecting once if the relay dropped it idle), or
+        on a new one, all before ``limit``; a failure drops the connection."""
+        reused = self._connection is not None
         try:
-            connection.quit()
-        except (smtplib.SMTPException, OSError):
-            pass  # the server may be gone already; the socket is closed below either way
-        finally:
-            connection.close()
+            try:
+                self._transmit(limit, recipient, data)
+            except smtplib.SMTPException as exc:
+                if not (reused and _dropped(exc)) or limit.expired:
+                    raise
+                # Relays close idle connections; that says nothing about this message.
+                self._drop()
+                self._transmit(limit, recipient, data)
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            if limit.expired:
+                where, seconds = f"{self._host}:{self._port}", self._timeout
+                return Delivery.retry(
+                    f"SMTP timeout: the send to {where} took over {seconds}s; connection dropped"
+                )
+            return self._classify(exc)
+        return Delivery.delivered()
 
     def _render(self, message: Message) -> bytes:
         mail = EmailMessage(policy=_POLICY)
@@ -125,17 +179,21 @@ class SmtpChannel:
         mail.set_content(message.text, subtype="plain", charset="utf-8", cte=cte)
         return mail.as_bytes()
 
-    def _transmit(self, recipient: str, data: bytes) -> None:
-        connection = self._connection or self._open()
+    def _transmit(self, limit: Deadline, recipient: str, data: bytes) -> None:
+        connection = self._connection
+        if connection is None:
+            connection = self._open(limit)
+        elif connection.sock is not None:  # None once smtplib saw the server go
+            limit.watch(connection.sock)
         connection.sendmail(self._mail_from, [recipient], data)
 
-    def _open(self) -> smtplib.SMTP:
+    def _open(self, limit: Deadline) -> smtplib.SMTP:
         connection: smtplib.SMTP
         where, timeout = (self._host, self._port), self._timeout
         if self._ssl:
-            connection = smtplib.SMTP_SSL(*where, timeout=timeout, context=self._tls)
+            connection = _WatchedSMTPSSL(*where, timeout=timeout, context=self._tls, limit=limit)
         else:
-            connection = smtplib.SMTP(*where, timeout=timeout)
+            connection = _WatchedSMTP(*where, timeout=timeout, limit=limit)
         try:
             if self._starttls:
                 connection.ehlo()

@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
 from outbox.channels.base import Delivery, Message
 from outbox.clock import Clock, SystemClock
+from outbox.deadline import Deadline, deadline
 from outbox.masking import mask_emails_in, one_line
 from outbox.retry import MAX_RETRY_AFTER
 from outbox.signing import secret_key, signature_header
 
 _BODY_EXCERPT = 200
 _TRANSIENT = frozenset({408, 429})
+#: httpcore's trace events (the ``trace`` extension) that hand over a new network stream.
+_NEW_STREAM = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
 
 
 class WebhookChannel:
@@ -31,7 +36,10 @@ class WebhookChannel:
 
     One `httpx.Client` carries all sends, so connections are kept alive between them;
     `close` closes it and the next send opens a new one. A ``client`` handed in belongs
-    to the caller: it is used as is and never closed here.
+    to the caller: it is used as is and never closed here. httpx bounds each phase (connect,
+    each read, each write) by ``timeout``; a deadline (`outbox.deadline`) bounds each send as
+    a whole by the same ``timeout``, so a receiver that answers a byte at a time or a
+    connection that went silent cannot hold it longer. Not thread-safe.
     """
 
     name = "webhook"
@@ -57,6 +65,7 @@ class WebhookChannel:
             secret_key(secret)  # refuse a malformed secret at start, not at the first send
         self._url = url
         self._secrets = tuple(secrets)
+        self._send_timeout = timeout
         self._timeout = httpx.Timeout(timeout)
         self._clock = clock or SystemClock()
         # Loading the CA bundle takes tens of milliseconds: done here, once per process,
@@ -64,6 +73,7 @@ class WebhookChannel:
         self._tls = _tls_context()
         self._client = client
         self._owns_client = client is None
+        self._sockets: list[socket.socket] = []  # of the connections this channel opened
 
     def send(self, message: Message) -> Delivery:
         """Post one message and classify the answer; never raises for a failure."""
@@ -85,6 +95,28 @@ class WebhookChannel:
             "webhook-signature": signature_header(self._secrets, key, timestamp, body),
             "Idempotency-Key": key,
         }
+        with deadline(self._send_timeout) as limit:
+            delivery = self._post(limit, body, headers, now)
+        if limit.expired:
+            # Its sockets were shut down: never used again (a caller's client, which is not
+            # closed here, drops them on the error their next use meets).
+            self.close()
+        return delivery
+
+    def _post(
+        self, limit: Deadline, body: bytes, headers: dict[str, str], now: datetime
+    ) -> Delivery:
+        """Post within ``limit``: the sockets of this channel's connections are watched."""
+        self._sockets = [sock for sock in self._sockets if sock.fileno() != -1]
+        for sock in self._sockets:  # one of them may carry this request
+            limit.watch(sock)
+
+        def trace(event: str, info: dict[str, Any]) -> None:
+            if event in _NEW_STREAM:  # a new connection, or its TLS layer
+                sock = info["return_value"].get_extra_info("socket")
+                self._sockets.append(sock)
+                limit.watch(sock)
+
         try:
             response = self._http().post(
                 self._url,
@@ -92,10 +124,16 @@ class WebhookChannel:
                 headers=headers,
                 timeout=self._timeout,
                 follow_redirects=False,
+                extensions={"trace": trace},
             )
-        except httpx.TimeoutException:
-            return Delivery.retry(f"webhook timeout after {self._timeout.read}s")
-        except httpx.RequestError as exc:  # network, protocol, undecodable answer
+        except httpx.RequestError as exc:
+            if limit.expired:
+                return Delivery.retry(
+                    f"webhook timeout: the send took over {self._timeout.read}s; connection dropped"
+                )
+            if isinstance(exc, httpx.TimeoutException):
+                return Delivery.retry(f"webhook timeout after {self._timeout.read}s")
+            # network, protocol, undecodable answer
             return Delivery.retry(f"webhook request failed: {type(exc).__name__}: {exc}")
         return _classify(response, now)
 
@@ -104,6 +142,7 @@ class WebhookChannel:
         if self._owns_client and self._client is not None:
             self._client.close()
             self._client = None
+            self._sockets = []
 
     def _http(self) -> httpx.Client:
         if self._client is None:

@@ -38,7 +38,8 @@ class BrokerTimeouts:
     retries connecting too, ``retries`` times each: a connection that went silent costs one
     ``socket`` timeout, and a server that accepts and never answers at most
     ``(retries + 1) * socket``. RabbitMQ's heartbeats find a silent connection within
-    about ``heartbeat`` + 5 s; ``blocked`` bounds a publish the server holds back.
+    about one ``heartbeat`` and a little more; ``blocked`` bounds a publish the server holds
+    back.
     """
 
     connect: float = 5.0

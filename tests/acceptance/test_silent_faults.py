@@ -39,7 +39,7 @@ from tests.acceptance.harness import (
     utc_now,
     wait_until,
 )
-from tests.faultproxy import FaultProxy, Mode
+from tests.support.faultproxy import FaultProxy, Mode
 from worker.db import DatabaseTimeouts
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

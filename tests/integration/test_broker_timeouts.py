@@ -14,7 +14,7 @@ import dramatiq
 import pytest
 import redis
 
-from tests.faultproxy import FaultProxy, Mode
+from tests.support.faultproxy import FaultProxy, Mode
 from worker.broker import BrokerTimeouts, build_broker
 from worker.settings import Settings
 

@@ -25,8 +25,10 @@ from sqlalchemy import Engine, event, exc, text
 from sqlalchemy.engine import make_url
 
 from outbox.table import Status
-from tests.faultproxy import FaultProxy, Mode
-from tests.support import ManualClock, RecordingChannel, add_task, add_user, make_services, statuses
+from tests.support.channels import RecordingChannel
+from tests.support.clock import ManualClock
+from tests.support.db import add_task, add_user, make_services, statuses
+from tests.support.faultproxy import FaultProxy, Mode
 from worker.bootstrap import Services, bootstrap
 from worker.db import DatabaseTimeouts, make_engine
 from worker.logs import configure_logging

@@ -14,8 +14,9 @@ from contextlib import closing, contextmanager
 from outbox.channels.base import Message, Outcome
 from outbox.channels.smtp import SmtpChannel
 from outbox.channels.webhook import WebhookChannel
-from tests.faultproxy import FaultProxy, Mode
-from tests.integration._servers import RecordingSmtpServer, RecordingWebhookServer
+from tests.support.faultproxy import FaultProxy, Mode
+from tests.support.servers.smtp import RecordingSmtpServer
+from tests.support.servers.webhook import RecordingWebhookServer
 
 TIMEOUT = 1.0  # the channels' send timeout in these tests
 SLACK = 1.0  # what a loaded machine may add to it

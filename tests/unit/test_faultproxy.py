@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faultproxy import FaultProxy, Mode
+from tests.support.faultproxy import FaultProxy, Mode
 
 QUIET = 0.3  # how long a client listens to conclude that nothing comes back
 

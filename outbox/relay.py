@@ -14,17 +14,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
+from structlog.typing import FilteringBoundLogger
 
 from outbox.channels.base import Channel, Delivery, Message
 from outbox.clock import Clock
 from outbox.masking import mask_email
-from outbox.report import Attempt, AttemptOutcome, RelayReport, log_attempt
+from outbox.report import Attempt, AttemptOutcome, RelayReport, log_round
 from outbox.retry import RetryPolicy
 from outbox.store import Claim, claim_due_rows, extend_leases, record, release
 from outbox.verdicts import Judged, cancelled, describe, judge, out_of_attempts
@@ -38,8 +38,6 @@ __all__ = [
     "Relay",
     "RelayReport",
 ]
-
-log = structlog.get_logger("outbox.relay")
 
 #: Time kept in hand on a lease beyond one send's timeout before the next send starts
 #: (at most a quarter of the lease, so that a short lease still covers several sends).
@@ -100,9 +98,13 @@ class Relay:
     on_attempt: Callable[[Attempt], None] | None = None
     #: The log key under which the row's subject id appears (the domain's name for it).
     subject_key: str = "subject_id"
-    #: Wraps the report of a round, whose lines are all made at once: a block that writes
-    #: them together (the worker's `worker.logs.lines_together`) saves a write per line.
-    lines_together: Callable[[], AbstractContextManager[object]] = nullcontext
+    #: Each relay its own logger, bound to the logging set up when it first logs.
+    log: FilteringBoundLogger = field(
+        default_factory=lambda: structlog.get_logger("outbox.relay"),
+        init=False,
+        repr=False,
+        compare=False,
+    )
 
     def relay_until_idle(self, budget: timedelta | None = None) -> RelayReport:
         """Relay round after round until nothing is due, the budget is spent, or stop is set."""
@@ -134,7 +136,7 @@ class Relay:
             round_ = self._begin(batch, sent, now, claiming=claiming, recheck=True)
         except Exception:
             # One row the domain cannot re-check must not hold back the others.
-            log.warning("recheck_failed", rows=len(batch.waiting), exc_info=True)
+            self.log.warning("recheck_failed", rows=len(batch.waiting), exc_info=True)
             # Without the re-check, a failure is the database's own: let it raise.
             round_ = self._begin(batch, sent, now, claiming=claiming, recheck=False)
             batch.unrecorded = self._recheck_one_by_one(round_)
@@ -246,7 +248,7 @@ class Relay:
                 held = record(session, [item.verdict for item in batch.unrecorded], now)
                 release(session, batch.waiting, now)
         except Exception:  # the leases expire on their own; say so and go on stopping
-            log.error(
+            self.log.error(
                 "record_failed",
                 sent=len(batch.unrecorded),
                 unsent=len(batch.waiting),
@@ -265,13 +267,12 @@ class Relay:
         attempts += [item.attempt(item.verdict.claim.id in held) for item in judged]
 
     def _report(self, report: RelayReport, attempts: Sequence[Attempt]) -> None:
-        """Log a round's attempts (lines together), count them, hand each to ``on_attempt``."""
-        with self.lines_together():
-            for attempt in attempts:
-                report.add(attempt)
-                log_attempt(log, attempt, self.channel.name, self.subject_key)
-                if self.on_attempt is not None:
-                    self.on_attempt(attempt)
+        """Log a round's attempts (in one call), count them and hand each to ``on_attempt``."""
+        log_round(self.log, attempts, self.channel.name, self.subject_key)
+        for attempt in attempts:
+            report.add(attempt)
+            if self.on_attempt is not None:
+                self.on_attempt(attempt)
 
 
 def _sort_answers(

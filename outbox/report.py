@@ -1,8 +1,9 @@
-"""What a relay reports: how each attempt ended, the run's counts, its log lines."""
+"""What a relay reports: how each attempt ended, the run's counts, a round's log event."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -95,12 +96,28 @@ class RelayReport:
         return sum(self.counts.values())
 
 
-def log_attempt(
-    log: FilteringBoundLogger, attempt: Attempt, channel: str, subject_key: str
+def log_round(
+    log: FilteringBoundLogger, attempts: Sequence[Attempt], channel: str, subject_key: str
 ) -> None:
-    """Log one ``delivery`` event; ``subject_key`` names the subject id in the domain's words."""
+    """Log a round's attempts in one call: a ``round`` event whose ``events`` are one
+    ``delivery`` event per attempt, each with its own level.
+
+    One call for the round rather than one per attempt, so that a log setup can write the
+    round's lines together (the worker's writes each event as a line of its own, in a few
+    writes). ``subject_key`` names the subject id, in the domain's words (``task_id``).
+    """
+    if not attempts:
+        return
+    events = [_delivery(attempt, channel, subject_key) for attempt in attempts]
+    if any(event["level"] == "warning" for event in events):
+        log.warning("round", events=events)
+    else:
+        log.info("round", events=events)
+
+
+def _delivery(attempt: Attempt, channel: str, subject_key: str) -> dict[str, object]:
     elapsed, next_at = attempt.elapsed, attempt.next_attempt_at
-    fields = {
+    return {
         "outbox_id": attempt.outbox_id,
         "key": attempt.key,
         "attempt": attempt.attempt,
@@ -111,8 +128,6 @@ def log_attempt(
         "duration_ms": None if elapsed is None else round(elapsed * 1000, 1),
         "next_attempt_at": None if next_at is None else next_at.isoformat(),
         subject_key: attempt.subject_id,
+        "event": "delivery",
+        "level": attempt.outcome.level,
     }
-    if attempt.outcome.level == "warning":
-        log.warning("delivery", **fields)
-    else:
-        log.info("delivery", **fields)

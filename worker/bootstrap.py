@@ -20,7 +20,6 @@ from outbox.clock import Clock, SystemClock
 from outbox.relay import Attempt, Relay
 from outbox.retry import RetryPolicy
 from worker.db import make_engine, make_session_factory
-from worker.logs import lines_together
 from worker.render import ReminderRenderer, reminder_preparer
 from worker.scan import ScanResult, scan_due_tasks
 from worker.settings import Settings
@@ -93,7 +92,6 @@ class Services:
             stop=self.stop,
             on_attempt=on_attempt,
             subject_key="task_id",
-            lines_together=lines_together,
         )
 
 

@@ -13,28 +13,35 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
+from structlog.typing import FilteringBoundLogger
 
-from outbox.channels.base import Channel, Delivery, Message, Outcome
+from outbox.channels.base import Channel, Delivery, Message
 from outbox.clock import Clock
-from outbox.masking import mask_email, mask_emails_in
+from outbox.masking import mask_email
+from outbox.report import Attempt, AttemptOutcome, RelayReport, log_round
 from outbox.retry import RetryPolicy
-from outbox.store import Claim, Verdict, claim_due_rows, extend_leases, record, release
-from outbox.table import Status
+from outbox.store import Claim, claim_due_rows, extend_leases, record, release
+from outbox.verdicts import Judged, cancelled, describe, judge, out_of_attempts
 
-log = structlog.get_logger("outbox.relay")
+__all__ = [
+    "FIRST_CLAIM",
+    "Attempt",
+    "AttemptOutcome",
+    "Cancel",
+    "Prepare",
+    "Relay",
+    "RelayReport",
+]
 
 #: Time kept in hand on a lease beyond one send's timeout before the next send starts
 #: (at most a quarter of the lease, so that a short lease still covers several sends).
 LEASE_MARGIN = timedelta(seconds=5)
-MAX_ERROR_LENGTH = 2000
 #: Rows in a relay run's first claim; later claims follow what the rounds could send.
 FIRST_CLAIM = 10
 
@@ -51,56 +58,25 @@ class Cancel:
 Prepare = Callable[[Session, Sequence[Claim]], Mapping[int, Message | Cancel]]
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """What happened to one claimed row."""
-
-    outbox_id: int
-    key: str
-    attempt: int
-    outcome: str  # delivered, retry, dead, cancelled, fenced or released
-    detail: str | None = None
-    recipient: str | None = None  # masked
-    subject_at: datetime | None = None
-    created_at: datetime | None = None
-
-
-@dataclass
-class RelayReport:
-    """Counts by outcome, and the earliest time a rescheduled row is due again."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-    next_attempt_at: datetime | None = None
-    out_of_budget: bool = False  # stopped with rows possibly still due
-
-    def add(self, attempt: Attempt, next_at: datetime | None = None) -> None:
-        """Count one attempt (and remember the soonest retry)."""
-        self.counts[attempt.outcome] += 1
-        if next_at is not None and (self.next_attempt_at is None or next_at < self.next_attempt_at):
-            self.next_attempt_at = next_at
-
-    @property
-    def claimed(self) -> int:
-        """How many rows were claimed in all."""
-        return sum(self.counts.values())
-
-
-@dataclass(frozen=True)
-class _Done:
-    """A row's verdict, not yet recorded, with what the log line says about its send."""
-
-    verdict: Verdict
-    recipient: str | None = None  # masked
-    elapsed: float | None = None
-
-
 @dataclass
 class _Batch:
     """The claimed rows still to send, and the verdicts still to record."""
 
     waiting: list[Claim] = field(default_factory=list)
-    unrecorded: list[_Done] = field(default_factory=list)
+    unrecorded: list[Judged] = field(default_factory=list)
     group: int = 0  # how many rows the next round re-checks
+
+
+@dataclass
+class _Round:
+    """The rows one round holds, as its transaction found them, and what it reports."""
+
+    kept: list[Claim]  # still held: the group, then the rows waiting behind it
+    lost: list[Claim]  # leases lost before sending: another relay may hold them now
+    spent: list[Judged]  # out of attempts: dead, unsent
+    group: list[Claim]  # the head of `kept`, re-checked this round
+    ready: list[tuple[Claim, Message]] = field(default_factory=list)  # to send, in order
+    attempts: list[Attempt] = field(default_factory=list)  # committed, to report
 
 
 @dataclass
@@ -122,9 +98,13 @@ class Relay:
     on_attempt: Callable[[Attempt], None] | None = None
     #: The log key under which the row's subject id appears (the domain's name for it).
     subject_key: str = "subject_id"
-    #: Wraps the report of a round, whose lines are all made at once: a block that writes
-    #: them together (the worker's `worker.logs.lines_together`) saves a write per line.
-    lines_together: Callable[[], AbstractContextManager[object]] = nullcontext
+    #: Each relay its own logger, bound to the logging set up when it first logs.
+    log: FilteringBoundLogger = field(
+        default_factory=lambda: structlog.get_logger("outbox.relay"),
+        init=False,
+        repr=False,
+        compare=False,
+    )
 
     def relay_until_idle(self, budget: timedelta | None = None) -> RelayReport:
         """Relay round after round until nothing is due, the budget is spent, or stop is set."""
@@ -149,84 +129,89 @@ class Relay:
     def _start_round(
         self, batch: _Batch, report: RelayReport, *, claiming: bool
     ) -> list[tuple[Claim, Message]]:
-        """One transaction: record the last round, keep the leases (or claim the next batch
-        once the last one is sent), and re-check the rows this round will send."""
-        done, batch.unrecorded = batch.unrecorded, []
+        """Record the last round, hold this round's rows, re-check the ones it will send."""
+        sent, batch.unrecorded = batch.unrecorded, []
         now = self.clock.now()
         try:
-            with self.session_factory.begin() as session:
-                kept, lost, spent, group = self._hold(session, batch, now, claiming=claiming)
-                answers = self.prepare(session, group) if group else {}
-                cancels, ready = _sort_answers(group, answers)
-                held = record(session, [d.verdict for d in done + spent + cancels], now)
-            done += spent + cancels
+            round_ = self._begin(batch, sent, now, claiming=claiming, recheck=True)
         except Exception:
             # One row the domain cannot re-check must not hold back the others.
-            log.warning("recheck_failed", rows=len(batch.waiting), exc_info=True)
-            with self.session_factory.begin() as session:  # the database itself: raise
-                kept, lost, spent, group = self._hold(session, batch, now, claiming=claiming)
-                held = record(session, [d.verdict for d in done + spent], now)
-            done += spent
-            batch.unrecorded, ready = self._prepare_one_by_one(group, report)
-        self._recorded(report, done, held)
-        for claim in lost:
-            self._record(report, claim, "fenced", "lease lost before sending")
-        settled = {c.id for c in group} - {c.id for c, _ in ready}
-        batch.waiting = [claim for claim in kept if claim.id not in settled]
-        return ready
+            self.log.warning("recheck_failed", rows=len(batch.waiting), exc_info=True)
+            # Without the re-check, a failure is the database's own: let it raise.
+            round_ = self._begin(batch, sent, now, claiming=claiming, recheck=False)
+            batch.unrecorded = self._recheck_one_by_one(round_)
+        self._report(report, round_.attempts)
+        settled = {c.id for c in round_.group} - {c.id for c, _ in round_.ready}
+        batch.waiting = [claim for claim in round_.kept if claim.id not in settled]
+        return round_.ready
 
-    def _hold(
-        self, session: Session, batch: _Batch, now: datetime, *, claiming: bool
-    ) -> tuple[list[Claim], list[Claim], list[_Done], list[Claim]]:
-        """The rows this relay holds for the round: (kept, lost, spent, group to re-check).
+    def _begin(
+        self, batch: _Batch, sent: list[Judged], now: datetime, *, claiming: bool, recheck: bool
+    ) -> _Round:
+        """The round's one transaction: hold its rows, re-check its group (``recheck``), and
+        record what the last round sent with the rows this one settled without sending.
+
+        The round comes back with what its commit reports: those verdicts, the lost rows.
+        """
+        with self.session_factory.begin() as session:
+            round_ = self._hold(session, batch, now, claiming=claiming)
+            cancels: list[Judged] = []
+            if recheck and round_.group:
+                answers = self.prepare(session, round_.group)
+                cancels, round_.ready = _sort_answers(round_.group, answers)
+            judged = sent + round_.spent + cancels
+            held = record(session, [item.verdict for item in judged], now)
+        self._recorded(round_.attempts, judged, held)
+        reason = "lease lost before sending"
+        round_.attempts += [Attempt.of(c, AttemptOutcome.FENCED, reason) for c in round_.lost]
+        return round_
+
+    def _hold(self, session: Session, batch: _Batch, now: datetime, *, claiming: bool) -> _Round:
+        """The rows this relay holds for the round.
 
         Waiting rows keep their leases (renewed when short); once none waits, a new batch is
         claimed. A row out of attempts (its worker died every time) is spent: dead, unsent.
         """
         waiting, size = batch.waiting, batch.group
+        lost: list[Claim] = []
         if waiting and not self._lease_left(waiting[0], now):
             kept = extend_leases(session, waiting, now + self.lease)
             ids = {claim.id for claim in kept}
             lost = [claim for claim in waiting if claim.id not in ids]
         elif waiting or not claiming:
-            kept, lost = waiting, []
+            kept = waiting
         else:
             # About what the last round could send, so that a slow receiver's rows stay
             # free for other relays; a fast one's claims double up to the batch size.
             limit = min(self.batch_size, batch.group or FIRST_CLAIM)
             kept = claim_due_rows(session, now, now + self.lease, self.owner, limit)
-            lost, size = [], len(kept)
-        error = "gave up after {} attempts: the last one never finished"
-        spent = [
-            _Done(Verdict(claim, Status.DEAD, error.format(claim.attempts - 1)))
-            for claim in kept
-            if claim.attempts > self.policy.max_attempts
-        ]
+            size = len(kept)
+        most = self.policy.max_attempts
+        spent = [Judged(out_of_attempts(claim)) for claim in kept if claim.attempts > most]
         if spent:
-            kept = [claim for claim in kept if claim.attempts <= self.policy.max_attempts]
-        return kept, lost, spent, kept[:size]
+            kept = [claim for claim in kept if claim.attempts <= most]
+        return _Round(kept=kept, lost=lost, spent=spent, group=kept[:size])
 
     def _lease_left(self, claim: Claim, now: datetime) -> bool:
         margin = min(LEASE_MARGIN, self.lease / 4)
         return claim.lease_expires_at - now >= self.send_timeout + margin
 
-    def _prepare_one_by_one(
-        self, group: Sequence[Claim], report: RelayReport
-    ) -> tuple[list[_Done], list[tuple[Claim, Message]]]:
-        """Re-check each row in a transaction of its own: (rows that failed, rows to send)."""
-        failed: list[_Done] = []
-        ready: list[tuple[Claim, Message]] = []
-        for claim in group:
+    def _recheck_one_by_one(self, round_: _Round) -> list[Judged]:
+        """Re-check each row of the group in a transaction of its own; return the rows that
+        failed (retried, recorded with the next round) and add the others to the round."""
+        failed: list[Judged] = []
+        for claim in round_.group:
             try:
                 with self.session_factory.begin() as session:
-                    cancels, mine = _sort_answers([claim], self.prepare(session, [claim]))
-                    held = record(session, [d.verdict for d in cancels], self.clock.now())
+                    cancels, ready = _sort_answers([claim], self.prepare(session, [claim]))
+                    held = record(session, [item.verdict for item in cancels], self.clock.now())
             except Exception as exc:
-                failed.append(_Done(self._judge(claim, Delivery.retry(_describe(exc)))))
+                delivery = Delivery.retry(describe(exc))
+                failed.append(Judged(judge(claim, delivery, self.policy, self.clock.now())))
                 continue
-            self._recorded(report, cancels, held)
-            ready += mine
-        return failed, ready
+            self._recorded(round_.attempts, cancels, held)
+            round_.ready += ready
+        return failed
 
     def _send_round(self, batch: _Batch, ready: list[tuple[Claim, Message]]) -> None:
         """Send until the window is spent, a lease runs short or stop is set."""
@@ -243,26 +228,15 @@ class Relay:
             sent += 1
         batch.group = max(1, 2 * sent)  # enough re-checked rows for the next round
 
-    def _send(self, claim: Claim, message: Message) -> _Done:
+    def _send(self, claim: Claim, message: Message) -> Judged:
         started = time.perf_counter()
         try:
             delivery = self.channel.send(message)
         except Exception as exc:  # channels classify errors; anything else is a bug: retry
-            delivery = Delivery.retry(_describe(exc))
+            delivery = Delivery.retry(describe(exc))
         elapsed = time.perf_counter() - started
-        return _Done(self._judge(claim, delivery), mask_email(message.recipient), elapsed)
-
-    def _judge(self, claim: Claim, delivery: Delivery) -> Verdict:
-        """What an attempt's answer means for its row: delivered, retried later, or dead."""
-        if delivery.outcome is Outcome.DELIVERED:
-            return Verdict(claim, Status.DELIVERED)
-        error = mask_emails_in(delivery.error or "unknown error")[:MAX_ERROR_LENGTH]
-        if delivery.outcome is Outcome.PERMANENT:
-            return Verdict(claim, Status.DEAD, error)
-        next_at = self.policy.next_attempt(claim.attempts, self.clock.now(), delivery.retry_after)
-        if next_at is None:
-            return Verdict(claim, Status.DEAD, f"gave up after {claim.attempts} attempts: {error}")
-        return Verdict(claim, Status.FAILED, error, next_at)
+        verdict = judge(claim, delivery, self.policy, self.clock.now())
+        return Judged(verdict, mask_email(message.recipient), elapsed)
 
     def _end(self, batch: _Batch, report: RelayReport) -> None:
         """Record the last round and give back the rows not attempted (stop, or an error)."""
@@ -271,10 +245,10 @@ class Relay:
         now = self.clock.now()
         try:
             with self.session_factory.begin() as session:
-                held = record(session, [d.verdict for d in batch.unrecorded], now)
+                held = record(session, [item.verdict for item in batch.unrecorded], now)
                 release(session, batch.waiting, now)
         except Exception:  # the leases expire on their own; say so and go on stopping
-            log.error(
+            self.log.error(
                 "record_failed",
                 sent=len(batch.unrecorded),
                 unsent=len(batch.waiting),
@@ -282,87 +256,34 @@ class Relay:
                 exc_info=True,
             )
             return
-        self._recorded(report, batch.unrecorded, held)
-        for claim in batch.waiting:
-            self._record(report, claim, "released", "stopping before this row was attempted")
+        attempts: list[Attempt] = []
+        self._recorded(attempts, batch.unrecorded, held)
+        reason = "stopping before this row was attempted"
+        attempts += [Attempt.of(c, AttemptOutcome.RELEASED, reason) for c in batch.waiting]
+        self._report(report, attempts)
 
-    def _recorded(self, report: RelayReport, done: Sequence[_Done], held: set[int]) -> None:
-        """Report verdicts once committed: each as it was written, or fenced."""
-        with self.lines_together():
-            self._report_each(report, done, held)
+    def _recorded(self, attempts: list[Attempt], judged: Sequence[Judged], held: set[int]) -> None:
+        """Add committed verdicts to ``attempts``: each as it was written, or fenced."""
+        attempts += [item.attempt(item.verdict.claim.id in held) for item in judged]
 
-    def _report_each(self, report: RelayReport, done: Sequence[_Done], held: set[int]) -> None:
-        for item in done:
-            verdict = item.verdict
-            if verdict.claim.id not in held:
-                outcome = "fenced"
-            elif verdict.status is Status.FAILED:
-                outcome = "retry"
-            else:
-                outcome = verdict.status.value
-            self._record(
-                report,
-                verdict.claim,
-                outcome,
-                verdict.error,
-                recipient=item.recipient,
-                elapsed=item.elapsed,
-                next_at=verdict.retry_at if outcome == "retry" else None,
-            )
-
-    def _record(
-        self,
-        report: RelayReport,
-        claim: Claim,
-        outcome: str,
-        detail: str | None = None,
-        *,
-        recipient: str | None = None,
-        elapsed: float | None = None,
-        next_at: datetime | None = None,
-    ) -> None:
-        attempt = Attempt(
-            claim.id,
-            claim.key,
-            claim.attempts,
-            outcome,
-            detail,
-            recipient,
-            claim.subject_at,
-            claim.created_at,
-        )
-        report.add(attempt, next_at)
-        log.log(
-            30 if outcome in ("fenced", "dead") else 20,
-            "delivery",
-            outbox_id=claim.id,
-            key=claim.key,
-            attempt=claim.attempts,
-            outcome=outcome,
-            error=detail,
-            recipient=recipient,
-            channel=self.channel.name,
-            duration_ms=None if elapsed is None else round(elapsed * 1000, 1),
-            next_attempt_at=None if next_at is None else next_at.isoformat(),
-            **{self.subject_key: claim.subject_id},
-        )
-        if self.on_attempt is not None:
-            self.on_attempt(attempt)
+    def _report(self, report: RelayReport, attempts: Sequence[Attempt]) -> None:
+        """Log a round's attempts (in one call), count them and hand each to ``on_attempt``."""
+        log_round(self.log, attempts, self.channel.name, self.subject_key)
+        for attempt in attempts:
+            report.add(attempt)
+            if self.on_attempt is not None:
+                self.on_attempt(attempt)
 
 
 def _sort_answers(
     group: Sequence[Claim], answers: Mapping[int, Message | Cancel]
-) -> tuple[list[_Done], list[tuple[Claim, Message]]]:
+) -> tuple[list[Judged], list[tuple[Claim, Message]]]:
     """Split the re-check's answers: (cancelled rows, rows to send in order)."""
     cancels, ready = [], []
     for claim in group:
         answer = answers.get(claim.id, Cancel("the re-check said nothing of this row"))
         if isinstance(answer, Cancel):
-            cancels.append(_Done(Verdict(claim, Status.CANCELLED, answer.reason)))
+            cancels.append(Judged(cancelled(claim, answer.reason)))
         else:
             ready.append((claim, answer))
     return cancels, ready
-
-
-def _describe(exc: BaseException) -> str:
-    return mask_emails_in(f"{type(exc).__name__}: {exc}")[:MAX_ERROR_LENGTH]

@@ -20,7 +20,6 @@ from outbox.clock import Clock, SystemClock
 from outbox.relay import Attempt, Relay
 from outbox.retry import RetryPolicy
 from worker.db import DatabaseTimeouts, make_engine, make_session_factory
-from worker.logs import lines_together
 from worker.reminders.due import DueQueries, due_queries
 from worker.reminders.recheck import reminder_preparer
 from worker.reminders.render import ReminderRenderer
@@ -97,7 +96,6 @@ class Services:
             stop=self.stop,
             on_attempt=on_attempt,
             subject_key="task_id",
-            lines_together=lines_together,
         )
 
 

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
-import operator
 import sys
-import threading
-from collections.abc import Iterator
-from typing import TextIO
+from collections.abc import Iterator, MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
 #: A write to a pipe of at most this many bytes is never interleaved with another
-#: process's write, so held lines are written in blocks of whole lines up to this size.
+#: process's write, so several lines are written in blocks of whole lines up to this size.
 PIPE_BUF = 4096
-
-_held = threading.local()  # .lines: this thread's held lines, while lines_together runs
 
 
 class _NamedWriteLogger(structlog.WriteLogger):
@@ -28,12 +22,11 @@ class _NamedWriteLogger(structlog.WriteLogger):
         self.name = name  # read by add_logger_name
 
     def msg(self, message: str) -> None:
-        """Write one line now, or hold it until `lines_together` ends in this thread."""
-        held: list[tuple[_NamedWriteLogger, str]] | None = getattr(_held, "lines", None)
-        if held is None:
-            super().msg(message)
+        """Write one rendered event: its line, or its lines in blocks of whole lines."""
+        if "\n" in message:
+            self.write_block(message.split("\n"))
         else:
-            held.append((self, message))
+            super().msg(message)
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
@@ -62,25 +55,37 @@ def _blocks(lines: list[str]) -> Iterator[str]:
         yield "".join(block)
 
 
-@contextlib.contextmanager
-def lines_together() -> Iterator[None]:
-    """Hold this thread's log lines until the block ends, then write them a few at a time.
+def _one_line_per_event(
+    renderer: structlog.types.Processor, level: int
+) -> structlog.types.Processor:
+    """``renderer``, except for an event that carries ``events``, several made at one moment
+    (the relay logs each round's deliveries so): each of those that ``level`` lets through
+    becomes a line of its own, at its own level, with the carrier's other keys (logger, time).
 
-    For a burst of lines made at one moment, such as the relay's report of a round: one
-    write per line hands the interpreter lock to another thread at every line, a context
-    switch per line in a busy worker. Lines keep their order and stay whole.
+    The lines come out as one message, so they are written together: one write per line
+    cost a busy worker's threads a switch of the interpreter lock per line.
     """
-    if getattr(_held, "lines", None) is not None:  # already holding: the outer block writes
-        yield
-        return
-    _held.lines = []
-    try:
-        yield
-    finally:
-        held: list[tuple[_NamedWriteLogger, str]] = _held.lines
-        _held.lines = None
-        for logger, run in itertools.groupby(held, key=operator.itemgetter(0)):
-            logger.write_block([message for _, message in run])
+    levels = logging.getLevelNamesMapping().items()
+    shown = {name.lower() for name, number in levels if number >= level}
+
+    def render(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
+        events = event_dict.get("events")
+        if not isinstance(events, list):
+            return renderer(logger, method_name, event_dict)
+        lines: list[str] = []
+        for event in events:
+            if event.get("level") not in shown:
+                continue
+            line = dict(event)
+            for key, value in event_dict.items():
+                if key != "events":
+                    line.setdefault(key, value)
+            lines.append(str(renderer(logger, method_name, line)))
+        if not lines:
+            raise structlog.DropEvent
+        return "\n".join(lines)
+
+    return render
 
 
 def configure_logging(level: int = logging.INFO, *, json: bool | None = None) -> None:
@@ -101,7 +106,7 @@ def configure_logging(level: int = logging.INFO, *, json: bool | None = None) ->
     # standard library too (a record, a caller lookup, a formatter, a second lock) more
     # than doubled the cost of the relay's line per delivery.
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, _one_line_per_event(renderer, level)],
         logger_factory=lambda *names: _NamedWriteLogger(stream, names[0] if names else "root"),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,

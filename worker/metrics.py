@@ -19,7 +19,7 @@ from typing import Any
 from dramatiq.middleware import prometheus as dramatiq_prometheus
 from dramatiq.middleware.prometheus import Prometheus
 
-from outbox.relay import Attempt
+from outbox.relay import Attempt, AttemptOutcome
 from worker.reminders.scan import ScanResult
 
 LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -82,7 +82,7 @@ class ServiceMetrics:
         row was created if that is later (a task created or moved inside the window).
         """
         self.deliveries.labels(channel=channel, outcome=attempt.outcome).inc()
-        if attempt.outcome != "delivered" or attempt.subject_at is None:
+        if attempt.outcome != AttemptOutcome.DELIVERED or attempt.subject_at is None:
             return
         became_due = attempt.subject_at - lookahead
         if attempt.created_at is not None:

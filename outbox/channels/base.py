@@ -28,7 +28,7 @@ class Message:
 
 
 class Outcome(StrEnum):
-    """How an attempt ended."""
+    """What the receiver answered to one send (the relay judges what it means for the row)."""
 
     DELIVERED = "delivered"
     RETRY = "retry"  # transient: try again later

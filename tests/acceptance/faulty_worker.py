@@ -33,9 +33,10 @@ from typing import Any
 
 from outbox import relay as relaying
 from outbox.channels.base import Channel, Delivery, Message, Outcome
-from outbox.relay import Cancel, Prepare
+from outbox.relay import Attempt, Cancel, Prepare
 from outbox.store import Claim
 from outbox.table import Status
+from outbox.verdicts import Judged
 from worker import actors
 from worker import bootstrap as wiring
 from worker.reminders.due import Batch, PostgresDueQueries
@@ -152,13 +153,15 @@ def faulty_queue(queries: PostgresDueQueries, session: Any, *args: Any) -> Batch
     return counts
 
 
-def recorded_journaled(self: Any, report: Any, done: Sequence[Any], held: set[int]) -> None:
+def recorded_journaled(
+    self: relaying.Relay, attempts: list[Attempt], judged: Sequence[Judged], held: set[int]
+) -> None:
     """The relay's report of a committed round; say which deliveries it recorded."""
-    for item in done:
+    for item in judged:
         verdict = item.verdict
         if verdict.status is Status.DELIVERED:
             journal("recorded", verdict.claim.key, "held" if verdict.claim.id in held else "fenced")
-    _recorded(self, report, done, held)
+    _recorded(self, attempts, judged, held)
 
 
 # Before the first actor runs: `services()` builds the channel and the relay's re-check

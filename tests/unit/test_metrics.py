@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from prometheus_client import CollectorRegistry
 
-from outbox.relay import Attempt
+from outbox.relay import Attempt, AttemptOutcome
 from tests.support.clock import T0
 from worker.metrics import ServiceMetrics
 from worker.reminders.scan import ScanResult
@@ -18,9 +18,10 @@ def test_scan_and_delivery_metrics_count_what_happened() -> None:
     metrics = ServiceMetrics(registry)
     metrics.observe_scan(ScanResult(3, 4, 1, 1, timedelta(milliseconds=20)))
     due = T0 + timedelta(hours=24)
-    delivered = Attempt(1, "k", 1, "delivered", subject_at=due, created_at=T0)
+    delivered = Attempt(1, "k", 1, AttemptOutcome.DELIVERED, subject_at=due, created_at=T0)
     metrics.observe_attempt("smtp", delivered, T0 + timedelta(seconds=42), timedelta(hours=24))
-    metrics.observe_attempt("smtp", Attempt(2, "k2", 1, "retry"), T0, timedelta(hours=24))
+    retry = Attempt(2, "k2", 1, AttemptOutcome.RETRY)
+    metrics.observe_attempt("smtp", retry, T0, timedelta(hours=24))
     value = registry.get_sample_value
     assert value("reminders_queued_total") == 3
     assert value("reminders_scan_tasks_marked_total") == 4
@@ -35,9 +36,8 @@ def test_latency_starts_when_the_row_was_created_if_later() -> None:
     registry = CollectorRegistry()
     metrics = ServiceMetrics(registry)
     created = T0 + timedelta(hours=5)
-    attempt = Attempt(
-        1, "k", 1, "delivered", subject_at=T0 + timedelta(hours=6), created_at=created
-    )
+    due = T0 + timedelta(hours=6)
+    attempt = Attempt(1, "k", 1, AttemptOutcome.DELIVERED, subject_at=due, created_at=created)
     metrics.observe_attempt("console", attempt, created + timedelta(seconds=3), timedelta(hours=24))
     assert registry.get_sample_value("reminders_delivery_latency_seconds_sum") == 3
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+import structlog
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
 from outbox.channels.base import Delivery, Message
-from outbox.relay import FIRST_CLAIM, Attempt, RelayReport
+from outbox.relay import FIRST_CLAIM, RelayReport
 from outbox.store import claim_due_rows
 from outbox.table import OutboxRow, Status
 from tests.support.channels import RecordingChannel
@@ -326,29 +325,13 @@ def test_a_slow_receiver_leaves_rows_for_other_relays(
     assert len(channel.sent) == len({m.key for m in channel.sent}) == 30
 
 
-def test_a_round_reports_its_rows_inside_one_block_of_log_lines(
-    services: Services, clock: ManualClock
-) -> None:
-    """The outcomes a round records are reported together (the worker writes their log
-    lines as one block): every attempt inside a block, all three rows of the round in one."""
+def test_a_round_logs_its_rows_in_one_call(services: Services, clock: ManualClock) -> None:
+    """The outcomes a round records are logged together (the worker writes their lines as
+    one block): one `round` event holding a `delivery` event for each of the round's rows."""
     queue(services, clock, 1, 2, 3)
-    blocks: list[list[str]] = []  # the outcomes reported in each block, block by block
-    inside = threading.Event()
-
-    @contextmanager
-    def block() -> Iterator[None]:
-        blocks.append([])
-        inside.set()
-        try:
-            yield
-        finally:
-            inside.clear()
-
-    def seen(attempt: Attempt) -> None:
-        assert inside.is_set(), "an attempt was reported outside a block"
-        blocks[-1].append(attempt.outcome)
-
-    relay = services.relay(on_attempt=seen)
-    relay.lines_together = block
-    assert relay.relay_until_idle().counts == {"delivered": 3}
-    assert [outcomes for outcomes in blocks if outcomes] == [["delivered"] * 3]
+    with structlog.testing.capture_logs() as logged:
+        assert services.relay().relay_until_idle().counts == {"delivered": 3}
+    [round_] = [entry for entry in logged if entry["event"] == "round"]
+    assert [(e["event"], e["outcome"], e["task_id"]) for e in round_["events"]] == [
+        ("delivery", "delivered", task_id) for task_id in (1, 2, 3)
+    ]

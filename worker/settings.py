@@ -214,7 +214,7 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if isinstance(value, SecretStr):
                 shown[ENV_PREFIX + name.upper()] = "***"
-            elif name in ("database_url", "broker_url") and value:
+            elif name in _URL_FIELDS and value:
                 shown[ENV_PREFIX + name.upper()] = hide_password(value)
             elif isinstance(value, timedelta):
                 shown[ENV_PREFIX + name.upper()] = f"{value.total_seconds():g}s"
@@ -224,6 +224,7 @@ class Settings(BaseSettings):
 
 
 _SECRET_FIELDS = {"smtp_password", "webhook_secret"}
+_URL_FIELDS = {"database_url", "broker_url"}  # shown with the password of their user hidden
 
 
 def hide_password(url: str) -> str:
@@ -242,7 +243,8 @@ def _one_line(error: ValidationError) -> str:
         return message
     field = str(first["loc"][0])
     variable = ENV_PREFIX + field.upper()
-    shown = repr(first.get("input"))
+    given = first.get("input")
+    shown = repr(hide_password(given) if field in _URL_FIELDS and isinstance(given, str) else given)
     if field in _SECRET_FIELDS or isinstance(first.get("input"), dict | None) or shown in message:
         return f"{variable}: {message}"
     return f"{variable}: {message} (got {shown})"

@@ -42,7 +42,8 @@ def list_rows(
     status: StatusFilter = None,
     task: Annotated[str | None, typer.Option(help="Only rows about this task id.")] = None,
     older_than: Annotated[
-        str | None, typer.Option(help="Only rows created this long ago or more (90m, 24h, 7d).")
+        str | None,
+        typer.Option(help="Only rows created this long ago or more, with a unit (90m, 24h, 7d)."),
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many rows, newest first.")] = 50,
     as_json: JsonOption = False,
@@ -55,7 +56,9 @@ def list_rows(
     """
     wanted = _status(status, tuple(Status))
     subject = None if task is None else _row_id("--task", task)
-    age = None if older_than is None else common.duration("--older-than", older_than)
+    age = None
+    if older_than is not None:
+        age = common.duration("--older-than", older_than, unit_required=True)
     if not 1 <= limit <= 10_000:
         raise UsageError("--limit: must be between 1 and 10000")
     services = common.ready_services()
@@ -189,7 +192,7 @@ def purge(
         str | None,
         typer.Option(
             help="Required: delete delivered and cancelled rows last updated longer ago than "
-            "this (24h, 30d)."
+            "this, a number with its unit: ms, s, m, h or d (24h, 30d)."
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Rows deleted per transaction.")] = 1000,
@@ -207,7 +210,7 @@ def purge(
     """
     if older_than is None:
         raise UsageError("--older-than DURATION is required (for example 30d)")
-    age = common.duration("--older-than", older_than)
+    age = common.duration("--older-than", older_than, unit_required=True)
     if not 1 <= batch_size <= 100_000:
         raise UsageError("--batch-size: must be between 1 and 100000")
     services = common.ready_services()

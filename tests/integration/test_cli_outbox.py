@@ -177,6 +177,25 @@ def test_purge_refuses_a_bare_number_and_deletes_nothing(
     assert len(as_json(run(url, "outbox", "list", "--json", cwd=tmp_path))["rows"]) == 2
 
 
+def test_list_says_when_it_cut_the_list_short(engine: Engine, url: str, tmp_path: Path) -> None:
+    """Past --limit, `list` says how many rows matched: a last line, or truncated and total."""
+    seed(engine, "delivered", "dead", "pending")
+    cut = as_json(run(url, "outbox", "list", "--limit", "2", "--json", cwd=tmp_path))
+    assert (len(cut["rows"]), cut["truncated"], cut["total"], cut["total_exact"]) == (
+        2,
+        True,
+        3,
+        True,
+    )
+    whole = as_json(run(url, "outbox", "list", "--limit", "3", "--json", cwd=tmp_path))
+    assert (len(whole["rows"]), whole["truncated"], whole["total"]) == (3, False, 3)
+    human = run(url, "outbox", "list", "--limit", "2", cwd=tmp_path, COLUMNS="200")
+    assert human.returncode == 0 and human.stderr == ""
+    assert "2 of 3 outbox row(s)" in human.stdout
+    assert human.stdout.splitlines()[-1] == "showing 2 of 3 rows; raise --limit to see more"
+    assert "showing" not in run(url, "outbox", "list", cwd=tmp_path, COLUMNS="200").stdout
+
+
 def test_every_json_output_is_one_document(engine: Engine, url: str, tmp_path: Path) -> None:
     """Each `--json` command prints exactly one parseable JSON document with UTC ISO times."""
     ids = seed(engine, "dead", "delivered", "pending")

@@ -61,3 +61,29 @@ def build_broker(settings: Settings, stop: threading.Event) -> dramatiq.Broker:
     broker.add_middleware(PeriodiqMiddleware(skip_delay=SKIP_DELAY_SECONDS))
     broker.add_middleware(StopRelaysOnShutdown(stop))
     return broker
+
+
+def build_sending_broker(url: str, timeout: float) -> dramatiq.Broker:
+    """A broker that only sends: no middleware, nothing set globally, no actor declared.
+
+    ``url`` is ``redis://…`` or ``amqp://…``. Nothing connects before the first message;
+    then each attempt gives up after ``timeout`` seconds: on Redis a send is tried twice at
+    most, on RabbitMQ as often as Dramatiq's broker retries a closed connection.
+    """
+    if url.startswith(("redis://", "rediss://")):
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # One retry on a fresh connection: the default retries for tens of seconds.
+            retry=redis.retry.Retry(redis.backoff.NoBackoff(), retries=1),
+        )
+        return RedisBroker(client=client, middleware=[])  # type: ignore[no-untyped-call]
+    broker = RabbitmqBroker(url=url, middleware=[], confirm_delivery=True)
+    hosts = broker.parameters if isinstance(broker.parameters, list) else [broker.parameters]
+    for parameters in hosts:
+        parameters.socket_timeout = timeout
+        parameters.stack_timeout = timeout
+        parameters.blocked_connection_timeout = timeout
+        parameters.connection_attempts = 1
+    return broker

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.clock import require_utc
@@ -85,13 +85,39 @@ def list_rows(
     ``older_than`` keeps rows created at least that long before ``now``.
     """
     stmt = select(OutboxRow).order_by(OutboxRow.id.desc()).limit(limit)
-    if status is not None:
-        stmt = stmt.where(OutboxRow.status == status)
-    if subject_id is not None:
-        stmt = stmt.where(OutboxRow.subject_id == subject_id)
-    if older_than is not None:
-        stmt = stmt.where(OutboxRow.created_at <= require_utc(now) - older_than)
+    stmt = stmt.where(*_filters(status, subject_id, older_than, now))
     return list(session.scalars(stmt))
+
+
+def count_rows(
+    session: Session,
+    *,
+    status: Status | None = None,
+    subject_id: int | None = None,
+    older_than: timedelta | None = None,
+    now: datetime,
+    cap: int,
+) -> int:
+    """How many rows `list_rows` with the same filters could show, counted up to ``cap``.
+
+    The cap bounds the cost on a large outbox: ``cap`` means "``cap`` or more".
+    """
+    matching = select(OutboxRow.id).where(*_filters(status, subject_id, older_than, now))
+    counted = select(func.count()).select_from(matching.limit(cap).subquery())
+    return int(session.scalar(counted) or 0)
+
+
+def _filters(
+    status: Status | None, subject_id: int | None, older_than: timedelta | None, now: datetime
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if status is not None:
+        conditions.append(OutboxRow.status == status)
+    if subject_id is not None:
+        conditions.append(OutboxRow.subject_id == subject_id)
+    if older_than is not None:
+        conditions.append(OutboxRow.created_at <= require_utc(now) - older_than)
+    return conditions
 
 
 def get_row(session: Session, row_id: int) -> OutboxRow | None:

@@ -42,6 +42,17 @@ def unavailable(what: str, error: Exception) -> None:
 
 
 @pytest.fixture
+def fresh_api() -> Iterator[None]:
+    """`worker.api` as a host process starts with it: nothing configured; reset afterwards."""
+    from worker import api
+
+    api.configure()
+    yield
+    api.close()
+    api.configure()
+
+
+@pytest.fixture
 def clock() -> ManualClock:
     """A clock at 2026-11-28 12:00 UTC that tests move by hand."""
     return ManualClock()

@@ -24,6 +24,7 @@ from worker.embedded import next_tick
 from worker.errors import ConfigError
 from worker.logs import configure_logging
 from worker.metrics import service_metrics
+from worker.queues import QUEUE, SCAN_ACTOR
 from worker.settings import Settings, load_settings
 
 log = structlog.get_logger("worker.actors")
@@ -33,7 +34,6 @@ RELAY_BUDGET = timedelta(seconds=45)
 TIME_LIMIT_MS = 10 * 60 * 1000
 #: A row due now but held by another relay is looked at again this much later, not at once.
 MIN_WAKE_UP_SECONDS = 1.0
-QUEUE = "reminders"
 
 
 def _settings() -> Settings:
@@ -79,7 +79,11 @@ def services() -> Services:
 
 
 @dramatiq.actor(
-    queue_name=QUEUE, periodic=SETTINGS.scan_cron, max_retries=0, time_limit=TIME_LIMIT_MS
+    actor_name=SCAN_ACTOR,
+    queue_name=QUEUE,
+    periodic=SETTINGS.scan_cron,
+    max_retries=0,
+    time_limit=TIME_LIMIT_MS,
 )
 def scan_due_tasks() -> None:
     """Queue reminders for every task due within the lookahead, then wake the relay."""

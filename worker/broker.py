@@ -132,3 +132,18 @@ def build_broker(
     broker.add_middleware(PeriodiqMiddleware(skip_delay=SKIP_DELAY_SECONDS))
     broker.add_middleware(StopRelaysOnShutdown(stop))
     return broker
+
+
+def build_sending_broker(url: str, timeouts: BrokerTimeouts | None = None) -> dramatiq.Broker:
+    """A broker that only sends: no middleware, nothing set globally, no actor declared.
+
+    ``url`` is ``redis://…`` or ``amqp://…``. Nothing connects before the first message;
+    each call is then bounded as the workers' are (``timeouts``, the defaults unless given).
+    """
+    bounds = timeouts or BrokerTimeouts()
+    if url.startswith(("redis://", "rediss://")):
+        client = redis.Redis.from_url(url, **bounds.redis_options())
+        # dramatiq's RedisBroker is not annotated.
+        return RedisBroker(client=client, middleware=[])  # type: ignore[no-untyped-call]
+    hosts = ";".join(bounds.amqp_url(one) for one in url.split(";"))
+    return RabbitmqBroker(url=hosts, middleware=[], confirm_delivery=True)

@@ -20,3 +20,11 @@ class DatabaseNotReady(ReminderError):
 
 class UsageError(ReminderError):
     """The command was used wrongly."""
+
+
+class BrokerNotConfigured(ConfigError):
+    """nudge() needs REMINDERS_BROKER_URL: with no broker, scans run only in `reminders run`."""
+
+
+class BrokerUnreachable(ReminderError):
+    """The broker did not take the nudge; the next scheduled scan does its work."""

@@ -29,6 +29,7 @@ ENV_PREFIX = "REMINDERS_"
 MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2")
 
 
 def parse_duration(value: object, *, zero: bool = False) -> timedelta:
@@ -65,6 +66,22 @@ def parse_cron(value: str) -> CronSpec:
     if not spec.dow or any(not v or min(v) < lo or max(v) > hi for v, lo, hi in ranges):
         raise ValueError(f"{value!r} has a field out of range")
     return spec
+
+
+def database_url(value: str) -> str:
+    """``value`` as the URL the service connects with: SQLite, or PostgreSQL with psycopg 3.
+
+    psycopg 3 is the driver installed with the service, so a PostgreSQL URL that names no
+    driver (``postgres://``, ``postgresql://``, as hosting platforms hand them out) or names
+    psycopg2 (whose connection parameters are libpq's too) is read as ``postgresql+psycopg://``.
+    """
+    text = value.strip()
+    scheme, separator, rest = text.partition("://")
+    if separator and scheme in _POSTGRES_SCHEMES:
+        return f"postgresql+psycopg://{rest}"
+    if text.startswith("sqlite:"):
+        return text
+    raise ValueError("must be a sqlite:/// or postgresql:// URL (PostgreSQL through psycopg 3)")
 
 
 def _empty_is_none(value: object) -> object:
@@ -120,9 +137,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite:", "postgresql")):
-            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
-        return value
+        return database_url(value)
 
     @field_validator("broker_url")
     @classmethod
@@ -215,7 +230,7 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if isinstance(value, SecretStr):
                 shown[ENV_PREFIX + name.upper()] = "***"
-            elif name in ("database_url", "broker_url") and value:
+            elif name in _URL_FIELDS and value:
                 shown[ENV_PREFIX + name.upper()] = hide_password(value)
             elif isinstance(value, timedelta):
                 shown[ENV_PREFIX + name.upper()] = f"{value.total_seconds():g}s"
@@ -225,6 +240,7 @@ class Settings(BaseSettings):
 
 
 _SECRET_FIELDS = {"smtp_password", "webhook_secret"}
+_URL_FIELDS = {"database_url", "broker_url"}  # shown with the password of their user hidden
 
 
 def hide_password(url: str) -> str:
@@ -243,7 +259,8 @@ def _one_line(error: ValidationError) -> str:
         return message
     field = str(first["loc"][0])
     variable = ENV_PREFIX + field.upper()
-    shown = repr(first.get("input"))
+    given = first.get("input")
+    shown = repr(hide_password(given) if field in _URL_FIELDS and isinstance(given, str) else given)
     if field in _SECRET_FIELDS or isinstance(first.get("input"), dict | None) or shown in message:
         return f"{variable}: {message}"
     return f"{variable}: {message} (got {shown})"

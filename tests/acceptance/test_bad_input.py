@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 
 from outbox.table import Status
 from tests.acceptance.harness import (
@@ -459,6 +460,31 @@ def test_a_malformed_cron_expression_stops_every_long_running_process(
     )
     assert done.returncode == 2, done.stderr[-3000:]
     assert "REMINDERS_SCAN_SCHEDULE" in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.postgres
+def test_a_postgres_url_without_a_driver_is_taken_as_postgresql(
+    db: Engine, postgres_url: str, tmp_path: Path
+) -> None:
+    """`postgres://` and `postgresql://` URLs, as hosting platforms hand them out, reach
+    PostgreSQL through psycopg 3: scan and relay work, and `config` hides the password."""
+    add_users(db, [(1, "ada@example.com", "UTC", True)])
+    add_tasks(db, [(1, 1, "task 1", utc_now() + HOUR, None)])
+    plain = make_url(postgres_url).set(drivername="postgresql", password="s3cret")
+    with_password = plain.render_as_string(hide_password=False)
+    short = with_password.replace("postgresql://", "postgres://", 1)
+
+    scanned = run_reminders(service_env(short), "scan", cwd=tmp_path)
+    assert scanned.returncode == 0, scanned.stderr
+    assert scanned.stdout.startswith("queued 1 reminder(s)")
+    relayed = run_reminders(service_env(with_password), "relay", cwd=tmp_path)
+    assert relayed.returncode == 0, relayed.stderr
+    assert "relay done: 1 delivered" in relayed.stdout
+    shown = run_reminders(service_env(short), "config", "--json", cwd=tmp_path)
+    assert json.loads(shown.stdout)["REMINDERS_DATABASE_URL"] == plain.set(
+        drivername="postgresql+psycopg"
+    ).render_as_string(hide_password=True)
+    assert "s3cret" not in shown.stdout + scanned.stderr + relayed.stderr
 
 
 @pytest.mark.postgres

@@ -164,6 +164,38 @@ def test_purge_keeps_pending_failed_and_dead_rows(engine: Engine, url: str, tmp_
     assert again.returncode == 0 and "purged 0" in again.stdout
 
 
+def test_purge_refuses_a_bare_number_and_deletes_nothing(
+    engine: Engine, url: str, tmp_path: Path
+) -> None:
+    """`purge --older-than 30` (30 what?) exits 2 with one line asking for a unit; no row goes."""
+    seed(engine, "delivered", "cancelled", age=2 * DAY)
+    refused = run(url, "outbox", "purge", "--older-than", "30", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == (
+        "reminders: --older-than: '30' needs a unit (ms, s, m, h or d), for example 30d"
+    )
+    assert len(as_json(run(url, "outbox", "list", "--json", cwd=tmp_path))["rows"]) == 2
+
+
+def test_list_says_when_it_cut_the_list_short(engine: Engine, url: str, tmp_path: Path) -> None:
+    """Past --limit, `list` says how many rows matched: a last line, or truncated and total."""
+    seed(engine, "delivered", "dead", "pending")
+    cut = as_json(run(url, "outbox", "list", "--limit", "2", "--json", cwd=tmp_path))
+    assert (len(cut["rows"]), cut["truncated"], cut["total"], cut["total_exact"]) == (
+        2,
+        True,
+        3,
+        True,
+    )
+    whole = as_json(run(url, "outbox", "list", "--limit", "3", "--json", cwd=tmp_path))
+    assert (len(whole["rows"]), whole["truncated"], whole["total"]) == (3, False, 3)
+    human = run(url, "outbox", "list", "--limit", "2", cwd=tmp_path, COLUMNS="200")
+    assert human.returncode == 0 and human.stderr == ""
+    assert "2 of 3 outbox row(s)" in human.stdout
+    assert human.stdout.splitlines()[-1] == "showing 2 of 3 rows; raise --limit to see more"
+    assert "showing" not in run(url, "outbox", "list", cwd=tmp_path, COLUMNS="200").stdout
+
+
 def test_every_json_output_is_one_document(engine: Engine, url: str, tmp_path: Path) -> None:
     """Each `--json` command prints exactly one parseable JSON document with UTC ISO times."""
     ids = seed(engine, "dead", "delivered", "pending")
@@ -238,6 +270,9 @@ def test_an_unknown_id_fails_with_one_line(url: str, tmp_path: Path) -> None:
         ("outbox", "show", "abc"),
         ("outbox", "purge"),
         ("outbox", "purge", "--older-than", "soon"),
+        ("outbox", "purge", "--older-than", "30"),
+        ("outbox", "purge", "--older-than", "2.5"),
+        ("outbox", "list", "--older-than", "30"),
         ("health", "--max-pending-age", "0"),
     ],
 )

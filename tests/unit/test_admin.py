@@ -126,6 +126,25 @@ def test_list_filters_and_orders_newest_first(sessions: sessionmaker[Session]) -
         assert admin.get_row(session, 999) is None
 
 
+def test_count_applies_the_list_filters_up_to_a_cap(sessions: sessionmaker[Session]) -> None:
+    """`count_rows` counts what `list_rows` would show without a limit, stopping at ``cap``."""
+    for _ in range(3):
+        put(sessions, Status.DEAD, created=T0 - 3 * HOUR, subject=7)
+    put(sessions, Status.DEAD, created=T0 - HOUR, subject=8)
+    put(sessions, Status.PENDING, created=T0 - 3 * HOUR, subject=7)
+
+    def total(cap: int = 100, **filters: Any) -> int:
+        with sessions() as session:
+            return admin.count_rows(session, now=T0, cap=cap, **filters)
+
+    assert total() == 5
+    assert total(status=Status.DEAD) == 4
+    assert total(status=Status.DEAD, subject_id=7) == 3
+    assert total(older_than=2 * HOUR) == 4
+    assert total(status=Status.CANCELLED) == 0
+    assert total(cap=2) == 2
+
+
 def test_replay_puts_rows_back_to_pending_with_the_same_key(
     sessions: sessionmaker[Session],
 ) -> None:

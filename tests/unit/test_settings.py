@@ -154,3 +154,44 @@ def test_secrets_can_come_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setenv("REMINDERS_SMTP_PASSWORD_FILE", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match=r"^REMINDERS_SMTP_PASSWORD_FILE: cannot read"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "postgres://app:s3cret@db.example.com:5432/tasks",
+        "postgresql://app:s3cret@db.example.com:5432/tasks",
+        "postgresql+psycopg2://app:s3cret@db.example.com:5432/tasks",
+        "postgresql+psycopg://app:s3cret@db.example.com:5432/tasks",
+    ],
+)
+def test_a_postgres_url_without_a_driver_connects_with_psycopg_3(
+    monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    """``postgres://``, ``postgresql://`` and psycopg2 URLs are read as psycopg 3 URLs, and
+    `describe` shows them with the password hidden."""
+    monkeypatch.setenv("REMINDERS_DATABASE_URL", given)
+    settings = load_settings()
+    assert settings.database_url == "postgresql+psycopg://app:s3cret@db.example.com:5432/tasks"
+    shown = settings.describe()["REMINDERS_DATABASE_URL"]
+    assert shown == "postgresql+psycopg://app:***@db.example.com:5432/tasks"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REMINDERS_DATABASE_URL", "postgresql+asyncpg://app:s3cret@db/tasks"),
+        ("REMINDERS_DATABASE_URL", "mysql://app:s3cret@db/tasks"),
+        ("REMINDERS_BROKER_URL", "kafka://app:s3cret@broker:9092"),
+    ],
+)
+def test_a_bad_url_is_named_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """A URL of an unsupported kind is refused in one line that shows it, password hidden."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(variable + ":")
+    assert "app:***@" in message and "s3cret" not in message

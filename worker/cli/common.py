@@ -63,8 +63,17 @@ def print_json(document: Any) -> None:
     out.print_json(json.dumps(document))
 
 
-def duration(option: str, value: str) -> timedelta:
-    """``value`` parsed as a duration, or a usage error naming ``option``."""
+def duration(option: str, value: str, *, unit_required: bool = False) -> timedelta:
+    """``value`` parsed as a duration, or a usage error naming ``option``.
+
+    With ``unit_required`` a bare number is refused rather than read as seconds: on a
+    command that selects rows to delete, ``30`` is too easily meant as 30 days.
+    """
+    number = value.strip()
+    if unit_required and number.replace(".", "", 1).isdigit():
+        raise UsageError(
+            f"{option}: {number!r} needs a unit (ms, s, m, h or d), for example {number}d"
+        )
     try:
         return parse_duration(value)
     except ValueError as error:

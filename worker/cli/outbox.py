@@ -27,6 +27,9 @@ StatusFilter = Annotated[
     str | None, typer.Option(help=f"Only rows in this status: {', '.join(Status)}.")
 ]
 ReplayStatus = Annotated[str | None, typer.Option(help="dead or failed: replay every such row.")]
+MAX_LIMIT = 10_000
+#: `list` counts the rows it did not show up to this many, so a huge outbox stays cheap.
+COUNT_CAP = 1_000_000
 outbox_app = typer.Typer(
     help="Inspect and repair the outbox. Reads REMINDERS_DATABASE_URL.", no_args_is_help=True
 )
@@ -42,12 +45,16 @@ def list_rows(
     status: StatusFilter = None,
     task: Annotated[str | None, typer.Option(help="Only rows about this task id.")] = None,
     older_than: Annotated[
-        str | None, typer.Option(help="Only rows created this long ago or more (90m, 24h, 7d).")
+        str | None,
+        typer.Option(help="Only rows created this long ago or more, with a unit (90m, 24h, 7d)."),
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many rows, newest first.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """List outbox rows, newest first.
+
+    When --limit cuts the list short, a last line (in --json: truncated and total) says how
+    many rows matched.
 
     Reads REMINDERS_DATABASE_URL.
 
@@ -55,23 +62,35 @@ def list_rows(
     """
     wanted = _status(status, tuple(Status))
     subject = None if task is None else _row_id("--task", task)
-    age = None if older_than is None else common.duration("--older-than", older_than)
-    if not 1 <= limit <= 10_000:
-        raise UsageError("--limit: must be between 1 and 10000")
+    age = None
+    if older_than is not None:
+        age = common.duration("--older-than", older_than, unit_required=True)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise UsageError(f"--limit: must be between 1 and {MAX_LIMIT}")
     services = common.ready_services()
+    now = services.clock.now()
     with services.session_factory() as session:
         rows = admin.list_rows(
-            session,
-            status=wanted,
-            subject_id=subject,
-            older_than=age,
-            now=services.clock.now(),
-            limit=limit,
+            session, status=wanted, subject_id=subject, older_than=age, now=now, limit=limit
         )
+        total = len(rows)
+        if total == limit:  # perhaps cut short: count what was left out
+            total = admin.count_rows(
+                session, status=wanted, subject_id=subject, older_than=age, now=now, cap=COUNT_CAP
+            )
+    truncated = total > len(rows)
     if as_json:
-        common.print_json({"rows": [_document(row) for row in rows]})
+        common.print_json(
+            {
+                "rows": [_document(row) for row in rows],
+                "truncated": truncated,
+                "total": total,
+                "total_exact": total < COUNT_CAP,
+            }
+        )
         return
-    title = f"{len(rows)} outbox row(s), newest first, times in UTC"
+    shown = f"{len(rows)} of {_count(total)}" if truncated else str(len(rows))
+    title = f"{shown} outbox row(s), newest first, times in UTC"
     table = Table(title=title, box=box.SIMPLE_HEAD)
     for name in ("id", "status", "task", "tries", "next/lease", "created"):
         table.add_column(name, no_wrap=True)
@@ -88,6 +107,9 @@ def list_rows(
             error,
         )
     common.out.print(table)
+    if truncated:
+        more = "raise --limit" if limit < MAX_LIMIT else "narrow it with --status, --task"
+        common.out.print(f"showing {len(rows):,} of {_count(total)} rows; {more} to see more")
 
 
 @outbox_app.command("show")
@@ -189,7 +211,7 @@ def purge(
         str | None,
         typer.Option(
             help="Required: delete delivered and cancelled rows last updated longer ago than "
-            "this (24h, 30d)."
+            "this, a number with its unit: ms, s, m, h or d (24h, 30d)."
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Rows deleted per transaction.")] = 1000,
@@ -207,7 +229,7 @@ def purge(
     """
     if older_than is None:
         raise UsageError("--older-than DURATION is required (for example 30d)")
-    age = common.duration("--older-than", older_than)
+    age = common.duration("--older-than", older_than, unit_required=True)
     if not 1 <= batch_size <= 100_000:
         raise UsageError("--batch-size: must be between 1 and 100000")
     services = common.ready_services()
@@ -233,6 +255,11 @@ def purge(
     common.out.print(
         f"purged {deleted} delivered or cancelled row(s) last updated before {common.when(cutoff)}"
     )
+
+
+def _count(total: int) -> str:
+    """A row count as shown: ``1,234``, or ``1,000,000+`` at the counting cap."""
+    return f"{total:,}" if total < COUNT_CAP else f"{COUNT_CAP:,}+"
 
 
 def _status(value: str | None, allowed: tuple[Status, ...]) -> Status | None:

@@ -76,17 +76,15 @@ def database_sections(
     )
     now = utc_now()
     started = time.perf_counter()
-    progress(
-        f"building databases of {', '.join(f'{s:,}' for s in sizes)} tasks (ours and the seed's)"
-    )
-    with datasets(sizes, now, ("ours", "seed")) as built:
+    progress(f"building databases of {', '.join(f'{s:,}' for s in sizes)} tasks (ours, naive)")
+    with datasets(sizes, now, ("ours", "naive")) as built:
         progress(f"built in {time.perf_counter() - started:.0f} s")
         if "scan" in sections:
             table, _ = scan.run(built, plan.scan_sizes)
             show(table, tables)
             largest = plan.scan_sizes[-1]
             progress(f"explain: {largest:,} tasks")
-            plans.extend(explain.plans(built["ours", largest], built["seed", largest]))
+            plans.extend(explain.plans(built["ours", largest], built["naive", largest]))
             for title, text in plans:
                 print(f"\n== {title} ==\n{text}", flush=True)
         if "memory" in sections:

@@ -1,4 +1,4 @@
-"""The seed's literal proposal (task 6.2), implemented as written, to measure ours against.
+"""The naive hourly design (docs/design.md), implemented as written, to measure ours against.
 
 - its schema: ``tasks.reminder_sent_at`` with a plain index on ``due_date``, and the
   ``reminder_log`` table it offers for "reminder sent" entries;
@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, text
 
-SEED_SCHEMA_SQL = (
+NAIVE_SCHEMA_SQL = (
     """CREATE TABLE users (
         id BIGINT PRIMARY KEY, email TEXT NOT NULL, timezone TEXT NOT NULL DEFAULT 'UTC',
         notifications_enabled BOOLEAN NOT NULL DEFAULT TRUE)""",
@@ -33,33 +33,33 @@ SEED_SCHEMA_SQL = (
         sent_at TIMESTAMP WITH TIME ZONE NOT NULL)""",
 )
 
-SEED_HISTORY_SQL = """
+NAIVE_HISTORY_SQL = """
 INSERT INTO reminder_log (task_id, sent_at)
 SELECT id, reminder_sent_at FROM tasks WHERE reminder_sent_at IS NOT NULL
 ORDER BY reminder_sent_at
 """
 
-# The seed's SQL, with NOW() bound to the scan's instant.
-SEED_DUE_SQL = """SELECT * FROM tasks WHERE due_date >= :now AND due_date <= :now + INTERVAL '24 hours' AND (reminder_sent_at IS NULL OR reminder_sent_at < :now - INTERVAL '24 hours')"""  # noqa: E501
+# The naive design's SQL, with NOW() bound to the scan's instant.
+NAIVE_DUE_SQL = """SELECT * FROM tasks WHERE due_date >= :now AND due_date <= :now + INTERVAL '24 hours' AND (reminder_sent_at IS NULL OR reminder_sent_at < :now - INTERVAL '24 hours')"""  # noqa: E501
 
 LOG_SQL = "INSERT INTO reminder_log (task_id, sent_at) VALUES (:task_id, :now)"
 MARK_SQL = "UPDATE tasks SET reminder_sent_at = :now WHERE id = :task_id"
 
 
-def create_seed_schema(engine: Engine) -> None:
-    """Create the seed's tables and its index on ``due_date``."""
+def create_naive_schema(engine: Engine) -> None:
+    """Create the naive design's tables and its index on ``due_date``."""
     with engine.begin() as connection:
-        for statement in SEED_SCHEMA_SQL:
+        for statement in NAIVE_SCHEMA_SQL:
             connection.execute(text(statement))
 
 
-def seed_scan(engine: Engine, now: datetime) -> int:
-    """Run the seed's scan at ``now``: select the due tasks, then mark them one by one.
+def naive_scan(engine: Engine, now: datetime) -> int:
+    """Run the naive design's scan at ``now``: select the due tasks, then mark them one by one.
 
     Returns how many reminders it logged.
     """
     with engine.connect() as connection:
-        tasks = connection.execute(text(SEED_DUE_SQL), {"now": now}).all()
+        tasks = connection.execute(text(NAIVE_DUE_SQL), {"now": now}).all()
         connection.commit()
         for task in tasks:
             connection.execute(text(LOG_SQL), {"task_id": task.id, "now": now})

@@ -1,14 +1,14 @@
 """Fresh benchmark databases on PostgreSQL, filled in-database and dropped afterwards.
 
 Every database is created for one run (``bench_<label>_<pid>``), migrated with the real
-migrations (or the seed's schema for the baseline), filled by one ``INSERT ... SELECT
+migrations (or the naive design's schema for the baseline), filled by one ``INSERT ... SELECT
 generate_series(...)`` per table, vacuumed and analysed, then dropped.
 
 The task mix (``size`` tasks, ``size // 10`` owners, all opted in), by ``i % 25``:
 
 - ``12``: due in (now, now + 24 h], open, never reminded: exactly 4 % of the table;
 - below ``12``: due in the past 12 days, 70 % completed, all reminded for that date
-  (with a delivered outbox row, or a reminder_log row for the seed), as a service that
+  (with a delivered outbox row, or a reminder_log row for the naive design), as a service that
   has been running would have left them;
 - above ``12``: due 1 to 13 days ahead, 10 % completed, not reminded yet;
 - one task in 20 has no due date (never in bucket 12): 45 % past, 46 % ahead, 5 % undated.
@@ -34,7 +34,7 @@ from worker.db import make_engine
 ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-Schema = Literal["ours", "seed"]
+Schema = Literal["ours", "naive"]
 _created: set[str] = set()
 
 USERS_SQL = """
@@ -166,24 +166,24 @@ def fill(engine: Engine, size: int, now: datetime, schema: Schema) -> None:
         if ours:
             connection.execute(text(OUTBOX_HISTORY_SQL))
         else:
-            from benchmarks.baseline import SEED_HISTORY_SQL
+            from benchmarks.baseline import NAIVE_HISTORY_SQL
 
-            connection.execute(text(SEED_HISTORY_SQL))
+            connection.execute(text(NAIVE_HISTORY_SQL))
 
 
 def build_dataset(size: int, now: datetime, schema: Schema) -> Dataset:
-    """A database of ``size`` tasks around ``now``, with our schema or the seed's."""
+    """A database of ``size`` tasks around ``now``, with our schema or the naive design's."""
     label = f"{schema}_{size}"
     if schema == "ours":
         name, url = migrated(label)
     else:
-        from benchmarks.baseline import create_seed_schema
+        from benchmarks.baseline import create_naive_schema
 
         name, url = create_database(label)
     engine = make_engine(url)
     try:
-        if schema == "seed":
-            create_seed_schema(engine)
+        if schema == "naive":
+            create_naive_schema(engine)
         fill(engine, size, now, schema)
     finally:
         engine.dispose()

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, event, text
 
-from benchmarks.baseline import SEED_DUE_SQL
+from benchmarks.baseline import NAIVE_DUE_SQL
 from benchmarks.database import Dataset
 from worker.db import make_session_factory
 from worker.reminders.due import due_queries
@@ -59,25 +59,25 @@ def claim_plan(engine: Engine, now: datetime, lookahead: timedelta, limit: int) 
     return f"{statement}\n\n{explain(engine, statement, parameters)}"
 
 
-def seed_plan(engine: Engine, now: datetime) -> str:
-    """EXPLAIN of the seed's SELECT at ``now``."""
+def naive_plan(engine: Engine, now: datetime) -> str:
+    """EXPLAIN of the naive design's SELECT at ``now``."""
     with engine.connect() as connection:
-        rows = connection.execute(text(f"EXPLAIN ({PLAN_OPTIONS}) {SEED_DUE_SQL}"), {"now": now})
+        rows = connection.execute(text(f"EXPLAIN ({PLAN_OPTIONS}) {NAIVE_DUE_SQL}"), {"now": now})
         plan = "\n".join(row[0] for row in rows)
         connection.rollback()
-    return f"{SEED_DUE_SQL}\n\n{plan}"
+    return f"{NAIVE_DUE_SQL}\n\n{plan}"
 
 
-def mark_seed_reminded(engine: Engine, now: datetime) -> None:
-    """The state the seed's loop leaves, in one statement (its loop takes long at 1M)."""
-    due = SEED_DUE_SQL.replace("SELECT * FROM tasks WHERE", "", 1)
+def mark_naive_reminded(engine: Engine, now: datetime) -> None:
+    """The state the naive design's loop leaves, in one statement (its loop takes long at 1M)."""
+    due = NAIVE_DUE_SQL.replace("SELECT * FROM tasks WHERE", "", 1)
     with engine.begin() as connection:
         connection.execute(
             text(f"UPDATE tasks SET reminder_sent_at = :now WHERE {due}"), {"now": now}
         )
 
 
-def plans(ours: Dataset, seed: Dataset) -> list[tuple[str, str]]:
+def plans(ours: Dataset, naive: Dataset) -> list[tuple[str, str]]:
     """Plans of both due queries at ``ours.size`` tasks, with many due and with none.
 
     Leaves both databases reset to the state they were built in.
@@ -85,7 +85,7 @@ def plans(ours: Dataset, seed: Dataset) -> list[tuple[str, str]]:
     from benchmarks.database import reset
 
     lookahead, batch = timedelta(hours=24), 5_000
-    ours_engine, seed_engine = ours.engine(), seed.engine()
+    ours_engine, naive_engine = ours.engine(), naive.engine()
     size = f"{ours.size:,} tasks"
     try:
         reset(ours)
@@ -93,18 +93,18 @@ def plans(ours: Dataset, seed: Dataset) -> list[tuple[str, str]]:
         queries = due_queries(ours_engine.dialect.name)
         scan_due_tasks(make_session_factory(ours_engine), queries, ours.now, lookahead, batch)
         none_due = claim_plan(ours_engine, ours.now, lookahead, batch)
-        reset(seed)
-        seed_many = seed_plan(seed_engine, seed.now)
-        mark_seed_reminded(seed_engine, seed.now)
-        seed_none = seed_plan(seed_engine, seed.now)
+        reset(naive)
+        naive_many = naive_plan(naive_engine, naive.now)
+        mark_naive_reminded(naive_engine, naive.now)
+        naive_none = naive_plan(naive_engine, naive.now)
     finally:
         ours_engine.dispose()
-        seed_engine.dispose()
+        naive_engine.dispose()
         reset(ours)
-        reset(seed)
+        reset(naive)
     return [
         (f"EXPLAIN, ours, {size}, first batch of a first scan (many due)", many),
         (f"EXPLAIN, ours, {size}, no-op scan right after (nothing due)", none_due),
-        (f"EXPLAIN, seed, {size}, first scan (many due)", seed_many),
-        (f"EXPLAIN, seed, {size}, no-op scan right after (nothing due)", seed_none),
+        (f"EXPLAIN, naive, {size}, first scan (many due)", naive_many),
+        (f"EXPLAIN, naive, {size}, no-op scan right after (nothing due)", naive_none),
     ]

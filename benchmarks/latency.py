@@ -157,9 +157,9 @@ def run(default_seconds: float, nudge_seconds: float) -> Table:
 
 
 def table(by_schedule: list[float], nudged: list[float]) -> Table:
-    """p50 and p99 rows: the schedule against the seed's hourly one, the nudge against it."""
+    """p50 and p99 rows: the schedule against the naive hourly one, the nudge against it."""
     result = Table("4. Latency: task eligible → receiver's acceptance (seconds)")
-    hourly = 3600.0  # the seed's schedule: the wait is uniform over one hour
+    hourly = 3600.0  # the naive design's schedule: the wait is uniform over one hour
     for q in (50, 99):
         ours = percentile(by_schedule, q)
         target = f"≤ {DEFAULT_P99_TARGET_S:g} s" if q == 99 else ""
@@ -173,8 +173,9 @@ def table(by_schedule: list[float], nudged: list[float]) -> Table:
                        percentile(by_schedule, q), ours, "s", "sooner", target,
                        ours <= NUDGE_P99_TARGET_S if q == 99 else None))  # fmt: skip
     result.notes.append(
-        "default-schedule rows: baseline = the seed's hourly schedule, analytically (a uniform "
-        "wait over one hour, processing ignored); nudged rows: baseline = the default schedule"
+        "default-schedule rows: baseline = the naive design's hourly schedule, analytically "
+        "(a uniform wait over one hour, processing ignored); nudged rows: baseline = the default "
+        "schedule"
     )
     result.notes.append(
         f"max: {max(by_schedule):.1f} s on the schedule, {max(nudged) * 1000:.0f} ms nudged; "

@@ -4,7 +4,7 @@ Each measurement is a fresh spawned process (so the peak is its own): it bootstr
 services, scans at the dataset's instant (queuing every due reminder, 4 % of the
 tasks), then relays through the real SMTP receiver until ``relay_cap`` reminders are
 delivered or none is left. ``ru_maxrss`` is read after bootstrap, after the scan and at
-the end. The baseline is the seed's scan (its query and loop) in the same kind of process.
+the end. The baseline is the naive design's scan (its query and loop) in the same kind of process.
 """
 
 from __future__ import annotations
@@ -64,15 +64,15 @@ def _ours(dataset: Dataset, endpoints: dict[str, Any], relay_cap: int, results: 
     services.engine.dispose()
 
 
-def _seed(dataset: Dataset, results: Any) -> None:
-    """Child: the seed's scan at the dataset's instant; report the peaks."""
-    from benchmarks.baseline import seed_scan
+def _naive(dataset: Dataset, results: Any) -> None:
+    """Child: the naive design's scan at the dataset's instant; report the peaks."""
+    from benchmarks.baseline import naive_scan
 
     engine = dataset.engine()
     with engine.connect():
         pass
     idle = peak_mib()
-    queued = seed_scan(engine, dataset.now)
+    queued = naive_scan(engine, dataset.now)
     results.put({"idle": idle, "scan": peak_mib(), "end": peak_mib(), "queued": queued})
     engine.dispose()
 
@@ -89,7 +89,7 @@ def in_child(target: Any, *args: Any) -> dict[str, Any]:
 
 
 def run(datasets: Mapping[tuple[Schema, int], Dataset], sizes: list[int], relay_cap: int) -> Table:
-    """Measure ours and the seed's at each size; the table compares peaks."""
+    """Measure ours and the naive design's at each size; the table compares peaks."""
     table = Table("3. Peak RSS of a worker process (MiB)")
     ours: dict[int, dict[str, Any]] = {}
     with Receivers() as receivers:
@@ -97,16 +97,16 @@ def run(datasets: Mapping[tuple[Schema, int], Dataset], sizes: list[int], relay_
             progress(f"memory: {size:,} tasks")
             reset(datasets["ours", size])
             ours[size] = in_child(_ours, datasets["ours", size], receivers.endpoints, relay_cap)
-            reset(datasets["seed", size])
-            seed = in_child(_seed, datasets["seed", size])
+            reset(datasets["naive", size])
+            naive = in_child(_naive, datasets["naive", size])
             mine = ours[size]
             table.add(Row(f"scan, {size:,} tasks ({mine['queued']:,} queued)",
-                          seed["scan"], mine["scan"], "MiB"))  # fmt: skip
+                          naive["scan"], mine["scan"], "MiB"))  # fmt: skip
             table.add(Row(f"scan + relay {mine['delivered']:,}, {size:,} tasks (vs start-up)",
                           mine["idle"], mine["end"], "MiB"))  # fmt: skip
             table.notes.append(
                 f"{size:,} tasks: after start-up (imports, engine, one connection) ours "
-                f"{mine['idle']:.1f} MiB, the seed's {seed['idle']:.1f} MiB"
+                f"{mine['idle']:.1f} MiB, the naive design's {naive['idle']:.1f} MiB"
             )
     small, large = sizes[0], sizes[-1]
     for stage in ("scan", "end"):
@@ -117,7 +117,7 @@ def run(datasets: Mapping[tuple[Schema, int], Dataset], sizes: list[int], relay_
         )  # fmt: skip
         table.add(row.judged((row.ratio or 0) <= FLAT_RATIO))
     table.notes.append(
-        "scan rows: baseline = the seed's scan (SELECT * of every due task, then its loop) "
+        "scan rows: baseline = the naive design's scan (SELECT * of every due task, then its loop) "
         "in the same kind of process; scan + relay rows: baseline = the same process right "
         f"after start-up; our relay stops after {relay_cap:,} deliveries (SMTP)"
     )

@@ -1,12 +1,12 @@
-"""Section 1: the scan on PostgreSQL at each size, ours against the seed's loop.
+"""Section 1: the scan on PostgreSQL at each size, ours against the naive design's loop.
 
 Ours is the real `Services.scan` (``worker.reminders.scan.scan_due_tasks``) with an explicit
 ``now``, default settings (24 h lookahead, batches of 5,000, a backlog shared by two
-connections). The seed's is `benchmarks.baseline.seed_scan`. For each size and each side:
+connections). The naive design's is `benchmarks.baseline.naive_scan`. For each size and each side:
 the first scan (queues every due reminder), the no-op scan right after it (nothing new is
 due; the index still holds the entries the first scan made dead), and the steady no-op
 scan (median of 5). Where the first scan is more than one batch, ours also runs it on one
-connection (``REMINDERS_SCAN_CONNECTIONS=1``), interleaved, as the seed's loop does.
+connection (``REMINDERS_SCAN_CONNECTIONS=1``), interleaved, as the naive design's loop does.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 
-from benchmarks.baseline import seed_scan
+from benchmarks.baseline import naive_scan
 from benchmarks.database import Dataset, Schema, reset
 from benchmarks.report import Row, Table
 from worker.bootstrap import Services, bootstrap
@@ -34,7 +34,7 @@ LONG_AGO = timedelta(days=400)  # no task is due then: warms connections and sta
 
 @dataclass
 class ScanFigures:
-    """Seconds measured at one size for one side (ours or the seed's)."""
+    """Seconds measured at one size for one side (ours or the naive design's)."""
 
     first: list[float] = field(default_factory=list)
     first_one_connection: list[float] = field(default_factory=list)
@@ -90,22 +90,22 @@ def measure_ours(dataset: Dataset, runs: int) -> ScanFigures:
     return figures
 
 
-def measure_seed(dataset: Dataset, runs: int) -> ScanFigures:
-    """The same figures for the seed's query and loop."""
+def measure_naive(dataset: Dataset, runs: int) -> ScanFigures:
+    """The same figures for the naive design's query and loop."""
     engine = dataset.engine()
     figures = ScanFigures()
     try:
-        seed_scan(engine, dataset.now - LONG_AGO)
+        naive_scan(engine, dataset.now - LONG_AGO)
         for run in range(runs):
             if run:
                 reset(dataset)
-            seconds, queued = timed(lambda: seed_scan(engine, dataset.now))
+            seconds, queued = timed(lambda: naive_scan(engine, dataset.now))
             figures.first.append(seconds)
             figures.queued = queued
-        figures.noop_after, queued = timed(lambda: seed_scan(engine, dataset.now))
+        figures.noop_after, queued = timed(lambda: naive_scan(engine, dataset.now))
         assert queued == 0, queued
         figures.noop_steady = statistics.median(
-            timed(lambda: seed_scan(engine, dataset.now))[0] for _ in range(NOOP_RUNS)
+            timed(lambda: naive_scan(engine, dataset.now))[0] for _ in range(NOOP_RUNS)
         )
     finally:
         engine.dispose()
@@ -113,21 +113,23 @@ def measure_seed(dataset: Dataset, runs: int) -> ScanFigures:
 
 
 def runs_for(size: int) -> tuple[int, int]:
-    """(our first-scan runs, the seed's) at ``size``: fewer where one run takes long."""
+    """(our first-scan runs, the naive design's) at ``size``: fewer where one run takes long."""
     return (3, 1) if size >= 1_000_000 else (3, 3)
 
 
 def scan_table(
     figures: dict[int, tuple[ScanFigures, ScanFigures]], largest_target: int = 1_000_000
 ) -> Table:
-    """Turn {size: (ours, seed)} into the section's table."""
-    table = Table("1. Scan on PostgreSQL: ours vs the seed's query and loop (times in s)")
+    """Turn {size: (ours, naive)} into the section's table."""
+    table = Table(
+        "1. Scan on PostgreSQL: ours vs the naive hourly design's query and loop (times in s)"
+    )
     sizes = sorted(figures)
     for size in sizes:
-        ours, seed = figures[size]
+        ours, naive = figures[size]
         first = Row(
             f"first scan, {size:,} tasks ({ours.queued:,} queued)",
-            seed.first_median,
+            naive.first_median,
             ours.first_median,
             "s",
             "faster",
@@ -145,20 +147,20 @@ def scan_table(
             table.add(
                 Row(
                     f"first scan, {size:,} tasks, ours on one connection",
-                    seed.first_median,
+                    naive.first_median,
                     statistics.median(ours.first_one_connection),
                     "s",
                     "faster",
                 )
             )
-        if seed.queued != ours.queued:
+        if naive.queued != ours.queued:
             table.notes.append(
-                f"{size:,} tasks: the seed queued {seed.queued:,}, ours {ours.queued:,}"
+                f"{size:,} tasks: the naive design queued {naive.queued:,}, ours {ours.queued:,}"
             )
         table.add(
             Row(
                 f"no-op right after, {size:,} tasks",
-                seed.noop_after,
+                naive.noop_after,
                 ours.noop_after,
                 "s",
                 "faster",
@@ -167,7 +169,7 @@ def scan_table(
         table.add(
             Row(
                 f"no-op steady (median of {NOOP_RUNS}), {size:,} tasks",
-                seed.noop_steady,
+                naive.noop_steady,
                 ours.noop_steady,
                 "s",
                 "faster",
@@ -193,13 +195,15 @@ def scan_table(
                 f"≤ {FLAT_RATIO:g}x (flat)",
             )
             table.add(row.judged((row.ratio or 0) <= FLAT_RATIO))
-            seed_small, seed_large = pick(figures[small][1]), pick(figures[large][1])
+            naive_small, naive_large = pick(figures[small][1]), pick(figures[large][1])
             table.add(
-                Row(f"seed: {label} at {large:,} vs {small:,} tasks", seed_small, seed_large, "s")
+                Row(
+                    f"naive: {label} at {large:,} vs {small:,} tasks", naive_small, naive_large, "s"
+                )
             )
     table.notes.append(
-        "first scan: median of 3 runs (the seed's: 1 run at 1M), each after a reset and "
-        "VACUUM ANALYZE and CHECKPOINT; ratio = seed time / our time"
+        "first scan: median of 3 runs (the naive design's: 1 run at 1M), each after a reset and "
+        "VACUUM ANALYZE and CHECKPOINT; ratio = naive time / our time"
     )
     return table
 
@@ -210,10 +214,10 @@ def run(
     """Measure every size on the datasets built for this run; return the table and figures."""
     figures: dict[int, tuple[ScanFigures, ScanFigures]] = {}
     for size in sizes:
-        ours_runs, seed_runs = runs_for(size)
+        ours_runs, naive_runs = runs_for(size)
         print(f"  scan: {size:,} tasks, ours ...", flush=True)
         ours = measure_ours(datasets["ours", size], ours_runs)
-        print(f"  scan: {size:,} tasks, seed ...", flush=True)
-        seed = measure_seed(datasets["seed", size], seed_runs)
-        figures[size] = (ours, seed)
+        print(f"  scan: {size:,} tasks, naive ...", flush=True)
+        naive = measure_naive(datasets["naive", size], naive_runs)
+        figures[size] = (ours, naive)
     return scan_table(figures), figures

@@ -25,7 +25,7 @@ from worker.embedded import next_tick
 from worker.settings import load_settings, parse_cron
 
 SCHEDULES = ("* * * * *", "*/5 * * * *", "0 * * * *", "0 */6 * * *")
-SEED_SCHEDULE = "0 * * * *"  # the seed's recommendation: every hour at :00
+NAIVE_SCHEDULE = "0 * * * *"  # the naive design's schedule: every hour at :00
 START = datetime(2026, 12, 1, 0, 0, 30, tzinfo=UTC)  # the simulated day starts here
 DAY = timedelta(days=1)
 
@@ -97,7 +97,7 @@ def simulate(dataset: Dataset, schedule: str) -> Delays:
 
 
 def run(count: int) -> tuple[Table, dict[str, Delays]]:
-    """Simulate every schedule; the baseline is the seed's hourly schedule."""
+    """Simulate every schedule; the baseline is the naive design's hourly schedule."""
     dataset = build(count)
     try:
         results = {}
@@ -106,19 +106,19 @@ def run(count: int) -> tuple[Table, dict[str, Delays]]:
             results[schedule] = simulate(dataset, schedule)
     finally:
         drop_database(dataset.name)
-    seed = results[SEED_SCHEDULE]
+    naive = results[NAIVE_SCHEDULE]
     table = Table("Lead-time error per schedule: delay from eligible to queued (minutes)")
     for schedule, delays in results.items():
         for label, ours, base in (
-            ("mean", delays.mean, seed.mean),
-            ("p99", delays.p99, seed.p99),
-            ("max", delays.worst, seed.worst),
+            ("mean", delays.mean, naive.mean),
+            ("p99", delays.p99, naive.p99),
+            ("max", delays.worst, naive.worst),
         ):
             table.add(Row(f"`{schedule}` ({delays.scans:,} scans/day): {label} delay",
                           base / 60, ours / 60, "min", "sooner"))  # fmt: skip
     table.notes.append(
         f"{count:,} tasks eligible at moments spread over one day; the real scan at each "
-        "tick with the tick as now; baseline = the seed's hourly schedule (0 * * * *)"
+        "tick with the tick as now; baseline = the naive design's hourly schedule (0 * * * *)"
     )
     table.notes.append(
         "a reminder promised 24 h ahead arrives 24 h minus this delay before the due date "

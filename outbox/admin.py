@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.clock import require_utc
@@ -235,8 +236,13 @@ def purge(
             OutboxRow.id.in_(batch.scalar_subquery()), OutboxRow.status.in_(FINISHED)
         )
         with session_factory.begin() as session:
-            result = session.execute(stmt, execution_options={"synchronize_session": False})
-            deleted = int(result.rowcount)  # type: ignore[attr-defined]
+            # A DELETE's result is a CursorResult, which has the rowcount; execute() is typed
+            # as returning the Result base class.
+            result = cast(
+                CursorResult[Any],
+                session.execute(stmt, execution_options={"synchronize_session": False}),
+            )
+            deleted = result.rowcount
         total += deleted
         if progress is not None and deleted:
             progress(total)

@@ -26,7 +26,7 @@ from outbox.clock import Clock
 from outbox.masking import mask_email
 from outbox.report import Attempt, AttemptOutcome, RelayReport, log_round
 from outbox.retry import RetryPolicy
-from outbox.store import Claim, claim_due_rows, extend_leases, record, release
+from outbox.store import Claim, Verdict, claim_due_rows, extend_leases, record, release
 from outbox.verdicts import Judged, cancelled, describe, judge, out_of_attempts
 
 __all__ = [
@@ -96,6 +96,9 @@ class Relay:
     window: timedelta = timedelta(milliseconds=500)
     stop: threading.Event = field(default_factory=threading.Event)
     on_attempt: Callable[[Attempt], None] | None = None
+    #: Called for each verdict written, right after its commit, with whether the relay still
+    #: held the row (False: fenced, nothing written); before any attempt is reported.
+    on_record: Callable[[Verdict, bool], None] | None = None
     #: The log key under which the row's subject id appears (the domain's name for it).
     subject_key: str = "subject_id"
     #: Each relay its own logger, bound to the logging set up when it first logs.
@@ -264,6 +267,9 @@ class Relay:
 
     def _recorded(self, attempts: list[Attempt], judged: Sequence[Judged], held: set[int]) -> None:
         """Add committed verdicts to ``attempts``: each as it was written, or fenced."""
+        if self.on_record is not None:
+            for item in judged:
+                self.on_record(item.verdict, item.verdict.claim.id in held)
         attempts += [item.attempt(item.verdict.claim.id in held) for item in judged]
 
     def _report(self, report: RelayReport, attempts: Sequence[Attempt]) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    CursorResult,
     Integer,
     String,
     Text,
@@ -219,5 +221,9 @@ def _write_fenced(session: Session, claim: Claim, values: dict[str, object]) -> 
         )
         .values(**values)
     )
-    result = session.execute(stmt, execution_options={"synchronize_session": False})
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    # An UPDATE's result is a CursorResult, which has the rowcount; execute() is typed as
+    # returning the Result base class.
+    result = cast(
+        CursorResult[Any], session.execute(stmt, execution_options={"synchronize_session": False})
+    )
+    return bool(result.rowcount)

@@ -25,6 +25,7 @@ from worker.errors import ConfigError
 from worker.logs import configure_logging
 from worker.metrics import service_metrics
 from worker.queues import QUEUE, SCAN_ACTOR
+from worker.seams import NO_SEAMS, Seams
 from worker.settings import Settings, load_settings
 
 log = structlog.get_logger("worker.actors")
@@ -66,13 +67,26 @@ dramatiq.set_broker(broker)
 
 _built: list[Services] = []
 _building = threading.Lock()
+_seams: list[Seams] = [NO_SEAMS]
+
+
+def configure_services(seams: Seams) -> None:
+    """Have this process's services wired with ``seams`` (a test build's faults).
+
+    Call it before the first actor runs, e.g. from the module ``dramatiq`` is given, which
+    imports this one; production never calls it and runs a plain ``bootstrap(SETTINGS)``.
+    """
+    with _building:
+        if _built:
+            raise RuntimeError("configure_services: the services are built already")
+        _seams[0] = seams
 
 
 def services() -> Services:
     """This process's services, built once on first use (never at import)."""
     with _building:
         if not _built:
-            built = bootstrap(SETTINGS)
+            built = bootstrap(SETTINGS, seams=_seams[0])
             built.stop = STOP
             _built.append(built)
         return _built[0]

@@ -24,6 +24,7 @@ from worker.reminders.due import DueQueries, due_queries
 from worker.reminders.recheck import reminder_preparer
 from worker.reminders.render import ReminderRenderer
 from worker.reminders.scan import ScanResult, scan_due_tasks
+from worker.seams import NO_SEAMS, Seams
 from worker.settings import Settings
 
 ChannelFactory = Callable[[], Channel]
@@ -67,6 +68,7 @@ class Services:
     clock: Clock
     make_channel: ChannelFactory
     stop: threading.Event = field(default_factory=threading.Event)
+    seams: Seams = NO_SEAMS
 
     def scan(self, now: datetime | None = None) -> ScanResult:
         """Queue every reminder due now (or at ``now``)."""
@@ -84,8 +86,10 @@ class Services:
         settings = self.settings
         return Relay(
             session_factory=self.session_factory,
-            channel=self.make_channel(),
-            prepare=reminder_preparer(ReminderRenderer(settings.mail_domain)),
+            channel=self.seams.wrap_channel(self.make_channel()),
+            prepare=self.seams.wrap_prepare(
+                reminder_preparer(ReminderRenderer(settings.mail_domain))
+            ),
             clock=self.clock,
             policy=RetryPolicy(settings.max_attempts, settings.retry_base, settings.retry_cap),
             owner=worker_id(),
@@ -95,6 +99,7 @@ class Services:
             send_timeout=settings.send_timeout,
             stop=self.stop,
             on_attempt=on_attempt,
+            on_record=self.seams.on_record,
             subject_key="task_id",
         )
 
@@ -105,15 +110,20 @@ def bootstrap(
     clock: Clock | None = None,
     engine: Engine | None = None,
     make_channel: ChannelFactory | None = None,
+    seams: Seams = NO_SEAMS,
 ) -> Services:
-    """Wire the services for ``settings``; tests pass their own clock, engine or channel."""
+    """Wire the services for ``settings``; tests pass their own clock, engine or channel.
+
+    ``seams`` wraps the parts built here (see `worker.seams`); production wraps nothing.
+    """
     timeouts = DatabaseTimeouts(statement=settings.db_statement_timeout.total_seconds())
     engine = engine or make_engine(settings.database_url, timeouts=timeouts)
     return Services(
         settings=settings,
         engine=engine,
         session_factory=make_session_factory(engine),
-        due_queries=due_queries(engine.dialect.name),
+        due_queries=seams.wrap_due_queries(due_queries(engine.dialect.name)),
         clock=clock or SystemClock(),
         make_channel=make_channel or channel_factory(settings),
+        seams=seams,
     )

@@ -122,6 +122,7 @@ def build_broker(
         broker = StubBroker()
     elif url.startswith(("redis://", "rediss://")):
         client = redis.Redis.from_url(url, **bounds.redis_options())
+        # dramatiq's RedisBroker.__init__ has no annotations.
         broker = RedisBroker(client=client)  # type: ignore[no-untyped-call]
     else:
         broker = RabbitmqBroker(url=";".join(bounds.amqp_url(one) for one in url.split(";")))

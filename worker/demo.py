@@ -49,7 +49,7 @@ def run_demo(database: str, out: Console) -> None:
     settings = load_settings(database_url=f"sqlite:///{path}", channel="console", broker_url="")
     engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
-    services = bootstrap(settings, engine=engine, make_channel=lambda: ConsoleChannel(out.file))  # type: ignore[arg-type]
+    services = bootstrap(settings, engine=engine, make_channel=lambda: ConsoleChannel(out.file))
     now = SystemClock().now().replace(second=0, microsecond=0)
     tasks = sample_tasks(now)
     with services.session_factory.begin() as session:

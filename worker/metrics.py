@@ -137,6 +137,7 @@ class ExposedPrometheus(Prometheus):
         directory = metrics_directory()
         os.makedirs(directory, exist_ok=True)
         dramatiq_prometheus.DB_PATH = directory
+        # dramatiq's Prometheus middleware has no annotations.
         super().after_process_boot(broker)  # type: ignore[no-untyped-call]
 
 
@@ -150,6 +151,7 @@ def serve_exposition() -> int:
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     registry = CollectorRegistry()
+    # prometheus_client leaves this constructor unannotated.
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     port = load_settings().metrics_port
     assert port is not None  # the middleware is only added when it is set

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import IO
 
 from outbox.channels.base import Delivery, Message
 from outbox.masking import one_line
@@ -18,7 +18,7 @@ class ConsoleChannel:
 
     name = "console"
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: IO[str] | None = None) -> None:
         self._stream = stream
 
     def send(self, message: Message) -> Delivery:

@@ -50,6 +50,7 @@ class _WatchedSMTP(smtplib.SMTP):
         super().__init__(host, port, timeout=timeout)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # typeshed leaves out this private hook of smtplib.SMTP, which SMTP_SSL overrides too.
         sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
         self._limit.watch(sock)
         return sock

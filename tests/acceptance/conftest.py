@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from tests.acceptance.commandline import CommandLine
 from tests.acceptance.deployment import Deployment
 from tests.acceptance.harness import (
     PostgresCluster,
@@ -66,6 +67,12 @@ def db(postgres_url: str) -> Iterator[Engine]:
     engine = make_engine(postgres_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def command_line(db: Engine, postgres_url: str, tmp_path: Path) -> CommandLine:
+    """The `reminders` commands on this test's database, run from its directory."""
+    return CommandLine(db, postgres_url, tmp_path)
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """``dramatiq tests.acceptance.faulty_worker``: the real actors, dying at one exact step.
 
 A test build only. It imports `worker.actors` unchanged (its broker, its actors, its
-settings) and wraps seams the wiring offers before any actor runs, so that the worker process
-can SIGKILL itself at a precise point of the pipeline:
+settings) and, before any actor runs, hands it `worker.seams.Seams` that wrap the channel, the
+re-check and the scan's statements, so that the worker process can SIGKILL itself at a precise
+point of the pipeline:
 
 - ``scan``: the scan has marked the tasks and inserted their outbox rows, not committed;
 - ``recheck``: inside a relay round's transaction (which may have just claimed the batch), as
@@ -28,19 +29,19 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from outbox import relay as relaying
+from sqlalchemy.orm import Session
+
 from outbox.channels.base import Channel, Delivery, Message, Outcome
-from outbox.relay import Attempt, Cancel, Prepare
-from outbox.store import Claim
+from outbox.relay import Cancel, Prepare
+from outbox.store import Claim, Verdict
 from outbox.table import Status
-from outbox.verdicts import Judged
 from worker import actors
-from worker import bootstrap as wiring
-from worker.reminders.due import Batch, PostgresDueQueries
-from worker.settings import Settings
+from worker.reminders.due import Batch, DueQueries
+from worker.seams import Seams
 
 broker = actors.broker  # what `dramatiq tests.acceptance.faulty_worker` runs
 
@@ -117,24 +118,10 @@ class FaultyChannel:
         self.inner.close()
 
 
-_channel_factory = wiring.channel_factory
-# bootstrap imports the name without exporting it; the wiring offers no seam for the re-check.
-_reminder_preparer = wiring.reminder_preparer  # type: ignore[attr-defined]
-_queue_batch = PostgresDueQueries.queue_batch
-_recorded = relaying.Relay._recorded
-
-
-def faulty_channel_factory(settings: Settings) -> Callable[[], Channel]:
-    """The real factory, each channel wrapped."""
-    make = _channel_factory(settings)
-    return lambda: FaultyChannel(make())
-
-
-def faulty_preparer(renderer: Any) -> Prepare:
+def faulty_preparer(prepare: Prepare) -> Prepare:
     """The real re-check, preceded by the ``recheck`` kill point."""
-    prepare = _reminder_preparer(renderer)
 
-    def prepare_or_die(session: Any, claims: Sequence[Claim]) -> Mapping[int, Message | Cancel]:
+    def prepare_or_die(session: Session, claims: Sequence[Claim]) -> Mapping[int, Message | Cancel]:
         for claim in claims:
             die_here("recheck", claim.key)
         return prepare(session, claims)
@@ -142,34 +129,45 @@ def faulty_preparer(renderer: Any) -> Prepare:
     return prepare_or_die
 
 
-def faulty_queue(queries: PostgresDueQueries, session: Any, *args: Any) -> Batch:
-    """The scan's one statement per batch, then the ``scan`` kill point (not committed).
+@dataclass(frozen=True)
+class FaultyDueQueries:
+    """The scan's statements, each batch followed by the ``scan`` kill point (not committed)."""
 
-    The acceptance suite runs on PostgreSQL, where a batch is `PostgresDueQueries.queue_batch`.
-    """
-    counts = _queue_batch(queries, session, *args)
-    for _ in range(counts[0]):  # one chance per marked task, as for each inserted row
-        die_here("scan", "*")
-    return counts
+    inner: DueQueries
+
+    @property
+    def parallel(self) -> bool:
+        """As the real statements."""
+        return self.inner.parallel
+
+    def queue_batch(
+        self, session: Session, now: datetime, lookahead: timedelta, limit: int
+    ) -> Batch:
+        """The real batch, then one chance to die per marked task, as for each inserted row."""
+        counts = self.inner.queue_batch(session, now, lookahead, limit)
+        for _ in range(counts.marked):
+            die_here("scan", "*")
+        return counts
+
+    def record_scan(
+        self, session: Session, at: datetime, queued: int, marked: int, duration_ms: float
+    ) -> None:
+        """The real heartbeat."""
+        self.inner.record_scan(session, at, queued, marked, duration_ms)
 
 
-def recorded_journaled(
-    self: relaying.Relay, attempts: list[Attempt], judged: Sequence[Judged], held: set[int]
-) -> None:
-    """The relay's report of a committed round; say which deliveries it recorded."""
-    for item in judged:
-        verdict = item.verdict
-        if verdict.status is Status.DELIVERED:
-            journal("recorded", verdict.claim.key, "held" if verdict.claim.id in held else "fenced")
-    _recorded(self, attempts, judged, held)
+def journal_recorded(verdict: Verdict, held: bool) -> None:
+    """Say which deliveries a relay's committed round recorded (or found fenced)."""
+    if verdict.status is Status.DELIVERED:
+        journal("recorded", verdict.claim.key, "held" if held else "fenced")
 
 
-# Before the first actor runs: `services()` builds the channel and the relay's re-check
-# from these module attributes, and the scan and the relay look theirs up at call time.
-wiring.channel_factory = faulty_channel_factory
-wiring.reminder_preparer = faulty_preparer  # type: ignore[attr-defined]
-# mypy refuses assigning to a method; the scan offers no seam for its batch statement.
-PostgresDueQueries.queue_batch = faulty_queue  # type: ignore[method-assign, assignment]
-if JOURNAL:
-    # mypy refuses assigning to a method; the journal needs the relay's own record of a round.
-    relaying.Relay._recorded = recorded_journaled  # type: ignore[method-assign]
+# Before the first actor runs: `actors.services()` wires the process with these.
+actors.configure_services(
+    Seams(
+        wrap_channel=FaultyChannel,
+        wrap_prepare=faulty_preparer,
+        wrap_due_queries=FaultyDueQueries,
+        on_record=journal_recorded if JOURNAL else None,
+    )
+)

@@ -24,6 +24,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from outbox.table import Status
+from tests.acceptance.commandline import CommandLine, fresh_command_line
 from tests.acceptance.harness import (
     BIN,
     MAIL_DOMAIN,
@@ -32,16 +33,11 @@ from tests.acceptance.harness import (
     WebhookReceiver,
     add_tasks,
     add_users,
-    database_copy,
     free_port,
-    outbox,
     run_reminders,
     service_env,
-    smtp_env,
     utc_now,
-    webhook_env,
 )
-from tests.conftest import POSTGRES_URL
 from worker import migrate
 from worker.db import make_engine
 from worker.reminders.keys import reminder_key
@@ -108,10 +104,11 @@ CASES = [
 BY_ID = {case.task_id: case for case in CASES}
 
 
-def seed_bad_rows(engine: Engine, now: datetime) -> dict[int, datetime]:
+def seed_bad_rows(command_line: CommandLine, now: datetime) -> dict[int, datetime]:
     """The good and the bad rows; returns every task's due date as stored."""
     gap, overlap = berlin_transitions(now)
-    add_users(engine, [
+    engine = command_line.db
+    command_line.add_users([
         (1, "ada@example.com", "UTC", True),
         (10, "mars@example.com", "Mars/Olympus", True),
         (11, "empty-zone@example.com", "", True),
@@ -147,7 +144,7 @@ def seed_bad_rows(engine: Engine, now: datetime) -> dict[int, datetime]:
                  "WHERE conrelid = 'tasks'::regclass AND contype = 'f'")
         ).scalars()  # fmt: skip
         connection.execute(text(f'ALTER TABLE tasks DROP CONSTRAINT "{constraint}"'))
-    add_tasks(engine, tasks)
+    command_line.add_tasks(tasks)
     with engine.begin() as connection:  # the host writes a local wall time that never exists
         gap_local = (gap + timedelta(minutes=30)).astimezone(BERLIN).replace(tzinfo=None)
         gap_local = gap_local.replace(hour=(gap_local.hour - 1) % 24)  # 02:30 on that day
@@ -180,24 +177,23 @@ class Outcome:
 
 def run_channel(channel: str, postgres_template: str, cwd: Path) -> Iterator[Outcome]:
     """Seed a fresh database, then scan, delete owner 21, relay; yield what happened."""
-    with database_copy(POSTGRES_URL, postgres_template) as (url, engine):
-        yield from _run_channel(channel, url, engine, cwd)
+    with fresh_command_line(postgres_template, cwd) as command_line:
+        yield from _run_channel(channel, command_line)
 
 
-def _run_channel(channel: str, url: str, engine: Engine, cwd: Path) -> Iterator[Outcome]:
-    now = utc_now()
-    due = seed_bad_rows(engine, now)
+def _run_channel(channel: str, command_line: CommandLine) -> Iterator[Outcome]:
+    now, engine = utc_now(), command_line.db
+    due = seed_bad_rows(command_line, now)
     lookahead = f"{(max(due.values()) - now).days + 2}d"  # far enough for the DST dates
     server: Any = SmtpReceiver() if channel == "smtp" else WebhookReceiver()
     with server:
-        variables = smtp_env(server) if channel == "smtp" else webhook_env(server)
-        env = service_env(url, REMINDERS_LOOKAHEAD=lookahead, REMINDERS_SEND_TIMEOUT="10s",
-                          **variables)  # fmt: skip
-        scan = run_reminders(env, "scan", "--json", cwd=cwd)
+        env = command_line.env(server, REMINDERS_LOOKAHEAD=lookahead,
+                               REMINDERS_SEND_TIMEOUT="10s")  # fmt: skip
+        scan = command_line.run(env, "scan", "--json")
         assert scan.returncode == 0, scan.stderr
         with engine.begin() as connection:
             connection.execute(text("DELETE FROM users WHERE id = 21"))
-        relay = run_reminders(env, "relay", "--json", cwd=cwd)
+        relay = command_line.run(env, "relay", "--json")
         assert relay.returncode == 0, relay.stderr
         json.loads(relay.stdout)  # one JSON document, whatever the rows held
         received: dict[str, list[Any]] = {}
@@ -214,7 +210,7 @@ def _run_channel(channel: str, url: str, engine: Engine, cwd: Path) -> Iterator[
             for answer in server.answers:
                 received.setdefault(answer.key, []).append(json.loads(answer.request.body))
                 raw.setdefault(answer.key, []).append(answer.request.body)
-    yield Outcome(due, outbox(engine), received, raw, envelopes)
+    yield Outcome(due, command_line.outbox(), received, raw, envelopes)
 
 
 @pytest.fixture(scope="module")
@@ -366,6 +362,7 @@ def test_sqlite_due_dates_written_naive_or_in_other_iso_spellings_are_read_as_ut
     url = f"sqlite:///{tmp_path}/host.db"
     engine = make_engine(url)
     migrate.upgrade(engine)
+    command_line = CommandLine(engine, url, tmp_path)
     now = utc_now()
     ahead = now + 2 * HOUR
     spellings = {
@@ -382,14 +379,14 @@ def test_sqlite_due_dates_written_naive_or_in_other_iso_spellings_are_read_as_ut
                 text("INSERT INTO tasks (id, owner_id, title, due_date) VALUES (:id, 1, 't', :d)"),
                 {"id": task_id, "d": spelled},
             )
-    env = service_env(url, REMINDERS_CHANNEL="console")
-    assert run_reminders(env, "scan", cwd=tmp_path).returncode == 0
-    relay = run_reminders(env, "relay", cwd=tmp_path)
+    env = command_line.env(REMINDERS_CHANNEL="console")
+    command_line.ok(env, "scan")
+    relay = command_line.run(env, "relay")
     assert relay.returncode == 0, relay.stderr
     printed = [line for line in relay.stdout.splitlines() if line.startswith("reminder to")]
     expected = sorted(reminder_key(task_id, ahead) for task_id in (1, 2, 3, 4))
     assert sorted(line.rsplit("key ", 1)[1].rstrip(")") for line in printed) == expected
-    assert set(outbox(engine)) == set(expected)
+    assert set(command_line.outbox()) == set(expected)
     engine.dispose()
 
 
@@ -489,34 +486,33 @@ def test_a_postgres_url_without_a_driver_is_taken_as_postgresql(
 
 @pytest.mark.postgres
 def test_an_unreachable_smtp_host_retries_then_dead_and_a_replay_after_the_fix_delivers(
-    db: Engine, postgres_url: str, smtp: SmtpReceiver, tmp_path: Path
+    command_line: CommandLine, smtp: SmtpReceiver
 ) -> None:
     """A wrong SMTP host: rows retry with the connection error, end dead after the attempts,
     and after the operator fixes the host a replay delivers each exactly once."""
     now = utc_now()
-    add_users(db, [(1, "ada@example.com", "UTC", True)])
-    add_tasks(db, [(i, 1, f"task {i}", now + i * HOUR, None) for i in (1, 2, 3)])
-    wrong = service_env(
-        postgres_url, REMINDERS_CHANNEL="smtp", REMINDERS_SMTP_HOST="127.0.0.1",
+    command_line.add_users([(1, "ada@example.com", "UTC", True)])
+    command_line.add_tasks([(i, 1, f"task {i}", now + i * HOUR, None) for i in (1, 2, 3)])
+    wrong = command_line.env(
+        REMINDERS_CHANNEL="smtp", REMINDERS_SMTP_HOST="127.0.0.1",
         REMINDERS_SMTP_PORT=str(free_port()), REMINDERS_MAX_ATTEMPTS="2",
         REMINDERS_RETRY_BASE="10ms", REMINDERS_RETRY_CAP="10ms",
     )  # fmt: skip
-    assert run_reminders(wrong, "scan", cwd=tmp_path).returncode == 0
+    command_line.ok(wrong, "scan")
     # The first run's retries are due (10 ms) by the time a second process has started.
-    runs = [run_reminders(wrong, "relay", cwd=tmp_path) for _ in range(2)]
+    runs = [command_line.run(wrong, "relay") for _ in range(2)]
     assert [run.returncode for run in runs] == [0, 0], [run.stderr for run in runs]
     stdout = "".join(run.stdout for run in runs)
     outcomes = [line.split()[0] for line in stdout.splitlines() if "#" in line]
     assert sorted(outcomes) == ["dead"] * 3 + ["retry"] * 3, stdout
     assert "SMTP connection to 127.0.0.1" in stdout
-    rows = outbox(db)
+    rows = command_line.outbox()
     assert {(r.status, r.attempts) for r in rows.values()} == {(Status.DEAD, 2)}
     assert all("Connection refused" in (r.last_error or "") for r in rows.values())
 
-    fixed = service_env(postgres_url, **smtp_env(smtp))
-    replay = run_reminders(fixed, "outbox", "replay", "--status", "dead", cwd=tmp_path)
-    assert replay.returncode == 0, replay.stderr
-    assert run_reminders(fixed, "relay", cwd=tmp_path).returncode == 0
+    fixed = command_line.env(smtp)
+    command_line.ok(fixed, "outbox", "replay", "--status", "dead")
+    command_line.ok(fixed, "relay")
     assert sorted(smtp.received().values()) == [1, 1, 1]
     assert set(smtp.received()) == set(rows)
     assert all(str(h["Message-ID"]).endswith(f"@{MAIL_DOMAIN}>") for h in smtp.headers())

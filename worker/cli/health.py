@@ -172,6 +172,7 @@ def _ping_broker(url: str) -> str | None:
             finally:
                 client.close()
         else:
+            # pika ships no type hints (no py.typed marker).
             import pika  # type: ignore[import-untyped]
 
             logging.getLogger("pika").setLevel(logging.CRITICAL)  # it logs every failed step

@@ -33,6 +33,7 @@ from typing import Any
 
 from outbox import relay as relaying
 from outbox.channels.base import Channel, Delivery, Message, Outcome
+from outbox.clock import Clock
 from outbox.relay import Cancel, Prepare
 from outbox.store import Claim
 from outbox.table import Status
@@ -123,9 +124,9 @@ _queue_batch = PostgresDueQueries.queue_batch
 _recorded = relaying.Relay._recorded
 
 
-def faulty_channel_factory(settings: Settings) -> Callable[[], Channel]:
+def faulty_channel_factory(settings: Settings, clock: Clock | None = None) -> Callable[[], Channel]:
     """The real factory, each channel wrapped."""
-    make = _channel_factory(settings)
+    make = _channel_factory(settings, clock)
     return lambda: FaultyChannel(make())
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dramatiq
 import structlog
@@ -61,7 +61,16 @@ if not os.environ.get("REMINDERS_NO_LOG_SETUP"):
 
 from worker.broker import build_broker  # noqa: E402  (after the settings check above)
 
-broker = build_broker(SETTINGS, STOP)
+
+class _ProcessClock:
+    """This process's server-aligned clock, built with its services on first use."""
+
+    def now(self) -> datetime:
+        """The time on the database server's clock."""
+        return services().clock.now()
+
+
+broker = build_broker(SETTINGS, STOP, clock=_ProcessClock())
 dramatiq.set_broker(broker)
 
 

@@ -19,6 +19,7 @@ from outbox.channels.webhook import WebhookChannel
 from outbox.clock import Clock, SystemClock
 from outbox.relay import Attempt, Relay
 from outbox.retry import RetryPolicy
+from outbox.server_clock import SAME_CLOCK, Offset, ServerClock, database_clock
 from worker.db import DatabaseTimeouts, make_engine, make_session_factory
 from worker.reminders.due import DueQueries, due_queries
 from worker.reminders.recheck import reminder_preparer
@@ -30,8 +31,9 @@ from worker.settings import Settings
 ChannelFactory = Callable[[], Channel]
 
 
-def channel_factory(settings: Settings) -> ChannelFactory:
-    """Build the configured channel anew for each relay run (connections are per thread)."""
+def channel_factory(settings: Settings, clock: Clock | None = None) -> ChannelFactory:
+    """Build the configured channel anew for each relay run (connections are per thread);
+    ``clock`` dates the e-mails and timestamps the webhooks."""
     timeout = settings.send_timeout.total_seconds()
     if settings.channel == "smtp":
         password = settings.smtp_password
@@ -44,12 +46,43 @@ def channel_factory(settings: Settings) -> ChannelFactory:
             starttls=settings.smtp_starttls,
             ssl=settings.smtp_ssl,
             timeout=timeout,
+            clock=clock,
         )
     if settings.channel == "webhook":
         assert settings.webhook_url is not None  # checked by Settings
         url, secrets = settings.webhook_url, settings.webhook_secrets
-        return lambda: WebhookChannel(url, secrets, timeout=timeout)
+        return lambda: WebhookChannel(url, secrets, timeout=timeout, clock=clock)
     return ConsoleChannel
+
+
+def aligned_clock(
+    settings: Settings, engine: Engine, local: Clock | None = None
+) -> tuple[Clock, Callable[[], Offset | None]]:
+    """The clock of every time decision, the database server's, and this host's offset to it.
+
+    On PostgreSQL this process measures its offset to the server's clock and corrects for it
+    (`ServerClock`); ``local`` stands for this host's wall clock. A SQLite database is a file
+    on this host: its clock is the local one, and there is nothing to measure.
+    """
+    if engine.dialect.name != "postgresql":
+        return local or SystemClock(), lambda: SAME_CLOCK
+    clock = ServerClock(
+        database_clock(engine),
+        local=local,
+        max_offset=settings.max_clock_offset,
+        on_measure=_export_offset,
+    )
+    return clock, lambda: clock.offset
+
+
+def _export_offset(offset: Offset) -> None:
+    from worker.metrics import service_metrics  # created after the worker process booted
+
+    service_metrics().observe_clock_offset(offset.offset)
+
+
+def _unknown_offset() -> Offset | None:
+    return None
 
 
 def worker_id() -> str:
@@ -69,16 +102,22 @@ class Services:
     make_channel: ChannelFactory
     stop: threading.Event = field(default_factory=threading.Event)
     seams: Seams = NO_SEAMS
+    #: How far the database's clock is ahead of this host's, as last measured (None: unknown,
+    #: as with a clock a test injects).
+    clock_offset: Callable[[], Offset | None] = _unknown_offset
 
     def scan(self, now: datetime | None = None) -> ScanResult:
         """Queue every reminder due now (or at ``now``)."""
+        now = now or self.clock.now()
+        offset = self.clock_offset()
         return scan_due_tasks(
             self.session_factory,
             self.due_queries,
-            now or self.clock.now(),
+            now,
             self.settings.lookahead,
             self.settings.scan_batch,
             connections=self.settings.scan_connections,
+            clock_offset=None if offset is None else offset.offset,
         )
 
     def relay(self, on_attempt: Callable[[Attempt], None] | None = None) -> Relay:
@@ -108,6 +147,7 @@ def bootstrap(
     settings: Settings,
     *,
     clock: Clock | None = None,
+    local_clock: Clock | None = None,
     engine: Engine | None = None,
     make_channel: ChannelFactory | None = None,
     seams: Seams = NO_SEAMS,
@@ -115,15 +155,21 @@ def bootstrap(
     """Wire the services for ``settings``; tests pass their own clock, engine or channel.
 
     ``seams`` wraps the parts built here (see `worker.seams`); production wraps nothing.
+    Without ``clock``, time follows the database server's clock (`aligned_clock`), measured
+    against ``local_clock`` (this host's wall clock unless a test shifts it).
     """
     timeouts = DatabaseTimeouts(statement=settings.db_statement_timeout.total_seconds())
     engine = engine or make_engine(settings.database_url, timeouts=timeouts)
+    offset = _unknown_offset
+    if clock is None:
+        clock, offset = aligned_clock(settings, engine, local_clock)
     return Services(
         settings=settings,
         engine=engine,
         session_factory=make_session_factory(engine),
         due_queries=seams.wrap_due_queries(due_queries(engine.dialect.name)),
-        clock=clock or SystemClock(),
-        make_channel=make_channel or channel_factory(settings),
+        clock=clock,
+        make_channel=make_channel or channel_factory(settings, clock),
         seams=seams,
+        clock_offset=offset,
     )

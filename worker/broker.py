@@ -1,7 +1,8 @@
 """The broker and its middleware, built from settings before any actor is declared.
 
-Dramatiq checks actor options when the decorator runs, so `PeriodiqMiddleware` must be on
-the broker before `worker.actors` declares a periodic actor.
+Dramatiq checks actor options when the decorator runs, so `PeriodiqMiddleware` (here its
+subclass `ServerTimedTicks`) must be on the broker before `worker.actors` declares a periodic
+actor.
 """
 
 from __future__ import annotations
@@ -18,14 +19,18 @@ import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from periodiq import PeriodiqMiddleware
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from outbox.clock import Clock, SystemClock
+from worker.message_clock import TOLERATED_SKEW, ServerTimedDelays, ServerTimedTicks
 from worker.settings import Settings
 
-# A tick processed later than this is dropped by periodiq; the next tick does its work.
+# A tick processed later than this (on the server clock) is dropped; the next tick does its work.
 SKIP_DELAY_SECONDS = 30
+# Dramatiq's Redis broker takes a worker for dead when its heartbeat, stamped with its own
+# wall clock, looks older than this on another's: cover two hosts skewed the other way.
+HEARTBEAT_TIMEOUT_MS = int((60 + 2 * TOLERATED_SKEW.total_seconds()) * 1000)
 
 
 @dataclass(frozen=True)
@@ -106,11 +111,17 @@ class StopRelaysOnShutdown(dramatiq.Middleware):
 
 
 def build_broker(
-    settings: Settings, stop: threading.Event, timeouts: BrokerTimeouts | None = None
+    settings: Settings,
+    stop: threading.Event,
+    timeouts: BrokerTimeouts | None = None,
+    *,
+    clock: Clock | None = None,
 ) -> dramatiq.Broker:
     """Redis, RabbitMQ or an in-process broker, per ``REMINDERS_BROKER_URL``.
 
-    Every call to a broker server is bounded by ``timeouts`` (the defaults unless given).
+    Every call to a broker server is bounded by ``timeouts`` (the defaults unless given);
+    ticks and delayed messages are timed on ``clock`` (the server-aligned one; this host's
+    by default).
     """
     bounds = timeouts or BrokerTimeouts()
     # periodiq reads the wall clock with pendulum.now() in the local zone; the schedule is
@@ -123,14 +134,18 @@ def build_broker(
     elif url.startswith(("redis://", "rediss://")):
         client = redis.Redis.from_url(url, **bounds.redis_options())
         # dramatiq's RedisBroker.__init__ has no annotations.
-        broker = RedisBroker(client=client)  # type: ignore[no-untyped-call]
+        broker = RedisBroker(  # type: ignore[no-untyped-call]
+            client=client, heartbeat_timeout=HEARTBEAT_TIMEOUT_MS
+        )
     else:
         broker = RabbitmqBroker(url=";".join(bounds.amqp_url(one) for one in url.split(";")))
     if settings.metrics_port is not None and url is not None:
         from worker.metrics import ExposedPrometheus
 
         broker.add_middleware(ExposedPrometheus())
-    broker.add_middleware(PeriodiqMiddleware(skip_delay=SKIP_DELAY_SECONDS))
+    clock = clock or SystemClock()
+    broker.add_middleware(ServerTimedTicks(clock, skip_delay=SKIP_DELAY_SECONDS))
+    broker.add_middleware(ServerTimedDelays(clock))
     broker.add_middleware(StopRelaysOnShutdown(stop))
     return broker
 

@@ -66,6 +66,13 @@ class ServiceMetrics:
             multiprocess_mode="mostrecent",
             registry=reg,
         )
+        self.clock_offset = Gauge(
+            "reminders_clock_offset_seconds",
+            "How far the database server's clock is ahead of this host's (negative: behind), "
+            "as last measured; time decisions are corrected for it.",
+            multiprocess_mode="mostrecent",
+            registry=reg,
+        )
 
     def observe_scan(self, result: ScanResult) -> None:
         """Count one scan."""
@@ -88,6 +95,10 @@ class ServiceMetrics:
         if attempt.created_at is not None:
             became_due = max(became_due, attempt.created_at)
         self.latency.observe(max((now - became_due).total_seconds(), 0.0))
+
+    def observe_clock_offset(self, offset: timedelta) -> None:
+        """Publish this process's last measured offset to the database server's clock."""
+        self.clock_offset.set(offset.total_seconds())
 
     def observe_outbox(self, counts: dict[str, int], oldest: timedelta | None) -> None:
         """Publish the outbox's rows by status and the age of its oldest waiting row."""

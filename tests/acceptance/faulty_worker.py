@@ -150,10 +150,19 @@ class FaultyDueQueries:
         return counts
 
     def record_scan(
-        self, session: Session, at: datetime, queued: int, marked: int, duration_ms: float
+        self,
+        session: Session,
+        at: datetime,
+        queued: int,
+        marked: int,
+        duration_ms: float,
+        *,
+        clock_offset_ms: float | None = None,
     ) -> None:
         """The real heartbeat."""
-        self.inner.record_scan(session, at, queued, marked, duration_ms)
+        self.inner.record_scan(
+            session, at, queued, marked, duration_ms, clock_offset_ms=clock_offset_ms
+        )
 
 
 def journal_recorded(verdict: Verdict, held: bool) -> None:

@@ -28,3 +28,14 @@ class ManualClock:
     def set(self, when: datetime) -> None:
         """Jump to ``when``."""
         self.current = require_utc(when)
+
+
+@dataclass(frozen=True)
+class ShiftedClock:
+    """The wall clock of a host whose clock is ``shift`` away from the true time."""
+
+    shift: timedelta
+
+    def now(self) -> datetime:
+        """The real time, shifted."""
+        return datetime.now(UTC) + self.shift

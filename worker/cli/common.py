@@ -105,6 +105,14 @@ def human(value: timedelta) -> str:
     return " ".join(parts[:2]) if parts else f"{seconds}s"
 
 
+def skew(offset_seconds: float) -> str:
+    """How a host's clock stands to the database's, given the database's lead over it."""
+    if round(offset_seconds, 3) == 0:
+        return "within 1 ms of the database's"
+    side = "behind" if offset_seconds > 0 else "ahead of"
+    return f"{abs(offset_seconds):.3f} s {side} the database's"
+
+
 def plain(value: str) -> Text:
     """Data as shown text: no rich markup, no control characters (errors are hostile)."""
     return Text(one_line(value))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -13,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from outbox import admin
+from outbox.server_clock import Offset
 from worker.cli import common
 from worker.cli.common import JsonOption
 from worker.errors import DatabaseNotReady
@@ -26,7 +29,8 @@ def register(app: typer.Typer) -> None:
 
 
 def status(as_json: JsonOption = False) -> None:
-    """Rows per status, age of the oldest pending or failed row, time of the last scan.
+    """Rows per status, age of the oldest pending or failed row, time of the last scan, and
+    how far this host's clock and the last scanning host's are from the database's.
 
     Reads REMINDERS_DATABASE_URL.
 
@@ -38,6 +42,8 @@ def status(as_json: JsonOption = False) -> None:
         counts = admin.count_by_status(session)
         oldest = admin.oldest_waiting(session, now)
         scan = session.get(ScanHeartbeat, 1)
+    scanner_ms = None if scan is None else scan.clock_offset_ms
+    clocks = _Clocks(services.clock_offset(), scanner_ms, services.settings.max_clock_offset)
     if as_json:
         last = (
             None
@@ -56,6 +62,7 @@ def status(as_json: JsonOption = False) -> None:
                 "total": sum(counts.values()),
                 "oldest_waiting_seconds": common.seconds(oldest),
                 "last_scan": last,
+                **clocks.fields(),
             }
         )
         return
@@ -73,7 +80,11 @@ def status(as_json: JsonOption = False) -> None:
         )
     )
     common.out.print(
-        table, f"oldest pending or failed row: {waited}", f"last scan: {last_scan}", sep="\n"
+        table,
+        f"oldest pending or failed row: {waited}",
+        f"last scan: {last_scan}",
+        clocks.line(),
+        sep="\n",
     )
 
 
@@ -102,15 +113,23 @@ def health(
     """
     threshold = common.duration("--max-pending-age", max_pending_age)
     scan_limit = None if max_scan_age is None else common.duration("--max-scan-age", max_scan_age)
-    broker_url = common.settings().broker_url
+    settings = common.settings()
+    broker_url = settings.broker_url
     problems: list[str] = []
     oldest: timedelta | None = None
     last_scan: datetime | None = None
+    offset: Offset | None = None
+    scan_offset_ms: float | None = None
     try:
         services = common.ready_services()
         with services.session_factory() as session:
             oldest = admin.oldest_waiting(session, services.clock.now())
-            last_scan = session.scalar(select(ScanHeartbeat.scanned_at))
+            beat = session.execute(
+                select(ScanHeartbeat.scanned_at, ScanHeartbeat.clock_offset_ms)
+            ).first()
+        if beat is not None:
+            last_scan, scan_offset_ms = beat
+        offset = services.clock_offset()
     except DatabaseNotReady as error:
         problems.append(str(error))
     except DBAPIError as error:
@@ -132,15 +151,19 @@ def health(
         error_line = _ping_broker(broker_url)
         if error_line is not None:
             problems.append(f"broker {broker} unreachable: {error_line}")
+    clocks = _Clocks(offset, scan_offset_ms, settings.max_clock_offset)
+    warnings = clocks.warnings()
     if as_json:
         common.print_json(
             {
                 "healthy": not problems,
                 "problems": problems,
+                "warnings": warnings,
                 "broker": broker,
                 "oldest_waiting_seconds": common.seconds(oldest),
                 "max_pending_age_seconds": threshold.total_seconds(),
                 "last_scan_at": None if last_scan is None else common.iso(last_scan),
+                **clocks.fields(),
             }
         )
     if problems:
@@ -151,6 +174,54 @@ def health(
             f"healthy: database migrated, broker {broker}, {waited} "
             f"(limit {common.human(threshold)})"
         )
+        common.out.print(clocks.line())
+        for warning in warnings:
+            sys.stderr.write(f"reminders: warning: {warning}\n")
+
+
+@dataclass(frozen=True)
+class _Clocks:
+    """This process's clock against the database's, and the one the last scan recorded."""
+
+    mine: Offset | None
+    scanner_ms: float | None  # the heartbeat's: the database's lead over the scanning host
+    limit: timedelta  # REMINDERS_MAX_CLOCK_OFFSET
+
+    @property
+    def scanner(self) -> float | None:
+        """The last scanning host's offset in seconds."""
+        return None if self.scanner_ms is None else self.scanner_ms / 1000
+
+    def fields(self) -> dict[str, float | None]:
+        """The offsets in the JSON documents' form (seconds; positive: the database ahead)."""
+        mine = self.mine
+        return {
+            "clock_offset_seconds": None if mine is None else mine.offset.total_seconds(),
+            "clock_offset_error_seconds": None if mine is None else mine.error.total_seconds(),
+            "last_scan_clock_offset_seconds": self.scanner,
+            "max_clock_offset_seconds": self.limit.total_seconds(),
+        }
+
+    def warnings(self) -> list[str]:
+        """One line per clock further from the database's than the limit."""
+        mine = None if self.mine is None else self.mine.offset.total_seconds()
+        limit = self.limit.total_seconds()
+        return [
+            f"{who} clock is {common.skew(seconds)} (more than REMINDERS_MAX_CLOCK_OFFSET, "
+            f"{limit:g} s): time is corrected for it, but check the host's NTP"
+            for who, seconds in (("this host's", mine), ("the last scanning host's", self.scanner))
+            if seconds is not None and abs(seconds) > limit
+        ]
+
+    def line(self) -> str:
+        """Both clocks in one line of text."""
+        if self.mine is None:
+            mine = "not measured"
+        else:
+            error = self.mine.error.total_seconds() * 1000
+            mine = f"{common.skew(self.mine.offset.total_seconds())} (± {error:.1f} ms)"
+        theirs = "not recorded" if self.scanner is None else common.skew(self.scanner)
+        return f"clock: this host's is {mine}; the last scanning host's was {theirs}"
 
 
 def _where(url: str) -> str:

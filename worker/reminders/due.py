@@ -106,9 +106,17 @@ class DueQueries(Protocol):
         ...
 
     def record_scan(
-        self, session: Session, at: datetime, queued: int, marked: int, duration_ms: float
+        self,
+        session: Session,
+        at: datetime,
+        queued: int,
+        marked: int,
+        duration_ms: float,
+        *,
+        clock_offset_ms: float | None = None,
     ) -> None:
-        """Remember when the last scan ran and what it did (one row, last writer wins)."""
+        """Remember when the last scan ran, what it did and how far its host's clock was from
+        the database's (one row, last writer wins)."""
         ...
 
 
@@ -135,10 +143,19 @@ class PostgresDueQueries:
         return Batch(int(found[0]), int(found[1]), int(found[2]))
 
     def record_scan(
-        self, session: Session, at: datetime, queued: int, marked: int, duration_ms: float
+        self,
+        session: Session,
+        at: datetime,
+        queued: int,
+        marked: int,
+        duration_ms: float,
+        *,
+        clock_offset_ms: float | None = None,
     ) -> None:
-        """Remember when the last scan ran and what it did (one row, last writer wins)."""
-        session.connection().execute(self.heartbeat, _beat(at, queued, marked, duration_ms))
+        """Remember when the last scan ran, what it did and how far its host's clock was from
+        the database's (one row, last writer wins)."""
+        beat = _beat(at, queued, marked, duration_ms, clock_offset_ms)
+        session.connection().execute(self.heartbeat, beat)
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,10 +199,19 @@ class SqliteDueQueries:
         return Batch(len(tasks), queued, superseded)
 
     def record_scan(
-        self, session: Session, at: datetime, queued: int, marked: int, duration_ms: float
+        self,
+        session: Session,
+        at: datetime,
+        queued: int,
+        marked: int,
+        duration_ms: float,
+        *,
+        clock_offset_ms: float | None = None,
     ) -> None:
-        """Remember when the last scan ran and what it did (one row, last writer wins)."""
-        session.connection().execute(self.heartbeat, _beat(at, queued, marked, duration_ms))
+        """Remember when the last scan ran, what it did and how far its host's clock was from
+        the database's (one row, last writer wins)."""
+        beat = _beat(at, queued, marked, duration_ms, clock_offset_ms)
+        session.connection().execute(self.heartbeat, beat)
 
 
 def due_queries(dialect: str) -> DueQueries:
@@ -240,13 +266,15 @@ def _queue_statement(tasks: TaskColumns, users: UserColumns) -> Select[int, int,
 def _heartbeat(insert: Callable[[type[ScanHeartbeat]], Any]) -> Insert:
     """The heartbeat's upsert: its one row takes the values of the last scan."""
     upsert = insert(ScanHeartbeat)
-    columns = ("scanned_at", "queued", "marked", "duration_ms")
+    columns = ("scanned_at", "queued", "marked", "duration_ms", "clock_offset_ms")
     latest = {name: upsert.excluded[name] for name in columns}
     statement: Insert = upsert.on_conflict_do_update(index_elements=[ScanHeartbeat.id], set_=latest)
     return statement
 
 
-def _beat(at: datetime, queued: int, marked: int, duration_ms: float) -> dict[str, Any]:
+def _beat(
+    at: datetime, queued: int, marked: int, duration_ms: float, clock_offset_ms: float | None
+) -> dict[str, Any]:
     """The heartbeat row's values."""
     return {
         "id": 1,
@@ -254,6 +282,7 @@ def _beat(at: datetime, queued: int, marked: int, duration_ms: float) -> dict[st
         "queued": queued,
         "marked": marked,
         "duration_ms": duration_ms,
+        "clock_offset_ms": clock_offset_ms,
     }
 
 

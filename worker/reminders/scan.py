@@ -92,6 +92,7 @@ def scan_due_tasks(
     batch_size: int,
     *,
     connections: int = 1,
+    clock_offset: timedelta | None = None,
 ) -> ScanResult:
     """Queue reminders for every task due in (now, now + lookahead], batch by batch.
 
@@ -105,6 +106,9 @@ def scan_due_tasks(
     skipped only tasks that a sibling loop or another scanner holds: their batch commits
     them, or, if it fails, the next scan takes them. SQLite has one writer: there the loop
     stays single.
+
+    The heartbeat records ``clock_offset``, how far the database's clock is ahead of the
+    scanning host's (None: unknown), for ``reminders status`` and ``health``.
     """
     batches = _Batches(session_factory, queries, require_utc(now), lookahead, batch_size)
     started = time.perf_counter()
@@ -117,5 +121,13 @@ def scan_due_tasks(
     duration = timedelta(seconds=time.perf_counter() - started)
     with session_factory.begin() as session:
         milliseconds = duration.total_seconds() * 1000
-        queries.record_scan(session, batches.now, total.queued, total.marked, milliseconds)
+        offset_ms = None if clock_offset is None else clock_offset.total_seconds() * 1000
+        queries.record_scan(
+            session,
+            batches.now,
+            total.queued,
+            total.marked,
+            milliseconds,
+            clock_offset_ms=offset_ms,
+        )
     return ScanResult(total.queued, total.marked, total.superseded, total.batches, duration)

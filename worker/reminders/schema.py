@@ -68,7 +68,7 @@ class Task(Base):
 
 
 class ScanHeartbeat(Base):
-    """The last scan's time and counts (one row), for ``reminders status`` and health."""
+    """The last scan's time, counts and clock offset (one row), for ``status`` and ``health``."""
 
     __tablename__ = "reminder_scan_heartbeat"
 
@@ -77,6 +77,8 @@ class ScanHeartbeat(Base):
     queued: Mapped[int]
     marked: Mapped[int]
     duration_ms: Mapped[float]
+    # How far the database's clock was ahead of the scanning host's (None: not measured).
+    clock_offset_ms: Mapped[float | None]
 
 
 @dataclass(frozen=True, eq=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
+import time
 from collections import deque
 from typing import Any, NamedTuple
 
@@ -15,11 +16,13 @@ from tests.support.servers.base import HOST, WAIT, Running
 
 
 class ReceivedMail(NamedTuple):
-    """One accepted message: the envelope and the raw bytes after DATA."""
+    """One accepted message: the envelope, the raw bytes after DATA, and when it was accepted
+    (``time.time()``)."""
 
     envelope_from: str
     rcpt_tos: list[str]
     raw: bytes
+    received_at: float = 0.0
 
 
 class RecordingSmtpServer(Running):
@@ -123,7 +126,7 @@ class RecordingSmtpServer(Running):
             if self.data_replies:
                 return self.data_replies.popleft()
             raw = envelope.original_content or b""
-            mail = ReceivedMail(envelope.mail_from or "", list(envelope.rcpt_tos), raw)
+            mail = ReceivedMail(envelope.mail_from or "", list(envelope.rcpt_tos), raw, time.time())
             self.messages.append(mail)
             self._changed.notify_all()
         return "250 2.0.0 OK"

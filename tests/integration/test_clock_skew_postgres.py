@@ -1,0 +1,191 @@
+"""Two services on one PostgreSQL database, one host 150 s ahead and one 150 s behind.
+
+Each is wired by `bootstrap` as production is, with its host's wall clock shifted: what is
+under test is the correction to the database server's clock. They scan and relay in threads
+at once; every decision must follow the server's clock, which is the real time here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, select
+
+from outbox.channels.base import Delivery, Message
+from outbox.relay import RelayReport
+from outbox.table import OutboxRow, Status
+from tests.support.clock import ShiftedClock
+from tests.support.db import add_task, add_user
+from worker.bootstrap import Services, bootstrap
+from worker.db import make_engine
+from worker.reminders.keys import reminder_key
+from worker.reminders.schema import ScanHeartbeat
+from worker.settings import Settings
+
+pytestmark = pytest.mark.postgres
+
+SKEW = timedelta(seconds=150)
+LOOKAHEAD = timedelta(seconds=5)
+#: How long after its moment a reminder may arrive: a few rounds of the loops below.
+LATE = timedelta(seconds=1.5)
+#: The server clock as measured may be off by half a round trip on the loopback (well under this).
+SLACK = timedelta(milliseconds=20)
+WAIT = 30.0
+
+
+@dataclass
+class ArrivalChannel:
+    """A fake receiver noting when (on the real clock) each reminder arrived; ``hold`` keeps a
+    send waiting until it is set, after setting ``sending``."""
+
+    name: str = "arrivals"
+    arrived: list[tuple[str, datetime]] = field(default_factory=list)
+    hold: threading.Event | None = None
+    sending: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, message: Message) -> Delivery:
+        """Note the arrival (after the hold, if any) and accept."""
+        self.sending.set()
+        if self.hold is not None:
+            assert self.hold.wait(WAIT), "never released"
+        with self.lock:
+            self.arrived.append((message.key, datetime.now(UTC)))
+        return Delivery.delivered()
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def itself(self) -> ArrivalChannel:
+        """This channel, as the channel factory of a relay run."""
+        return self
+
+    def keys(self) -> list[str]:
+        """The keys that arrived, in order."""
+        with self.lock:
+            return [key for key, _ in self.arrived]
+
+
+@dataclass
+class Host:
+    """One skewed host's services on the shared database, and the receiver they send to."""
+
+    services: Services
+    channel: ArrivalChannel
+
+    def relay(self) -> RelayReport:
+        """One relay run until nothing is due."""
+        return self.services.relay().relay_until_idle()
+
+
+@pytest.fixture
+def hosts(postgres_url: str) -> Iterator[dict[str, Host]]:
+    """An ``ahead`` and a ``behind`` host, each with its own engine and receiver."""
+    engines: list[Engine] = []
+    made: dict[str, Host] = {}
+    for name, shift in (("ahead", SKEW), ("behind", -SKEW)):
+        engine = make_engine(postgres_url)
+        engines.append(engine)
+        channel = ArrivalChannel()
+        settings = Settings(database_url=postgres_url, lookahead=LOOKAHEAD)
+        services = bootstrap(
+            settings,
+            local_clock=ShiftedClock(shift),
+            engine=engine,
+            make_channel=channel.itself,
+        )
+        made[name] = Host(services, channel)
+    yield made
+    for engine in engines:
+        engine.dispose()
+
+
+def run_side_by_side(hosts: dict[str, Host], until: float) -> None:
+    """Each host scans and relays in a loop of its own until the monotonic time ``until``."""
+    errors: list[BaseException] = []
+
+    def loop(host: Host) -> None:
+        try:
+            while time.monotonic() < until:
+                host.services.scan()
+                host.relay()
+                host.services.stop.wait(0.1)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=loop, args=(host,)) for host in hosts.values()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert not errors, errors
+
+
+def test_skewed_hosts_remind_at_the_moment_on_the_servers_clock(hosts: dict[str, Host]) -> None:
+    """Hosts 150 s ahead and behind, scanning and relaying at once: each reminder arrives once,
+    not before its moment (due - lookahead) and soon after it; none for a task already due, none
+    for a task whose moment is still minutes away."""
+    ahead, behind = hosts["ahead"], hosts["behind"]
+    add_user(ahead.services, 1)
+    start = datetime.now(UTC)
+    soon = {n: start + LOOKAHEAD + timedelta(seconds=1.5 * n) for n in (1, 2, 3)}
+    # Due already (the behind host's own window would take the last one), and due in minutes
+    # (the ahead host's own window would take it now).
+    never = {
+        11: start - timedelta(seconds=1),
+        12: start - timedelta(seconds=60),
+        13: start - SKEW + timedelta(seconds=2),
+        14: start + SKEW + timedelta(seconds=2),
+    }
+    for task_id, due in soon.items() | never.items():
+        add_task(ahead.services, task_id, 1, due)
+
+    run_side_by_side(hosts, until=time.monotonic() + 7.0)
+
+    arrived = ahead.channel.arrived + behind.channel.arrived
+    keys = [key for key, _ in arrived]
+    expected = {reminder_key(task_id, due): due - LOOKAHEAD for task_id, due in soon.items()}
+    assert sorted(keys) == sorted(expected), keys
+    for key, at in arrived:
+        moment = expected[key]
+        assert at >= moment - SLACK, (key, at - moment)
+        assert at <= moment + LATE, (key, at - moment)
+    for host, sign in ((ahead, -1), (behind, 1)):
+        offset = host.services.clock_offset()
+        assert offset is not None
+        assert abs(offset.offset - sign * SKEW) < timedelta(seconds=0.1)
+    with ahead.services.session_factory() as session:
+        recorded = session.scalar(select(ScanHeartbeat.clock_offset_ms))
+    assert recorded is not None and abs(abs(recorded) - 150_000) < 100
+
+
+@pytest.mark.parametrize("holder", ["behind", "ahead"])
+def test_a_skewed_host_never_takes_a_live_lease(hosts: dict[str, Host], holder: str) -> None:
+    """While one host is slow to send a row under its lease, the other (its clock 300 s away)
+    finds nothing to claim; the holder's delivery is recorded, not fenced."""
+    owner, other = hosts[holder], hosts["ahead" if holder == "behind" else "behind"]
+    add_user(owner.services, 1)
+    # A row that has waited 200 s (through an outage, say): due on every host's clock.
+    queued_at = datetime.now(UTC) - timedelta(seconds=200)
+    add_task(owner.services, 1, 1, queued_at + LOOKAHEAD - timedelta(seconds=1))
+    assert owner.services.scan(now=queued_at).queued == 1
+    owner.channel.hold = threading.Event()
+    reports: list[RelayReport] = []
+    sending = threading.Thread(target=lambda: reports.append(owner.relay()))
+    sending.start()
+    assert owner.channel.sending.wait(WAIT)
+
+    taken = other.relay()
+    owner.channel.hold.set()
+    sending.join(WAIT)
+
+    assert taken.claimed == 0 and other.channel.keys() == []
+    assert dict(reports[0].counts) == {"delivered": 1}
+    with owner.services.session_factory() as session:
+        row = session.execute(select(OutboxRow.status, OutboxRow.attempts)).one()
+    assert (row.status, row.attempts) == (Status.DELIVERED, 1)

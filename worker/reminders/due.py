@@ -120,8 +120,29 @@ class DueQueries(Protocol):
         ...
 
 
+class _RecordsScans:
+    """Writes the scan heartbeat through the dialect's own upsert, ``heartbeat``."""
+
+    heartbeat: Insert
+
+    def record_scan(
+        self,
+        session: Session,
+        at: datetime,
+        queued: int,
+        marked: int,
+        duration_ms: float,
+        *,
+        clock_offset_ms: float | None = None,
+    ) -> None:
+        """Remember when the last scan ran, what it did and how far its host's clock was from
+        the database's (one row, last writer wins)."""
+        beat = _beat(at, queued, marked, duration_ms, clock_offset_ms)
+        session.connection().execute(self.heartbeat, beat)
+
+
 @dataclass(frozen=True, eq=False)
-class PostgresDueQueries:
+class PostgresDueQueries(_RecordsScans):
     """PostgreSQL: a batch is one statement, no row goes through Python; ``SKIP LOCKED``
     keeps batches on several connections (and several scanners) apart.
     """
@@ -142,24 +163,9 @@ class PostgresDueQueries:
         found = session.connection().execute(self.batch, _window(now, lookahead, limit)).one()
         return Batch(int(found[0]), int(found[1]), int(found[2]))
 
-    def record_scan(
-        self,
-        session: Session,
-        at: datetime,
-        queued: int,
-        marked: int,
-        duration_ms: float,
-        *,
-        clock_offset_ms: float | None = None,
-    ) -> None:
-        """Remember when the last scan ran, what it did and how far its host's clock was from
-        the database's (one row, last writer wins)."""
-        beat = _beat(at, queued, marked, duration_ms, clock_offset_ms)
-        session.connection().execute(self.heartbeat, beat)
-
 
 @dataclass(frozen=True, eq=False)
-class SqliteDueQueries:
+class SqliteDueQueries(_RecordsScans):
     """SQLite: a batch is three statements from Python (mark, enqueue, supersede), under its
     single writer lock, which keeps scanners apart; one writer, so batches run one at a time.
     """
@@ -197,21 +203,6 @@ class SqliteDueQueries:
             session, keys, kind=REMINDER_KIND, reason=SUPERSEDED, now=now
         )
         return Batch(len(tasks), queued, superseded)
-
-    def record_scan(
-        self,
-        session: Session,
-        at: datetime,
-        queued: int,
-        marked: int,
-        duration_ms: float,
-        *,
-        clock_offset_ms: float | None = None,
-    ) -> None:
-        """Remember when the last scan ran, what it did and how far its host's clock was from
-        the database's (one row, last writer wins)."""
-        beat = _beat(at, queued, marked, duration_ms, clock_offset_ms)
-        session.connection().execute(self.heartbeat, beat)
 
 
 def due_queries(dialect: str) -> DueQueries:

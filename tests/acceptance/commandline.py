@@ -8,34 +8,27 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine
-
 from tests.acceptance.harness import (
-    Row,
     SmtpReceiver,
     WebhookReceiver,
-    add_tasks,
-    add_users,
     database_copy,
-    outbox,
     run_reminders,
     service_env,
     smtp_env,
     webhook_env,
 )
+from tests.acceptance.host import HostDatabase
 from tests.conftest import POSTGRES_URL
 
 
 @dataclass(frozen=True)
-class CommandLine:
+class CommandLine(HostDatabase):
     """A database, and the `reminders` commands run on it from ``cwd``."""
 
-    db: Engine
     database_url: str
     cwd: Path
 
@@ -59,20 +52,6 @@ class CommandLine:
         done = self.run(env, *args)
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
-
-    def add_users(self, users: Iterable[tuple[int, str, str, bool]]) -> None:
-        """Insert users ``(id, email, timezone, notifications_enabled)`` as the host would."""
-        add_users(self.db, users)
-
-    def add_tasks(
-        self, tasks: Iterable[tuple[int, int, str, datetime | None, datetime | None]]
-    ) -> None:
-        """Insert tasks ``(id, owner, title, due, completed_at)`` as the host would."""
-        add_tasks(self.db, tasks)
-
-    def outbox(self) -> dict[str, Row]:
-        """Every outbox row by key."""
-        return outbox(self.db)
 
 
 @contextlib.contextmanager

@@ -11,22 +11,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine
-
 from outbox.table import Status
 from tests.acceptance.harness import (
     WAIT,
     Proc,
     Procs,
     RedisServer,
-    Row,
     Seeded,
     SmtpReceiver,
     Ticker,
     WebhookReceiver,
-    add_tasks,
-    add_users,
-    outbox,
     seed,
     service_env,
     settled,
@@ -35,13 +29,13 @@ from tests.acceptance.harness import (
     wake,
     webhook_env,
 )
+from tests.acceptance.host import HostDatabase
 
 
 @dataclass(frozen=True)
-class Deployment:
+class Deployment(HostDatabase):
     """A database, a Redis and the processes started on them, for one test."""
 
-    db: Engine
     database_url: str
     redis: RedisServer
     procs: Procs
@@ -58,20 +52,6 @@ class Deployment:
     def seed(self, now: datetime, count: int, *, first: int = 1, users: bool = True) -> Seeded:
         """``count`` tasks due from now + 1h and five never due (see `harness.seed`)."""
         return seed(self.db, now, count, first=first, users=users)
-
-    def add_users(self, users: Iterable[tuple[int, str, str, bool]]) -> None:
-        """Insert users ``(id, email, timezone, notifications_enabled)`` as the host would."""
-        add_users(self.db, users)
-
-    def add_tasks(
-        self, tasks: Iterable[tuple[int, int, str, datetime | None, datetime | None]]
-    ) -> None:
-        """Insert tasks ``(id, owner, title, due, completed_at)`` as the host would."""
-        add_tasks(self.db, tasks)
-
-    def outbox(self) -> dict[str, Row]:
-        """Every outbox row by key."""
-        return outbox(self.db)
 
     def wait_settled(
         self,

@@ -31,7 +31,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check worker outbox tests benchmarks
+	$(BIN)/ruff format --check worker outbox tests benchmarks examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -1,0 +1,1 @@
+"""Example host applications that use the reminder service from their own code."""

@@ -1,0 +1,1 @@
+"""The task app's Alembic history."""

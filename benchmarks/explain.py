@@ -16,31 +16,37 @@ from sqlalchemy import Engine, event, text
 from benchmarks.baseline import NAIVE_DUE_SQL
 from benchmarks.database import Dataset
 from worker.db import make_session_factory
-from worker.reminders.due import due_queries
+from worker.reminders.due import DueQueries, due_queries
 from worker.reminders.scan import scan_due_tasks
 
 PLAN_OPTIONS = "ANALYZE, BUFFERS, WAL, SETTINGS"
 
 
 def captured_claim(
-    engine: Engine, now: datetime, lookahead: timedelta, limit: int
+    engine: Engine,
+    now: datetime,
+    lookahead: timedelta,
+    limit: int,
+    queries: DueQueries | None = None,
 ) -> tuple[str, Any]:
-    """The SQL and parameters of one batch of the scan (rolled back)."""
+    """The SQL and parameters of one batch of the scan (rolled back); ``queries`` are the
+    reference schema's unless given (a mapped schema's, from its `Services`)."""
     seen: list[tuple[str, Any]] = []
 
     def listener(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "UPDATE TASKS" in statement.upper():
+        if statement.lstrip().upper().startswith("WITH MARKED AS"):
             seen.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", listener)
     try:
         with make_session_factory(engine)() as session:
-            due_queries(engine.dialect.name).queue_batch(session, now, lookahead, limit)
+            chosen = queries or due_queries(engine.dialect.name)
+            chosen.queue_batch(session, now, lookahead, limit)
             session.rollback()
     finally:
         event.remove(engine, "before_cursor_execute", listener)
     if not seen:
-        raise RuntimeError("the scan's batch sent no UPDATE tasks statement")
+        raise RuntimeError("the scan's batch sent no batch statement")
     return seen[0]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,10 @@ from sqlalchemy.engine import make_url
 
 from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
+from tests.support.hosts import REFERENCE_APP, TODO_APP_BERLIN, HostApp
 from worker import migrate
 from worker.db import make_engine
+from worker.reminders.mapping import SchemaMapping
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = os.environ.get(
@@ -133,3 +136,51 @@ def engine(request: pytest.FixtureRequest) -> Engine:
     """The same test on SQLite and on PostgreSQL."""
     chosen: Engine = request.getfixturevalue(f"{request.param}_engine")
     return chosen
+
+
+@pytest.fixture
+def empty_postgres_url() -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database (nothing migrated), dropped after."""
+    name = f"reminders_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = create_engine(make_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE {name}"))
+    except Exception as error:
+        unavailable("PostgreSQL", error)
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@dataclass(frozen=True)
+class HostDatabase:
+    """A PostgreSQL database holding a host application's tables, migrated for its mapping."""
+
+    app: HostApp
+    url: str
+    engine: Engine
+    mapping: SchemaMapping
+    schema_file: str | None
+
+
+@pytest.fixture(params=[REFERENCE_APP, TODO_APP_BERLIN], ids=lambda app: app.name)
+def host_app(request: pytest.FixtureRequest) -> HostApp:
+    """The same test on the reference schema and on a host schema that is not ours."""
+    app: HostApp = request.param
+    return app
+
+
+@pytest.fixture
+def host_database(
+    host_app: HostApp, empty_postgres_url: str, tmp_path: Path
+) -> Iterator[HostDatabase]:
+    """``host_app``'s tables in a fresh PostgreSQL database, migrated through its mapping."""
+    engine = make_engine(empty_postgres_url)
+    host_app.create_tables(engine)
+    schema_file = host_app.schema_file(tmp_path)
+    mapping = host_app.mapping(tmp_path)
+    migrate.upgrade(engine, mapping)
+    yield HostDatabase(host_app, empty_postgres_url, engine, mapping, schema_file)
+    engine.dispose()

@@ -15,13 +15,15 @@ from datetime import datetime, timedelta
 
 import dramatiq
 import structlog
+from sqlalchemy.exc import DBAPIError
 
 from outbox.admin import count_by_status, oldest_waiting
+from outbox.masking import one_line
 from outbox.relay import Attempt
 from outbox.store import earliest_due
-from worker.bootstrap import Services, bootstrap
+from worker.bootstrap import Services, bootstrap, check_mapping
 from worker.embedded import next_tick
-from worker.errors import ConfigError
+from worker.errors import ConfigError, DatabaseNotReady
 from worker.logs import configure_logging
 from worker.metrics import service_metrics
 from worker.queues import QUEUE, SCAN_ACTOR
@@ -37,14 +39,17 @@ TIME_LIMIT_MS = 10 * 60 * 1000
 MIN_WAKE_UP_SECONDS = 1.0
 
 
+def _launcher() -> str:
+    return os.path.basename(sys.argv[0]) if sys.argv else ""
+
+
 def _settings() -> Settings:
     try:
         settings = load_settings()
     except ConfigError as error:
         sys.stderr.write(f"reminders: {error}\n")
         raise SystemExit(2) from None
-    launcher = os.path.basename(sys.argv[0]) if sys.argv else ""
-    if settings.broker_url is None and launcher in ("dramatiq", "periodiq"):
+    if settings.broker_url is None and _launcher() in ("dramatiq", "periodiq"):
         # An in-process broker in a separate process would silently do nothing.
         sys.stderr.write(
             "reminders: REMINDERS_BROKER_URL: required for the dramatiq and periodiq commands "
@@ -54,10 +59,26 @@ def _settings() -> Settings:
     return settings
 
 
+def _check_mapping_at_start(settings: Settings) -> None:
+    """Stop a ``dramatiq`` or ``periodiq`` process whose schema mapping does not fit the
+    database (exit 2, one line); a database not reachable or not migrated yet is only
+    logged: the actors keep saying so until it is."""
+    try:
+        check_mapping(settings)
+    except ConfigError as error:  # MappingError, MappingMismatch
+        sys.stderr.write(f"reminders: {error}\n")
+        raise SystemExit(2) from None
+    except (DatabaseNotReady, DBAPIError) as error:
+        reason = str(error.orig) if isinstance(error, DBAPIError) else str(error)
+        log.warning("database_not_ready", reason=one_line(reason)[:300])
+
+
 SETTINGS = _settings()
 STOP = threading.Event()
 if not os.environ.get("REMINDERS_NO_LOG_SETUP"):
     configure_logging()
+if _launcher() in ("dramatiq", "periodiq"):
+    _check_mapping_at_start(SETTINGS)
 
 from worker.broker import build_broker  # noqa: E402  (after the settings check above)
 

@@ -22,6 +22,8 @@ from outbox.retry import RetryPolicy
 from outbox.server_clock import SAME_CLOCK, Offset, ServerClock, database_clock
 from worker.db import DatabaseTimeouts, make_engine, make_session_factory
 from worker.reminders.due import DueQueries, due_queries
+from worker.reminders.host import HostSchema, check_host
+from worker.reminders.mapping import load_mapping
 from worker.reminders.recheck import reminder_preparer
 from worker.reminders.render import ReminderRenderer
 from worker.reminders.scan import ScanResult, scan_due_tasks
@@ -85,6 +87,25 @@ def _unknown_offset() -> Offset | None:
     return None
 
 
+def check_mapping(settings: Settings) -> HostSchema:
+    """Check the schema mapping against the database once, as a process starts.
+
+    Raises what `bootstrap` raises for the mapping and the database.
+    """
+    mapping = load_mapping(settings.schema_file)
+    engine = make_engine(settings.database_url, timeouts=database_timeouts(settings))
+    try:
+        with engine.connect() as connection:
+            return check_host(connection, mapping)
+    finally:
+        engine.dispose()
+
+
+def database_timeouts(settings: Settings) -> DatabaseTimeouts:
+    """The bounds of every statement and connection of a process."""
+    return DatabaseTimeouts(statement=settings.db_statement_timeout.total_seconds())
+
+
 def worker_id() -> str:
     """Who holds a lease: host, process and thread, for operators reading ``show``."""
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
@@ -97,6 +118,8 @@ class Services:
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
+    #: The host's tables, as the mapping gives them and the database showed them at start.
+    host: HostSchema
     due_queries: DueQueries
     clock: Clock
     make_channel: ChannelFactory
@@ -127,7 +150,7 @@ class Services:
             session_factory=self.session_factory,
             channel=self.seams.wrap_channel(self.make_channel()),
             prepare=self.seams.wrap_prepare(
-                reminder_preparer(ReminderRenderer(settings.mail_domain))
+                reminder_preparer(ReminderRenderer(settings.mail_domain), self.host)
             ),
             clock=self.clock,
             policy=RetryPolicy(settings.max_attempts, settings.retry_base, settings.retry_cap),
@@ -154,12 +177,22 @@ def bootstrap(
 ) -> Services:
     """Wire the services for ``settings``; tests pass their own clock, engine or channel.
 
+    Checks the schema mapping (``REMINDERS_SCHEMA_FILE``, or the reference schema) against
+    the database first (`worker.reminders.host.check_host`).
+
     ``seams`` wraps the parts built here (see `worker.seams`); production wraps nothing.
     Without ``clock``, time follows the database server's clock (`aligned_clock`), measured
     against ``local_clock`` (this host's wall clock unless a test shifts it).
+
+    Raises:
+        MappingError, MappingMismatch: the mapping is invalid or does not fit the database.
+        DatabaseNotReady: the worker's columns or tables are missing: run ``migrate``.
+        sqlalchemy.exc.OperationalError: the database is unreachable.
     """
-    timeouts = DatabaseTimeouts(statement=settings.db_statement_timeout.total_seconds())
-    engine = engine or make_engine(settings.database_url, timeouts=timeouts)
+    mapping = load_mapping(settings.schema_file)
+    engine = engine or make_engine(settings.database_url, timeouts=database_timeouts(settings))
+    with engine.connect() as connection:
+        host = check_host(connection, mapping)
     offset = _unknown_offset
     if clock is None:
         clock, offset = aligned_clock(settings, engine, local_clock)
@@ -167,7 +200,8 @@ def bootstrap(
         settings=settings,
         engine=engine,
         session_factory=make_session_factory(engine),
-        due_queries=seams.wrap_due_queries(due_queries(engine.dialect.name)),
+        host=host,
+        due_queries=seams.wrap_due_queries(due_queries(engine.dialect.name, host)),
         clock=clock,
         make_channel=make_channel or channel_factory(settings, clock),
         seams=seams,

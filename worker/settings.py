@@ -101,6 +101,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     database_url: str = "sqlite:///reminders.db"
+    schema_file: OptionalText = None
     broker_url: OptionalText = None
     scan_schedule: Cron = "* * * * *"
     lookahead: Duration = timedelta(hours=24)

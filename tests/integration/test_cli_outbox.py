@@ -20,6 +20,7 @@ from outbox.table import OutboxRow
 from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
 from tests.support.db import add_task, add_user, make_services
+from worker import migrate
 from worker.reminders.schema import Task
 
 REMINDERS = str(Path(sys.executable).parent / "reminders")
@@ -300,7 +301,7 @@ def test_an_unmigrated_database_says_to_migrate(
 ) -> None:
     """On a database without the schema every command exits 1 with one line naming the fix."""
     with engine.begin() as connection:
-        connection.execute(text("DROP TABLE alembic_version"))
+        connection.execute(text(f"DROP TABLE {migrate.VERSION_TABLE}"))
     result = run(url, *args, cwd=tmp_path)
     assert result.returncode == 1
     assert "reminders migrate" in one_line(result)

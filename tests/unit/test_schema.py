@@ -10,12 +10,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateIndex
 
 from outbox.table import outbox_table
-from worker.reminders.schema import AWAITING_REMINDER_INDEX, TASKS, Base, awaiting_reminder
+from worker.reminders.host import REFERENCE_SCHEMA
+from worker.reminders.schema import Base, awaiting_reminder
 
 MODEL_INDEXES = sorted(
     (
         index
-        for table in [*Base.metadata.sorted_tables, cast(Table, outbox_table)]
+        for table in [
+            *Base.metadata.sorted_tables,
+            cast(Table, outbox_table),
+            REFERENCE_SCHEMA.tasks.table,
+        ]
         for index in table.indexes
     ),
     key=lambda index: str(index.name),
@@ -51,6 +56,7 @@ DIALECTS = [postgresql.dialect(), sqlite.dialect()]  # type: ignore[no-untyped-c
 @pytest.mark.parametrize("dialect", DIALECTS, ids=str)
 def test_the_due_index_predicate_is_the_awaiting_reminder_rule(dialect: Dialect) -> None:
     """The partial index's predicate on each dialect is `awaiting_reminder`, compiled."""
-    where: ColumnElement[bool] = AWAITING_REMINDER_INDEX.dialect_options[dialect.name]["where"]
-    rule = awaiting_reminder(TASKS)
+    index = REFERENCE_SCHEMA.index
+    where: ColumnElement[bool] = index.dialect_options[dialect.name]["where"]
+    rule = awaiting_reminder(REFERENCE_SCHEMA.tasks)
     assert str(where.compile(dialect=dialect)) == str(rule.compile(dialect=dialect))

@@ -17,7 +17,8 @@ from rich.text import Text
 
 from outbox.masking import one_line
 from worker import migrate as migrations
-from worker.bootstrap import Services, bootstrap
+from worker.bootstrap import Services, bootstrap, database_timeouts
+from worker.db import make_engine
 from worker.errors import ConfigError, DatabaseNotReady, UsageError
 from worker.settings import Settings, load_settings, parse_duration
 
@@ -41,15 +42,17 @@ def settings() -> Settings:
 
 
 def ready_services() -> Services:
-    """Services on a reachable, migrated database, or exit 1 saying which it is not."""
-    services = bootstrap(settings())
-    current = migrations.current_revision(services.engine)
+    """Services on a reachable, migrated database whose tables fit the schema mapping; or
+    exit 1 saying which it is not (2 for a mapping that does not fit)."""
+    config = settings()
+    engine = make_engine(config.database_url, timeouts=database_timeouts(config))
+    current = migrations.current_revision(engine)
     if current != migrations.head_revision():
         raise DatabaseNotReady(
             f"the database is at revision {current or 'none'}, this version needs "
             f"{migrations.head_revision()}: run `reminders migrate`"
         )
-    return services
+    return bootstrap(config, engine=engine)
 
 
 def first_line(error: BaseException | None) -> str:

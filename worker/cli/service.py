@@ -11,6 +11,7 @@ from worker import migrate as migrations
 from worker.cli.common import JsonOption, out, print_json, ready_services, settings
 from worker.db import make_engine
 from worker.logs import configure_logging
+from worker.reminders.mapping import load_mapping
 
 
 def register(app: typer.Typer) -> None:
@@ -32,16 +33,43 @@ def config(as_json: JsonOption = False) -> None:
         out.print(f"{name:<{width}}  {'' if value is None else value}", markup=False)
 
 
-def migrate(as_json: JsonOption = False) -> None:
-    """Create or upgrade the schema (idempotent). Reads REMINDERS_DATABASE_URL."""
-    engine = make_engine(settings().database_url)
-    before, after = migrations.upgrade(engine)
+def migrate(
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print the SQL it would run, for a DBA; change nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create or upgrade the worker's schema (idempotent).
+
+    Creates the worker's own tables, and adds to the host's tasks table only the columns the
+    worker writes and its index. Its history is in its own version table,
+    reminders_alembic_version. Reads REMINDERS_DATABASE_URL and REMINDERS_SCHEMA_FILE.
+
+    Exit 0 when done, 1 when the database is unreachable, 2 when the mapping does not fit.
+    """
+    config = settings()
+    mapping = load_mapping(config.schema_file)
+    engine = make_engine(config.database_url)
+    if sql:
+        text = migrations.offline_sql(engine, mapping)
+        if as_json:
+            print_json({"sql": text})
+        else:
+            out.print(text.rstrip() or "-- nothing to do: the schema is up to date", markup=False)
+        return
+    migration = migrations.run(engine, mapping)
+    before, after = migration.before, migration.after
     if as_json:
-        print_json({"before": before, "after": after})
-    elif before == after:
+        print_json({"before": before, "after": after, "host_statements": migration.host})
+        return
+    if before == after:
         out.print(f"schema already at revision {after}")
     else:
         out.print(f"schema upgraded from {before or 'empty'} to revision {after}")
+    if migration.host:
+        out.print(f"{len(migration.host)} statement(s) on the host's tables:", markup=False)
+        for statement in migration.host:
+            out.print(f"  {statement};", markup=False)
 
 
 def scan(as_json: JsonOption = False) -> None:
@@ -131,13 +159,16 @@ def grant_role_command(
 ) -> None:
     """Grant a role exactly what the workers need, and nothing more (PostgreSQL).
 
-    Run it as the schema owner after `reminders migrate`. Reads REMINDERS_DATABASE_URL.
+    Run it as the schema owner after `reminders migrate`. Reads REMINDERS_DATABASE_URL and
+    REMINDERS_SCHEMA_FILE (the mapped tables are the ones granted).
     """
     from worker.grants import grant_role
 
-    engine = make_engine(settings().database_url)
+    config = settings()
+    mapping = load_mapping(config.schema_file)
+    engine = make_engine(config.database_url)
     with engine.begin() as connection:
-        statements = grant_role(connection, role)
+        statements = grant_role(connection, role, mapping)
     if as_json:
         print_json({"role": role, "statements": statements})
         return

@@ -38,15 +38,15 @@ from outbox.enqueue import (
     insert_selected,
     superseded_ids,
 )
-from outbox.types import UTCDateTime, at, instant
+from outbox.types import UTCDateTime, instant
+from worker.reminders.host import REFERENCE_SCHEMA, HostSchema
 from worker.reminders.keys import REMINDER_KIND, reminder_key, reminder_key_sql
 from worker.reminders.schema import (
-    TASKS,
-    USERS,
     ScanHeartbeat,
     TaskColumns,
     UserColumns,
     awaiting_reminder,
+    due_instant,
     owner_wants_reminders,
 )
 
@@ -61,10 +61,17 @@ _UNTIL = bindparam("until", type_=UTCDateTime())
 _LIMIT = bindparam("limit", type_=Integer())
 
 
-def due_within(tasks: TaskColumns, after: Any, until: Any) -> ColumnElement[bool]:
-    """Tasks `awaiting_reminder` whose due date lies in (after, until]."""
-    due = instant(tasks.due_date)
-    return and_(awaiting_reminder(tasks), due > instant(after), due <= instant(until))
+def due_within(
+    tasks: TaskColumns, users: UserColumns, after: Any, until: Any
+) -> ColumnElement[bool]:
+    """Tasks `awaiting_reminder` whose due moment lies in (after, until]: first a range on
+    the due column (the partial index's), then, where that is wider, the exact moment."""
+    due_time = tasks.due_time
+    window = and_(awaiting_reminder(tasks), due_time.window(tasks.due, after, until))
+    if due_time.exact:
+        return window
+    moment = due_instant(tasks, users)
+    return and_(window, moment > instant(after), moment <= instant(until))
 
 
 def due_ids(tasks: TaskColumns, users: UserColumns) -> ScalarSelect[int]:
@@ -72,8 +79,8 @@ def due_ids(tasks: TaskColumns, users: UserColumns) -> ScalarSelect[int]:
     return (
         select(tasks.id)
         .join(users.table, users.id == tasks.owner_id)
-        .where(due_within(tasks, _NOW, _UNTIL), owner_wants_reminders(users))
-        .order_by(tasks.due_date)
+        .where(due_within(tasks, users, _NOW, _UNTIL), owner_wants_reminders(users))
+        .order_by(tasks.due)
         .limit(_LIMIT)
         .with_for_update(of=tasks.table, skip_locked=True)
         .scalar_subquery()
@@ -152,9 +159,9 @@ class PostgresDueQueries(_RecordsScans):
     parallel: bool = field(default=True, init=False)
 
     @classmethod
-    def build(cls, tasks: TaskColumns = TASKS, users: UserColumns = USERS) -> PostgresDueQueries:
-        """The statements for ``tasks`` and ``users``."""
-        return cls(_queue_statement(tasks, users), _heartbeat(postgresql.insert))
+    def build(cls, host: HostSchema = REFERENCE_SCHEMA) -> PostgresDueQueries:
+        """The statements for the host's tables."""
+        return cls(_queue_statement(host.tasks, host.users), _heartbeat(postgresql.insert))
 
     def queue_batch(
         self, session: Session, now: datetime, lookahead: timedelta, limit: int
@@ -176,13 +183,16 @@ class SqliteDueQueries(_RecordsScans):
     parallel: bool = field(default=False, init=False)
 
     @classmethod
-    def build(cls, tasks: TaskColumns = TASKS, users: UserColumns = USERS) -> SqliteDueQueries:
-        """The statements for ``tasks`` and ``users``."""
+    def build(cls, host: HostSchema = REFERENCE_SCHEMA) -> SqliteDueQueries:
+        """The statements for the host's tables (on SQLite, due columns hold instants)."""
+        tasks, users = host.tasks, host.users
+        if tasks.due_time.per_recipient:
+            raise ValueError("on SQLite a due column holds instants")
         mark = (
             update(tasks.table)
             .where(tasks.id.in_(due_ids(tasks, users)))
-            .values({tasks.reminder_sent_at: _NOW, tasks.reminder_due_at: tasks.due_date})
-            .returning(tasks.id, tasks.due_date)
+            .values({tasks.reminder_sent_at: _NOW, tasks.reminder_due_at: tasks.due})
+            .returning(tasks.id, tasks.due_time.instant(tasks.due, literal("UTC")))
         )
         return cls(mark, ValuesEnqueue.for_dialect("sqlite"), _heartbeat(sqlite.insert))
 
@@ -205,12 +215,12 @@ class SqliteDueQueries(_RecordsScans):
         return Batch(len(tasks), queued, superseded)
 
 
-def due_queries(dialect: str) -> DueQueries:
-    """The reference schema's query set for ``dialect`` (``postgresql`` or ``sqlite``)."""
+def due_queries(dialect: str, host: HostSchema = REFERENCE_SCHEMA) -> DueQueries:
+    """The query set for the host's tables on ``dialect`` (``postgresql`` or ``sqlite``)."""
     if dialect == "postgresql":
-        return PostgresDueQueries.build()
+        return PostgresDueQueries.build(host)
     if dialect == "sqlite":
-        return SqliteDueQueries.build()
+        return SqliteDueQueries.build(host)
     raise ValueError(f"no due queries for the {dialect!r} dialect")
 
 
@@ -227,20 +237,32 @@ def _queue_statement(tasks: TaskColumns, users: UserColumns) -> Select[int, int,
     inserts or re-arms. ``id = ANY(ARRAY(…))`` probes the primary key for the batch; as
     ``id IN (…)`` PostgreSQL plans a hash join over the whole table.
     """
-    key = reminder_key_sql(tasks.id, tasks.due_date)
+    due_time = tasks.due_time
+    if due_time.per_recipient:
+        moment = due_instant(tasks, users)
+    else:
+        moment = due_time.instant(tasks.due, literal("UTC"))
+    key = reminder_key_sql(tasks.id, moment)
     stale = superseded_ids(tasks.id, key, kind=REMINDER_KIND)
+    marking = update(tasks.table).where(tasks.id == any_(func.array(due_ids(tasks, users))))
+    if due_time.per_recipient:
+        # UPDATE … FROM the recipient: the moment depends on the recipient's zone.
+        marking = marking.where(users.id == tasks.owner_id)
     marked = (
-        update(tasks.table)
-        .where(tasks.id == any_(func.array(due_ids(tasks, users))))
-        .values({tasks.reminder_sent_at: _NOW, tasks.reminder_due_at: tasks.due_date})
-        .returning(tasks.id, tasks.due_date, key.label("key"), func.array(stale).label("stale"))
+        marking.values({tasks.reminder_sent_at: _NOW, tasks.reminder_due_at: tasks.due})
+        .returning(
+            tasks.id,
+            moment.label("due_at"),
+            key.label("key"),
+            func.array(stale).label("stale"),
+        )
         .cte("marked")
     )
     rows = NewRows(
         key=marked.c.key,
         kind=literal(REMINDER_KIND),
         subject_id=marked.c.id,
-        subject_at=marked.c.due_date,
+        subject_at=marked.c.due_at,
         available_at=_NOW,
     )
     queued = insert_selected(rows, _NOW, dialect="postgresql").cte("queued")
@@ -277,17 +299,20 @@ def _beat(
     }
 
 
-def forget_reminder(
-    session: Session, task_id: int, due_date: datetime, tasks: TaskColumns = TASKS
-) -> None:
-    """Let the scan consider the task again for ``due_date``: its reminder was cancelled.
+def forget_reminder(session: Session, tasks: TaskColumns, task_id: int, marker: Any) -> None:
+    """Let the scan consider the task again: a reminder of it was cancelled. ``marker`` is
+    the task's ``reminder_due_at`` as read in this transaction (it is cleared only if it
+    still holds that: a scan may have marked the task anew since).
 
     Without this, a task completed and then reopened (or an owner who opted out and back
     in, or a due date moved away and back) would look reminded for a date it never was.
+    A scan that considers a task again can never send a reminder twice: its key is taken.
     """
+    if marker is None:
+        return
     stmt = (
         update(tasks.table)
-        .where(tasks.id == task_id, instant(tasks.reminder_due_at) == at(due_date))
+        .where(tasks.id == task_id, tasks.due_time.same(tasks.reminder_due_at, marker))
         .values({tasks.reminder_due_at: None})
     )
     session.connection().execute(stmt)

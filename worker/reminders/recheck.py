@@ -8,7 +8,7 @@ due query uses (`worker.reminders.schema`), evaluated by the database, not rewri
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
@@ -17,53 +17,65 @@ from outbox.channels.base import Message
 from outbox.relay import Cancel, Prepare
 from outbox.store import Claim
 from worker.reminders.due import forget_reminder
+from worker.reminders.host import REFERENCE_SCHEMA, HostSchema
 from worker.reminders.render import OwnerFacts, ReminderRenderer, TaskFacts
 from worker.reminders.schema import (
-    TASKS,
-    USERS,
     TaskColumns,
-    UserColumns,
+    due_instant,
     owner_wants_reminders,
     task_open,
 )
 
+#: Where a row of `recheck_query` splits: the task's facts, its marker, the owner's facts.
+_MARKER, _OWNER = 4, 5
 
-def recheck_query(
-    tasks: TaskColumns, users: UserColumns
-) -> Select[int, str, datetime | None, bool, int, str, str | None, bool]:
-    """The `TaskFacts` and `OwnerFacts` of the tasks whose ids are ``ids`` (no owner row:
-    NULLs), the rules' verdicts as boolean columns.
+
+def recheck_query(host: HostSchema) -> Select[Any]:
+    """The `TaskFacts`, the ``reminder_due_at`` and the `OwnerFacts` of the tasks whose ids
+    are ``ids`` (no owner row: NULLs), the rules' verdicts as boolean columns.
     """
+    tasks, users = host.tasks, host.users
     return (
         select(
             tasks.id,
             tasks.title,
-            tasks.due_date,
+            due_instant(tasks, users).label("due_at"),
             task_open(tasks).label("task_open"),
+            tasks.reminder_due_at,
             users.id,
             users.email,
             users.timezone,
             owner_wants_reminders(users).label("wants_reminders"),
+            users.locale,
         )
         .outerjoin(users.table, users.id == tasks.owner_id)
         .where(tasks.id.in_(bindparam("ids", expanding=True)))
     )
 
 
-# Plain columns, not ORM objects: the re-check runs for every message the relay sends.
-_RECHECK = recheck_query(TASKS, USERS)
+class _Current(NamedTuple):
+    """A claimed reminder's task and owner as they are now."""
+
+    task: TaskFacts
+    marker: Any  # the task's reminder_due_at
+    owner: OwnerFacts | None
 
 
-def reminder_preparer(renderer: ReminderRenderer) -> Prepare:
+def reminder_preparer(renderer: ReminderRenderer, host: HostSchema = REFERENCE_SCHEMA) -> Prepare:
     """The relay's re-check: cancel unless the task is still open, due then, owner opted in."""
+    # Plain columns, not ORM objects: the re-check runs for every message the relay sends.
+    query = recheck_query(host)
 
     def prepare(session: Session, claims: Sequence[Claim]) -> dict[int, Message | Cancel]:
         ids = sorted({claim.subject_id for claim in claims})
-        current: dict[int, tuple[TaskFacts, OwnerFacts | None]] = {}
-        for row in session.connection().execute(_RECHECK, {"ids": ids}):
-            owner = None if row[4] is None else OwnerFacts(*row[4:])  # no owner row joined
-            current[row[0]] = (TaskFacts(*row[:4]), owner)
-        return {claim.id: _recheck(session, renderer, claim, current) for claim in claims}
+        current: dict[int, _Current] = {}
+        for row in session.connection().execute(query, {"ids": ids}):
+            # No owner row joined: NULLs.
+            owner = None if row[_OWNER] is None else OwnerFacts(*row[_OWNER:])
+            current[row[0]] = _Current(TaskFacts(*row[:_MARKER]), row[_MARKER], owner)
+        return {
+            claim.id: _recheck(session, renderer, host.tasks, claim, current) for claim in claims
+        }
 
     return prepare
 
@@ -71,12 +83,13 @@ def reminder_preparer(renderer: ReminderRenderer) -> Prepare:
 def _recheck(
     session: Session,
     renderer: ReminderRenderer,
+    tasks: TaskColumns,
     claim: Claim,
-    current: Mapping[int, tuple[TaskFacts, OwnerFacts | None]],
+    current: Mapping[int, _Current],
 ) -> Message | Cancel:
     if claim.subject_id not in current:
         return Cancel("task deleted")
-    task, owner = current[claim.subject_id]
+    task, marker, owner = current[claim.subject_id]
     if owner is None:  # possible where the host's schema has no foreign key
         return Cancel("owner deleted")
     reason = None
@@ -88,6 +101,5 @@ def _recheck(
         reason = "owner turned notifications off"
     if reason is None:
         return renderer.render(claim.key, task, owner)
-    if claim.subject_at is not None:
-        forget_reminder(session, task.id, claim.subject_at)
+    forget_reminder(session, tasks, task.id, marker)
     return Cancel(reason)

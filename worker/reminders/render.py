@@ -62,6 +62,7 @@ class OwnerFacts(NamedTuple):
     email: str
     timezone: str | None
     wants_reminders: bool  # `owner_wants_reminders`, evaluated by the database
+    locale: str | None = None
 
 
 @dataclass(frozen=True)

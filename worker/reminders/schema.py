@@ -1,8 +1,10 @@
 """The reference schema the host application owns, the worker's columns, and the rules on them.
 
-The rules (`task_open`, `owner_wants_reminders`, `awaiting_reminder`) are SQL expressions over
-the columns `TaskColumns` and `UserColumns` name, written once: the partial index, the scan's
-due query and the relay's re-check before each send all use these functions.
+The ORM classes are the reference schema's tables, for the demo and the tests that write
+into them as a host would. The rules (`task_open`, `owner_wants_reminders`,
+`awaiting_reminder`) are SQL expressions over the columns `TaskColumns` and `UserColumns`
+name, whatever tables a mapping gives them (`worker.reminders.host`), written once: the
+partial index, the scan's due query and the relay's re-check before each send all use them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     ForeignKey,
+    FromClause,
     Index,
     MetaData,
     Table,
@@ -30,6 +33,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from outbox.table import NAMING
 from outbox.types import UTCDateTime
+from worker.reminders.due_time import DueTime
 
 
 class Base(DeclarativeBase):
@@ -83,64 +87,54 @@ class ScanHeartbeat(Base):
 
 @dataclass(frozen=True, eq=False)
 class TaskColumns:
-    """Where the reminder domain reads and writes a task: the table and its columns."""
+    """Where the reminder domain reads and writes a task: the table and its columns.
+
+    ``due`` is the host's column as it is (`due_time` says what it holds); ``open`` is the
+    mapping's completion rule as an SQL expression on the task row.
+    """
 
     table: Table
     id: ColumnElement[int]
     owner_id: ColumnElement[int]
     title: ColumnElement[str]
-    due_date: ColumnElement[datetime | None]
-    completed_at: ColumnElement[datetime | None]
+    due: ColumnElement[Any]
+    due_time: DueTime
+    open: ColumnElement[bool]
     reminder_sent_at: ColumnElement[datetime | None]
-    reminder_due_at: ColumnElement[datetime | None]
+    # The due value the last reminder was queued for: a moved due date differs from it,
+    # which re-arms the reminder without the host application doing anything.
+    reminder_due_at: ColumnElement[Any]
 
 
 @dataclass(frozen=True, eq=False)
 class UserColumns:
-    """Where the reminder domain reads a task's owner: the table and its columns."""
+    """Where the reminder domain reads a recipient: a subquery of the host's users table.
 
-    table: Table
+    A subquery under names of its own, so that the mapping's completion condition, written
+    on the task row without qualifying its columns, can never name one of these.
+    """
+
+    table: FromClause
     id: ColumnElement[int]
     email: ColumnElement[str]
-    timezone: ColumnElement[str | None]
-    notifications_enabled: ColumnElement[bool]
-
-
-def _table(declared: type[Base]) -> Table:
-    table = declared.__table__
-    assert isinstance(table, Table)
-    return table
-
-
-_tasks, _users = _table(Task), _table(User)
-#: The reference schema's columns.
-TASKS = TaskColumns(
-    table=_tasks,
-    id=_tasks.c.id,
-    owner_id=_tasks.c.owner_id,
-    title=_tasks.c.title,
-    due_date=_tasks.c.due_date,
-    completed_at=_tasks.c.completed_at,
-    reminder_sent_at=_tasks.c.reminder_sent_at,
-    reminder_due_at=_tasks.c.reminder_due_at,
-)
-USERS = UserColumns(
-    table=_users,
-    id=_users.c.id,
-    email=_users.c.email,
-    timezone=_users.c.timezone,
-    notifications_enabled=_users.c.notifications_enabled,
-)
+    timezone: ColumnElement[str]  # 'UTC' where the mapping names no zone column
+    enabled: ColumnElement[bool]  # true where the mapping names no opt-in column
+    locale: ColumnElement[str | None]
 
 
 def task_open(tasks: TaskColumns) -> ColumnElement[bool]:
     """A task still to do: the only kind that is reminded, at the scan and at the send."""
-    return tasks.completed_at.is_(None)
+    return tasks.open
 
 
 def owner_wants_reminders(users: UserColumns) -> ColumnElement[bool]:
     """An owner who has reminders on (false for a missing owner row of an outer join)."""
-    return users.notifications_enabled.is_(True)
+    return users.enabled.is_(True)
+
+
+def due_instant(tasks: TaskColumns, users: UserColumns) -> ColumnElement[datetime]:
+    """The moment the task is due for this recipient: the instant its reminder is keyed by."""
+    return tasks.due_time.instant(tasks.due, users.timezone)
 
 
 def awaiting_reminder(tasks: TaskColumns) -> ColumnElement[bool]:
@@ -152,8 +146,8 @@ def awaiting_reminder(tasks: TaskColumns) -> ColumnElement[bool]:
     """
     return and_(
         task_open(tasks),
-        tasks.due_date.is_not(None),
-        distinct_from(tasks.reminder_due_at, tasks.due_date),
+        tasks.due.is_not(None),
+        distinct_from(tasks.reminder_due_at, tasks.due),
     )
 
 
@@ -161,7 +155,7 @@ def awaiting_reminder_index(tasks: TaskColumns) -> Index:
     """The partial index on the due date of the tasks `awaiting_reminder` (added to the table)."""
     predicate = awaiting_reminder(tasks)
     name = f"ix_{tasks.table.name}_awaiting_reminder"
-    return Index(name, tasks.due_date, postgresql_where=predicate, sqlite_where=predicate)
+    return Index(name, tasks.due, postgresql_where=predicate, sqlite_where=predicate)
 
 
 def distinct_from(left: ColumnElement[Any], right: ColumnElement[Any]) -> ColumnElement[bool]:
@@ -190,6 +184,3 @@ def _distinct_from(element: _DistinctFrom, compiler: SQLCompiler, **kw: Any) -> 
 def _distinct_from_sqlite(element: _DistinctFrom, compiler: SQLCompiler, **kw: Any) -> str:
     left, right = (compiler.process(clause, **kw) for clause in element.clauses.clauses)
     return f"{left} IS NOT {right}"
-
-
-AWAITING_REMINDER_INDEX = awaiting_reminder_index(TASKS)

@@ -1,4 +1,7 @@
-"""Reference schema (users, tasks) if absent, the worker's column on tasks, and the outbox.
+"""The worker's own tables: the scan heartbeat and the outbox.
+
+The worker's part of the host's tasks table (its columns and index) is not a revision: it
+follows the mapping, and `worker.migrate.host_changes` reconciles it on every migration.
 
 Revision ID: 0001
 Revises:
@@ -17,55 +20,11 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-# A revision is history: it keeps the text it created the index with, whatever the model
-# becomes. The model's predicate (worker.reminders.schema.awaiting_reminder) must compile to
-# it on each dialect; tests/unit/test_schema.py holds them equal.
-AWAITING_REMINDER = (
-    "completed_at IS NULL AND due_date IS NOT NULL AND reminder_due_at IS DISTINCT FROM due_date"
-)
-AWAITING_REMINDER_SQLITE = (
-    "completed_at IS NULL AND due_date IS NOT NULL AND reminder_due_at IS NOT due_date"
-)
 ACTIVE = "status IN ('pending', 'failed', 'claimed')"
 FINISHED = "status IN ('delivered', 'cancelled')"
 
 
 def upgrade() -> None:
-    existing = set(sa.inspect(op.get_bind()).get_table_names())
-    # The host application owns users and tasks; create them only where it has not.
-    if "users" not in existing:
-        op.create_table(
-            "users",
-            sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
-            sa.Column("email", sa.Text, nullable=False),
-            sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
-            sa.Column(
-                "notifications_enabled", sa.Boolean, nullable=False, server_default=sa.true()
-            ),
-        )
-    if "tasks" not in existing:
-        op.create_table(
-            "tasks",
-            sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
-            sa.Column("owner_id", sa.BigInteger, sa.ForeignKey("users.id"), nullable=False),
-            sa.Column("title", sa.Text, nullable=False),
-            sa.Column("due_date", UTCDateTime, nullable=True),
-            sa.Column("completed_at", UTCDateTime, nullable=True),
-            sa.Column("reminder_sent_at", UTCDateTime, nullable=True),
-        )
-        op.create_index("ix_tasks_owner_id", "tasks", ["owner_id"])
-    columns = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("tasks")}
-    if "reminder_sent_at" not in columns:
-        op.add_column("tasks", sa.Column("reminder_sent_at", UTCDateTime, nullable=True))
-    op.add_column("tasks", sa.Column("reminder_due_at", UTCDateTime, nullable=True))
-    op.create_index(
-        "ix_tasks_awaiting_reminder",
-        "tasks",
-        ["due_date"],
-        postgresql_where=sa.text(AWAITING_REMINDER),
-        sqlite_where=sa.text(AWAITING_REMINDER_SQLITE),
-    )
-
     op.create_table(
         "reminder_scan_heartbeat",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
@@ -120,6 +79,3 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("outbox")
     op.drop_table("reminder_scan_heartbeat")
-    op.drop_index("ix_tasks_awaiting_reminder", table_name="tasks")
-    with op.batch_alter_table("tasks") as batch:
-        batch.drop_column("reminder_due_at")

@@ -13,10 +13,14 @@ import pytest
 from tests.unit.test_deployment_files import known_variables, project_commands
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "examples").glob("*/README.md")),
+]
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_test_a_document_names_exists(doc: Path) -> None:
     """`tests/file.py::test_name` (and the `…::name` shorthand after it) point at real tests."""
     current: Path | None = None
@@ -30,7 +34,7 @@ def test_every_test_a_document_names_exists(doc: Path) -> None:
             assert current is not None and f"def {name}(" in current.read_text(), (current, name)
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_variable_a_document_names_is_a_setting(doc: Path) -> None:
     """Every REMINDERS_* variable in the docs is one the settings read (test variables aside)."""
     named = set(re.findall(r"\bREMINDERS_[A-Z_]+[A-Z]\b", doc.read_text()))
@@ -82,13 +86,13 @@ STORIES = {
 }
 
 
-@pytest.mark.parametrize("doc", HISTORY_FREE, ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", HISTORY_FREE, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_document_carries_a_fix_label(doc: Path) -> None:
     """Fixes are described by what they do, never by labels such as F21."""
     assert not FIX_LABEL.findall(doc.read_text())
 
 
-@pytest.mark.parametrize("doc", HISTORY_FREE, ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", HISTORY_FREE, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_document_tells_the_story_of_its_sessions(doc: Path) -> None:
     """No sessions, machines in order, "the seed", clock times of runs or commits."""
     text = doc.read_text()

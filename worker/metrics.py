@@ -1,9 +1,10 @@
 """Prometheus metrics of the reminder service.
 
 In ``dramatiq`` worker processes the metrics are written to Dramatiq's multiprocess
-directory and served, with Dramatiq's own, by its exposition server (port
-``REMINDERS_METRICS_PORT``). ``prometheus_client`` decides on multiprocess mode when it is
-first imported, which must happen after the worker process booted: hence the late imports.
+directory and served, with Dramatiq's own, by its exposition server (on
+``REMINDERS_METRICS_HOST`` at ``REMINDERS_METRICS_PORT``). ``prometheus_client`` decides on
+multiprocess mode when it is first imported, which must happen after the worker process
+booted: hence the late imports.
 """
 
 from __future__ import annotations
@@ -132,10 +133,11 @@ def metrics_directory() -> str:
 
 
 class ExposedPrometheus(Prometheus):
-    """Dramatiq's Prometheus middleware, served on ``REMINDERS_METRICS_PORT``.
+    """Dramatiq's Prometheus middleware, served on ``REMINDERS_METRICS_HOST``:``_PORT``.
 
-    Dramatiq's own exposition process reads its port and directory from variables of its
-    own when the ``dramatiq`` command starts, before our settings are read; ours does not.
+    Dramatiq's own exposition process reads its address and directory from variables of its
+    own when the ``dramatiq`` command starts, before our settings are read, and listens on
+    every interface by default; ours reads the settings.
     """
 
     @property
@@ -164,9 +166,9 @@ def serve_exposition() -> int:
     registry = CollectorRegistry()
     # prometheus_client leaves this constructor unannotated.
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    port = load_settings().metrics_port
-    assert port is not None  # the middleware is only added when it is set
-    start_http_server(port, registry=registry)
+    settings = load_settings()
+    assert settings.metrics_port is not None  # the middleware is only added when it is set
+    start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     threading.Event().wait()  # the dramatiq command ends this process with a signal
     return 0
 

@@ -122,6 +122,7 @@ def run(
         actors.STOP,
         worker_threads=threads,
         metrics_port=actors.SETTINGS.metrics_port,
+        metrics_host=actors.SETTINGS.metrics_host,
     )
 
 

@@ -75,6 +75,15 @@ class ServiceMetrics:
             registry=reg,
         )
 
+    def publish_channel(self, channel: str) -> None:
+        """Export every outcome of ``channel``'s deliveries at zero, before any attempt.
+
+        A series that appears only with its first increment makes ``rate()`` and
+        ``increase()`` miss that increment, and an alert on it silent until then.
+        """
+        for outcome in AttemptOutcome:
+            self.deliveries.labels(channel=channel, outcome=outcome)
+
     def observe_scan(self, result: ScanResult) -> None:
         """Count one scan."""
         self.queued.inc(result.queued)
@@ -123,6 +132,19 @@ def service_metrics() -> ServiceMetrics:
         return _created[0]
 
 
+def start_service_metrics(channel: str) -> ServiceMetrics:
+    """Create this process's metrics now, so that a scrape finds them before any message.
+
+    The counters and histograms start at zero, and the deliveries of ``channel`` at zero
+    for every outcome. A gauge has no reading before the first scan or clock measurement
+    sets it: a ``dramatiq`` worker exports it from then on (``reminders run`` shows 0 until
+    then, except for the rows by status, which only a scan creates).
+    """
+    metrics = service_metrics()
+    metrics.publish_channel(channel)
+    return metrics
+
+
 def metrics_directory() -> str:
     """Where this ``dramatiq`` command's processes keep their metrics.
 
@@ -140,6 +162,10 @@ class ExposedPrometheus(Prometheus):
     every interface by default; ours reads the settings.
     """
 
+    def __init__(self, channel: str) -> None:
+        super().__init__()
+        self.channel = channel
+
     @property
     def forks(self) -> list[Any]:
         """The exposition server, one process per ``dramatiq`` command."""
@@ -152,6 +178,7 @@ class ExposedPrometheus(Prometheus):
         dramatiq_prometheus.DB_PATH = directory
         # dramatiq's Prometheus middleware has no annotations.
         super().after_process_boot(broker)  # type: ignore[no-untyped-call]
+        start_service_metrics(self.channel)
 
 
 def serve_exposition() -> int:

@@ -1,9 +1,15 @@
-"""The metrics endpoint of `dramatiq worker.actors` listens on the address the settings give."""
+"""The metrics endpoint of `dramatiq worker.actors`: the service's series from the start, on the
+address the settings give.
+
+No message is ever sent (no periodiq, a private Redis of the test's own): what a scrape finds
+is what the worker exports before it has processed anything.
+"""
 
 from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -40,6 +46,34 @@ def booted_worker(
         alive=[worker],
     )  # fmt: skip
     return worker
+
+
+def test_the_service_series_are_served_before_any_message(
+    procs: Procs, private_redis: RedisServer, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """A scrape after boot and before any message finds the reminders_* series at zero,
+    the deliveries of the configured channel for every outcome included."""
+    port = free_port()
+    worker = booted_worker(procs, private_redis, sqlite_engine, port, REMINDERS_CHANNEL="smtp")
+    page: list[str] = []
+
+    def served() -> bool:
+        page[:] = [text] if (text := get("127.0.0.1", port)) is not None else []
+        return bool(page)
+
+    wait_until(served, "the exposition server", alive=[worker])
+    metrics = page[0]
+    assert "dramatiq_messages_total{" not in metrics, "no message was processed"
+    for series in (
+        "reminders_queued_total 0.0",
+        "reminders_scan_tasks_marked_total 0.0",
+        "reminders_scan_duration_seconds_count 0.0",
+        "reminders_delivery_latency_seconds_count 0.0",
+        'reminders_deliveries_total{channel="smtp",outcome="delivered"} 0.0',
+        'reminders_deliveries_total{channel="smtp",outcome="dead"} 0.0',
+        'reminders_deliveries_total{channel="smtp",outcome="retry"} 0.0',
+    ):
+        assert series in metrics.splitlines(), f"{series!r} not served:\n{metrics}"
 
 
 def test_the_endpoint_listens_on_loopback_only_by_default(

@@ -114,6 +114,11 @@ def run(
     from worker import actors
     from worker.embedded import run_embedded
 
+    if actors.SETTINGS.metrics_port is not None:
+        from worker.metrics import start_service_metrics
+
+        start_service_metrics(actors.SETTINGS.channel)
+
     run_embedded(
         actors.broker,
         [actors.scan_due_tasks, actors.relay_outbox],

@@ -60,6 +60,27 @@ def exec_form(keyword: str) -> list[str]:
     return argv
 
 
+def image_health_check() -> list[str]:
+    """The argv of the Dockerfile's HEALTHCHECK (``HEALTHCHECK [OPTIONS] CMD [...]``)."""
+    _options, command, argv = last("HEALTHCHECK").partition("CMD ")
+    assert command, "the HEALTHCHECK has an exec-form CMD"
+    parsed = json.loads(argv)
+    assert isinstance(parsed, list) and all(isinstance(a, str) for a in parsed)
+    return parsed
+
+
+def health_checks() -> dict[str, list[str]]:
+    """The health check command of the image and of each compose service built from it."""
+    checks = {"Dockerfile": image_health_check()}
+    for name, service in compose()["services"].items():
+        check = service.get("healthcheck", {})
+        if "build" in service and not check.get("disable"):
+            test = check.get("test")
+            assert isinstance(test, list) and test[0] == "CMD", f"{name}: exec form"
+            checks[name] = test[1:]
+    return checks
+
+
 def project_commands() -> set[str]:
     """Every `reminders` subcommand path, like 'migrate' or 'outbox list'."""
     root = get_command(app)
@@ -143,3 +164,14 @@ def test_the_image_default_command_is_a_real_command() -> None:
     argv = exec_form("CMD")
     assert argv[0] == "reminders"
     assert " ".join(a for a in argv[1:] if not a.startswith("-")) in project_commands()
+
+
+def test_every_health_check_is_reminders_health_with_real_options() -> None:
+    """The image's and the services' health checks run `reminders health` with options it
+    takes: a misspelt flag would make every container unhealthy."""
+    health = get_command(app).commands["health"]  # type: ignore[attr-defined]
+    checks = health_checks()
+    assert {"Dockerfile", "worker", "scheduler"} <= set(checks)
+    for name, argv in checks.items():
+        assert argv[:2] == ["reminders", "health"], name
+        health.make_context("health", argv[2:])  # a usage error raises

@@ -18,7 +18,11 @@ from worker.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Variables a service may set that are not the reminder service's own settings.
-FOREIGN = {"TZ", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "PYTHONUNBUFFERED"}
+FOREIGN = {
+    *("TZ", "PYTHONUNBUFFERED"),
+    *("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"),
+    *("PGHOST", "PGUSER", "PGPASSWORD", "PGDATABASE"),
+}
 
 
 def compose() -> dict[str, Any]:

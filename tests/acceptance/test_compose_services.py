@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.policy
 import shutil
 import subprocess
+import urllib.request
 from email.parser import BytesParser
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tests.acceptance.harness import (
     Procs,
     SmtpReceiver,
     child_env,
+    free_port,
     outbox,
     run_reminders,
     smtp_env,
@@ -45,6 +47,15 @@ def service_env(service: str, database_url: str, redis_url: str) -> dict[str, st
     variables.update(REMINDERS_DATABASE_URL=database_url, REMINDERS_BROKER_URL=redis_url)
     variables.pop("TZ", None)  # child_env sets it
     return child_env(**variables)
+
+
+def scrape(port: int) -> list[str]:
+    """The lines of the metrics page on 127.0.0.1:``port``; none while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            return str(page.read().decode()).splitlines()
+    except OSError:
+        return []
 
 
 def run_seed(database_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -89,11 +100,15 @@ def test_the_first_start_mails_the_seeded_reminders(
         assert seeded.returncode == 0, seeded.stdout + seeded.stderr
     services = compose()["services"]
     started = []
+    metrics: dict[str, int] = {}
     for name in ("worker", "scheduler"):
-        env = {
-            **service_env(name, postgres_url, redis_url),
-            **smtp_env(smtp),
-        }
+        env = {**service_env(name, postgres_url, redis_url), **smtp_env(smtp)}
+        if "REMINDERS_METRICS_PORT" in env:
+            # The container's port and address (every interface) are not this machine's to take.
+            metrics[name] = free_port()
+            env.update(
+                REMINDERS_METRICS_PORT=str(metrics[name]), REMINDERS_METRICS_HOST="127.0.0.1"
+            )
         argv = services[name]["command"]
         started.append(procs.start(name, [str(BIN / argv[0]), *argv[1:]], env))
 
@@ -115,6 +130,11 @@ def test_the_first_start_mails_the_seeded_reminders(
         recipients, subject = mails[task_id]
         assert recipients == [address]
         assert title in subject
+    # The workers export their metrics, both worker processes' together (the exposition
+    # server may bind after the first mails went out).
+    assert set(metrics) == {"worker"}
+    delivered = f'reminders_deliveries_total{{channel="smtp",outcome="delivered"}} {len(rows)}.0'
+    wait_until(lambda: delivered in scrape(metrics["worker"]), delivered, alive=started)
 
 
 def check(service: str, database_url: str, redis_url: str, cwd: Path) -> tuple[int, str]:

@@ -179,3 +179,18 @@ def test_every_health_check_is_reminders_health_with_real_options() -> None:
     for name, argv in checks.items():
         assert argv[:2] == ["reminders", "health"], name
         health.make_context("health", argv[2:])  # a usage error raises
+
+
+def test_a_service_that_exports_metrics_listens_where_a_scraper_can_reach_it() -> None:
+    """A service with a metrics port listens on every address of its container and exposes
+    the port: on the default loopback address no other container could scrape it."""
+    exporting = {
+        name: service
+        for name, service in compose()["services"].items()
+        if "REMINDERS_METRICS_PORT" in service.get("environment", {})
+    }
+    assert "worker" in exporting
+    for name, service in exporting.items():
+        environment = service["environment"]
+        assert environment.get("REMINDERS_METRICS_HOST") in ("0.0.0.0", "::"), name
+        assert str(environment["REMINDERS_METRICS_PORT"]) in map(str, service["expose"]), name

@@ -142,7 +142,7 @@ def build_broker(
     if settings.metrics_port is not None and url is not None:
         from worker.metrics import ExposedPrometheus
 
-        broker.add_middleware(ExposedPrometheus())
+        broker.add_middleware(ExposedPrometheus(settings.channel))
     clock = clock or SystemClock()
     broker.add_middleware(ServerTimedTicks(clock, skip_delay=SKIP_DELAY_SECONDS))
     broker.add_middleware(ServerTimedDelays(clock))

@@ -47,12 +47,16 @@ def run_embedded(
     worker_threads: int = 2,
     install_signals: bool = True,
     metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
-    """Run a worker and the schedule in this process until SIGTERM, Ctrl-C or ``stop``."""
+    """Run a worker and the schedule in this process until SIGTERM, Ctrl-C or ``stop``.
+
+    With ``metrics_port``, the process's metrics are served on ``metrics_host`` at that port.
+    """
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port)
+        start_http_server(metrics_port, addr=metrics_host)
     if install_signals:
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -1,9 +1,10 @@
 """Prometheus metrics of the reminder service.
 
 In ``dramatiq`` worker processes the metrics are written to Dramatiq's multiprocess
-directory and served, with Dramatiq's own, by its exposition server (port
-``REMINDERS_METRICS_PORT``). ``prometheus_client`` decides on multiprocess mode when it is
-first imported, which must happen after the worker process booted: hence the late imports.
+directory and served, with Dramatiq's own, by its exposition server (on
+``REMINDERS_METRICS_HOST`` at ``REMINDERS_METRICS_PORT``). ``prometheus_client`` decides on
+multiprocess mode when it is first imported, which must happen after the worker process
+booted: hence the late imports.
 """
 
 from __future__ import annotations
@@ -74,6 +75,15 @@ class ServiceMetrics:
             registry=reg,
         )
 
+    def publish_channel(self, channel: str) -> None:
+        """Export every outcome of ``channel``'s deliveries at zero, before any attempt.
+
+        A series that appears only with its first increment makes ``rate()`` and
+        ``increase()`` miss that increment, and an alert on it silent until then.
+        """
+        for outcome in AttemptOutcome:
+            self.deliveries.labels(channel=channel, outcome=outcome)
+
     def observe_scan(self, result: ScanResult) -> None:
         """Count one scan."""
         self.queued.inc(result.queued)
@@ -122,6 +132,19 @@ def service_metrics() -> ServiceMetrics:
         return _created[0]
 
 
+def start_service_metrics(channel: str) -> ServiceMetrics:
+    """Create this process's metrics now, so that a scrape finds them before any message.
+
+    The counters and histograms start at zero, and the deliveries of ``channel`` at zero
+    for every outcome. A gauge has no reading before the first scan or clock measurement
+    sets it: a ``dramatiq`` worker exports it from then on (``reminders run`` shows 0 until
+    then, except for the rows by status, which only a scan creates).
+    """
+    metrics = service_metrics()
+    metrics.publish_channel(channel)
+    return metrics
+
+
 def metrics_directory() -> str:
     """Where this ``dramatiq`` command's processes keep their metrics.
 
@@ -132,11 +155,16 @@ def metrics_directory() -> str:
 
 
 class ExposedPrometheus(Prometheus):
-    """Dramatiq's Prometheus middleware, served on ``REMINDERS_METRICS_PORT``.
+    """Dramatiq's Prometheus middleware, served on ``REMINDERS_METRICS_HOST``:``_PORT``.
 
-    Dramatiq's own exposition process reads its port and directory from variables of its
-    own when the ``dramatiq`` command starts, before our settings are read; ours does not.
+    Dramatiq's own exposition process reads its address and directory from variables of its
+    own when the ``dramatiq`` command starts, before our settings are read, and listens on
+    every interface by default; ours reads the settings.
     """
+
+    def __init__(self, channel: str) -> None:
+        super().__init__()
+        self.channel = channel
 
     @property
     def forks(self) -> list[Any]:
@@ -150,6 +178,7 @@ class ExposedPrometheus(Prometheus):
         dramatiq_prometheus.DB_PATH = directory
         # dramatiq's Prometheus middleware has no annotations.
         super().after_process_boot(broker)  # type: ignore[no-untyped-call]
+        start_service_metrics(self.channel)
 
 
 def serve_exposition() -> int:
@@ -164,9 +193,9 @@ def serve_exposition() -> int:
     registry = CollectorRegistry()
     # prometheus_client leaves this constructor unannotated.
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    port = load_settings().metrics_port
-    assert port is not None  # the middleware is only added when it is set
-    start_http_server(port, registry=registry)
+    settings = load_settings()
+    assert settings.metrics_port is not None  # the middleware is only added when it is set
+    start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     threading.Event().wait()  # the dramatiq command ends this process with a signal
     return 0
 

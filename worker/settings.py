@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -29,6 +30,7 @@ ENV_PREFIX = "REMINDERS_"
 MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2")
 
 
@@ -123,6 +125,7 @@ class Settings(BaseSettings):
     metrics_port: Annotated[int | None, BeforeValidator(_empty_is_none)] = Field(
         default=None, ge=1, le=65535
     )
+    metrics_host: str = "127.0.0.1"
 
     max_attempts: int = Field(default=8, ge=1, le=100)
     send_timeout: Duration = timedelta(seconds=10)
@@ -160,9 +163,22 @@ class Settings(BaseSettings):
     @field_validator("mail_domain")
     @classmethod
     def _domain(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?", value):
+        if not _HOST_NAME.fullmatch(value):
             raise ValueError("must be a host name")
         return value
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        text = value.strip()
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            if not _HOST_NAME.fullmatch(text):
+                raise ValueError(
+                    "must be an IP address (127.0.0.1, 0.0.0.0, ::) or a host name"
+                ) from None
+        return text
 
     @model_validator(mode="before")
     @classmethod

@@ -11,12 +11,15 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
+from tests.conftest import HostDatabase
 from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
 from tests.support.db import add_task, add_user, make_services
+from worker.bootstrap import bootstrap
 from worker.db import make_engine
 from worker.errors import UsageError
 from worker.grants import grant_role
+from worker.settings import Settings
 
 
 @pytest.fixture
@@ -85,3 +88,50 @@ def test_granting_a_missing_role_says_how_to_create_it(postgres_engine: Engine) 
         postgres_engine.begin() as connection,
     ):
         grant_role(connection, "no_such_role_here")
+
+
+@pytest.fixture
+def mapped_worker_role(host_database: HostDatabase) -> Iterator[str]:
+    """A login role with the grants ``grant-role`` gives on the host's mapped tables."""
+    role = f"reminders_worker_{uuid.uuid4().hex[:8]}"
+    with host_database.engine.begin() as connection:
+        connection.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        grant_role(connection, role, host_database.mapping)
+    yield role
+    with host_database.engine.begin() as connection:
+        connection.execute(text(f'DROP OWNED BY "{role}"'))
+        connection.execute(text(f'DROP ROLE "{role}"'))
+
+
+def test_the_worker_role_works_on_a_mapped_schema_and_touches_nothing_else(
+    host_database: HostDatabase, mapped_worker_role: str, clock: ManualClock
+) -> None:
+    """On the host's own tables the role scans, re-checks and delivers; it cannot change a
+    host column, read the host's version table or change the schema."""
+    app = host_database.app
+    with host_database.engine.begin() as connection:
+        app.add_user(connection, 1)
+        app.add_task(connection, 1, 1, clock.now() + timedelta(hours=1))
+    url = make_url(host_database.url).set(username=mapped_worker_role)
+    engine = make_engine(url.render_as_string(hide_password=False))
+    channel = RecordingChannel()
+    settings = Settings(database_url=host_database.url, schema_file=host_database.schema_file)
+    services = bootstrap(settings, clock=clock, engine=engine, make_channel=lambda: channel)
+    assert services.scan().queued == 1
+    assert services.relay().relay_until_idle().counts == {"delivered": 1}
+    tasks, users = ("todo_items", "accounts") if app.mapped else ("tasks", "users")
+    title = "name" if app.mapped else "title"
+    refused = [
+        f"UPDATE {tasks} SET {title} = 'pwned'",
+        f"DELETE FROM {users}",
+        "ALTER TABLE outbox ADD COLUMN x int",
+    ]
+    if app.mapped:
+        refused.append("SELECT * FROM alembic_version")  # the host's own history
+    for statement in refused:
+        with (
+            pytest.raises(ProgrammingError, match=r"permission denied|must be owner"),
+            engine.begin() as connection,
+        ):
+            connection.execute(text(statement))
+    engine.dispose()

@@ -526,6 +526,8 @@ def test_reminders_run_serves_metrics(tmp_path: Path, processes: list[Process]) 
     assert sample(metrics, 'reminders_deliveries_total{channel="console",outcome="delivered"}') == 2
     assert sample(metrics, "reminders_queued_total") == 2
     assert sample(metrics, "reminders_delivery_latency_seconds_count") == 2
+    # Outcomes that never happened are series too, at zero, from the start.
+    assert sample(metrics, 'reminders_deliveries_total{channel="console",outcome="dead"}') == 0
 
 
 def test_reminders_run_stopped_mid_relay_leaves_no_row_claimed(

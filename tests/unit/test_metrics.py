@@ -51,3 +51,12 @@ def test_outbox_gauges_follow_the_last_reading() -> None:
     value = registry.get_sample_value
     assert value("reminders_outbox_rows", {"status": "pending"}) == 2
     assert value("reminders_outbox_oldest_waiting_age_seconds") == 0
+
+
+def test_a_channel_exports_every_outcome_at_zero_before_any_attempt() -> None:
+    """Each delivery outcome of the configured channel is a series from the start, at 0."""
+    registry = CollectorRegistry()
+    ServiceMetrics(registry).publish_channel("webhook")
+    for outcome in AttemptOutcome:
+        labels = {"channel": "webhook", "outcome": outcome}
+        assert registry.get_sample_value("reminders_deliveries_total", labels) == 0

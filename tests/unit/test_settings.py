@@ -26,6 +26,13 @@ def test_defaults_match_the_contract() -> None:
     )
     assert (settings.mail_from, settings.mail_domain) == ("reminders@localhost", "localhost")
     assert settings.max_attempts == 8
+    assert (settings.metrics_port, settings.metrics_host) == (None, "127.0.0.1")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "::1", "metrics.internal", " 10.0.0.5 "])
+def test_the_metrics_host_is_an_address_or_a_host_name(host: str) -> None:
+    """REMINDERS_METRICS_HOST takes IPv4 and IPv6 addresses and host names, trimmed."""
+    assert load_settings(metrics_host=host).metrics_host == host.strip()
 
 
 @pytest.mark.parametrize(
@@ -59,6 +66,7 @@ def test_the_relay_window_may_be_zero() -> None:
         ("REMINDERS_RELAY_WINDOW", "-1s"),
         ("REMINDERS_SCAN_CONNECTIONS", "0"),
         ("REMINDERS_RELAY_WINDOW", "30s"),  # not under half the 60 s lease
+        ("REMINDERS_METRICS_HOST", "0.0.0.0:9191"),
     ],
 )
 def test_a_bad_value_names_its_variable_in_one_line(

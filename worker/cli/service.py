@@ -142,6 +142,11 @@ def run(
     from worker import actors
     from worker.embedded import run_embedded
 
+    if actors.SETTINGS.metrics_port is not None:
+        from worker.metrics import start_service_metrics
+
+        start_service_metrics(actors.SETTINGS.channel)
+
     run_embedded(
         actors.broker,
         [actors.scan_due_tasks, actors.relay_outbox],
@@ -150,6 +155,7 @@ def run(
         actors.STOP,
         worker_threads=threads,
         metrics_port=actors.SETTINGS.metrics_port,
+        metrics_host=actors.SETTINGS.metrics_host,
     )
 
 

@@ -3,7 +3,9 @@
 Importing this module builds the broker from the environment (``dramatiq worker.actors``
 and ``periodiq worker.actors`` find it here). Messages carry no data: they are wake-up
 calls, and the database says what is due. Dramatiq's own retries are off: an outbox row
-counts its attempts itself, and a lost tick is made good by the next one.
+counts its attempts itself, and a lost tick is made good by the next one. For the same
+reason a database that is unreachable or not migrated fails a message quietly: one log line
+(`worker.outages`), no traceback, and no dead message left in the broker for each tick.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from worker.embedded import next_tick
 from worker.errors import ConfigError
 from worker.logs import configure_logging
 from worker.metrics import service_metrics
+from worker.outages import Failure, FailureLog
 from worker.queues import QUEUE, SCAN_ACTOR
 from worker.seams import NO_SEAMS, Seams
 from worker.settings import Settings, load_settings
@@ -74,6 +77,8 @@ broker = build_broker(SETTINGS, STOP, clock=_ProcessClock())
 dramatiq.set_broker(broker)
 
 
+FAILURES = FailureLog(log)
+
 _built: list[Services] = []
 _building = threading.Lock()
 _seams: list[Seams] = [NO_SEAMS]
@@ -110,8 +115,17 @@ def services() -> Services:
 )
 def scan_due_tasks() -> None:
     """Queue reminders for every task due within the lookahead, then wake the relay."""
-    built = services()
-    result = built.scan()
+
+    def failed(failure: Failure) -> None:
+        service_metrics().observe_failure("scan", failure.kind)
+
+    with FAILURES.guard("scan", on_failure=failed):
+        built = services()
+        _scan(built, built.clock.now())
+
+
+def _scan(built: Services, now: datetime) -> None:
+    result = built.scan(now)
     log.info(
         "scan",
         queued=result.queued,
@@ -126,8 +140,7 @@ def scan_due_tasks() -> None:
     if result.queued:
         relay_outbox.send()
     with built.session_factory() as session:
-        now = built.clock.now()
-        metrics.observe_outbox(count_by_status(session), oldest_waiting(session, now))
+        metrics.observe_outbox(count_by_status(session), oldest_waiting(session, built.clock.now()))
 
 
 @dramatiq.actor(
@@ -135,7 +148,15 @@ def scan_due_tasks() -> None:
 )
 def relay_outbox() -> None:
     """Deliver due outbox rows; the schedule makes this a sweep even if wake-ups are lost."""
-    built = services()
+
+    def failed(failure: Failure) -> None:
+        service_metrics().observe_failure("relay", failure.kind)
+
+    with FAILURES.guard("relay", on_failure=failed):
+        _relay(services())
+
+
+def _relay(built: Services) -> None:
     channel = built.settings.channel
     lookahead = built.settings.lookahead
 

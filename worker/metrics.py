@@ -66,6 +66,13 @@ class ServiceMetrics:
             multiprocess_mode="mostrecent",
             registry=reg,
         )
+        self.failures = Counter(
+            "reminders_failures",
+            "Scans and relay runs that failed, by action and kind (unreachable, "
+            "not_migrated, error).",
+            ["action", "kind"],
+            registry=reg,
+        )
         self.clock_offset = Gauge(
             "reminders_clock_offset_seconds",
             "How far the database server's clock is ahead of this host's (negative: behind), "
@@ -95,6 +102,10 @@ class ServiceMetrics:
         if attempt.created_at is not None:
             became_due = max(became_due, attempt.created_at)
         self.latency.observe(max((now - became_due).total_seconds(), 0.0))
+
+    def observe_failure(self, action: str, kind: str) -> None:
+        """Count one failed scan or relay run."""
+        self.failures.labels(action=action, kind=kind).inc()
 
     def observe_clock_offset(self, offset: timedelta) -> None:
         """Publish this process's last measured offset to the database server's clock."""

@@ -244,3 +244,53 @@ def test_the_schedule_is_utc_whatever_the_host_time_zone(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0.0", "UTC"]
+
+
+# Sends scan and relay five times each through a real Worker on the StubBroker, then prints
+# how many messages ended in the dead-letter queue.
+TICKS_ON_A_BROKEN_DATABASE = """
+import json
+import dramatiq
+from worker import actors
+
+actors.broker.emit_after("process_boot")
+worker = dramatiq.Worker(actors.broker, worker_threads=1)
+worker.start()
+try:
+    for _ in range(5):
+        actors.scan_due_tasks.send()
+        actors.relay_outbox.send()
+        actors.broker.join(actors.QUEUE, timeout=30_000)
+        worker.join()
+finally:
+    worker.stop()
+print("REPORT " + json.dumps({"dead": len(actors.broker.dead_letters)}))
+"""
+
+
+def test_ticks_on_an_unmigrated_database_log_one_line_per_action(tmp_path: Path) -> None:
+    """Five ticks on a database without the schema: one `scan_failed` and one `relay_failed`
+    line naming the missing table, no traceback, and no message left dead."""
+    url = f"sqlite:///{tmp_path}/empty.db"
+    engine = make_engine(url)
+    with engine.begin() as connection:  # a database, but none of the service's tables
+        connection.exec_driver_sql("CREATE TABLE unrelated (id INTEGER)")
+    engine.dispose()
+
+    done = run(
+        [sys.executable, "-c", TICKS_ON_A_BROKEN_DATABASE],
+        child_env(REMINDERS_DATABASE_URL=url, REMINDERS_BROKER_URL=""),
+        tmp_path,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    ours = [event for event in events if event["logger"] == "worker.actors"]
+    assert sorted(event["event"] for event in ours) == ["relay_failed", "scan_failed"]
+    for event in ours:
+        assert event["kind"] == "not_migrated", event
+        assert "no such table" in event["reason"] and "reminders migrate" in event["reason"]
+    assert not [event for event in events if event["level"] in ("warning", "error")][2:]
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("REPORT ")]
+    assert json.loads(line.removeprefix("REPORT ")) == {"dead": 0}

@@ -22,11 +22,12 @@ from outbox.admin import count_by_status, oldest_waiting
 from outbox.relay import Attempt
 from outbox.store import earliest_due
 from worker.bootstrap import Services, bootstrap
+from worker.coalesce import Coalescer, Timing
 from worker.embedded import next_tick
 from worker.errors import ConfigError
 from worker.logs import configure_logging
 from worker.metrics import service_metrics
-from worker.outages import Failure, FailureLog
+from worker.outages import Failure, FailureLog, reason_of
 from worker.queues import QUEUE, SCAN_ACTOR
 from worker.seams import NO_SEAMS, Seams
 from worker.settings import Settings, load_settings
@@ -38,6 +39,11 @@ RELAY_BUDGET = timedelta(seconds=45)
 TIME_LIMIT_MS = 10 * 60 * 1000
 #: A row due now but held by another relay is looked at again this much later, not at once.
 MIN_WAKE_UP_SECONDS = 1.0
+#: The scan requests that come while a scan runs share one more (`worker.coalesce`): it
+#: starts once they have been quiet for ``settle``, at most ``longest_wait`` after the first.
+SCAN_TIMING = Timing(
+    settle=timedelta(milliseconds=250), longest_wait=timedelta(seconds=2), budget=RELAY_BUDGET
+)
 
 
 def _settings() -> Settings:
@@ -78,6 +84,7 @@ dramatiq.set_broker(broker)
 
 
 FAILURES = FailureLog(log)
+SCANS = Coalescer(SCAN_TIMING, STOP)
 
 _built: list[Services] = []
 _building = threading.Lock()
@@ -114,20 +121,34 @@ def services() -> Services:
     time_limit=TIME_LIMIT_MS,
 )
 def scan_due_tasks() -> None:
-    """Queue reminders for every task due within the lookahead, then wake the relay."""
+    """Queue reminders for every task due within the lookahead, then wake the relay.
 
+    A request that comes while this process scans is served by the next scan it runs.
+    """
+    SCANS.request(_scan_once, hand_over=_hand_over_scan)
+
+
+def _scan_once(requests: int) -> None:
     def failed(failure: Failure) -> None:
         service_metrics().observe_failure("scan", failure.kind)
 
     with FAILURES.guard("scan", on_failure=failed):
         built = services()
-        _scan(built, built.clock.now())
+        _scan(built, built.clock.now(), requests)
 
 
-def _scan(built: Services, now: datetime) -> None:
+def _hand_over_scan() -> None:
+    try:
+        scan_due_tasks.send()
+    except Exception as error:  # the broker is down: the next tick does the work
+        log.warning("scan_hand_over_failed", reason=reason_of(error))
+
+
+def _scan(built: Services, now: datetime, requests: int) -> None:
     result = built.scan(now)
     log.info(
         "scan",
+        requests=requests,
         queued=result.queued,
         marked=result.marked,
         superseded=result.superseded,

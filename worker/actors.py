@@ -27,8 +27,9 @@ from worker.embedded import next_tick
 from worker.errors import ConfigError
 from worker.logs import configure_logging
 from worker.metrics import service_metrics
-from worker.outages import Failure, FailureLog, reason_of
+from worker.outages import Failure, FailureKind, FailureLog, reason_of
 from worker.queues import QUEUE, SCAN_ACTOR
+from worker.reminders.heartbeat import record_failure
 from worker.seams import NO_SEAMS, Seams
 from worker.settings import Settings, load_settings
 
@@ -129,12 +130,18 @@ def scan_due_tasks() -> None:
 
 
 def _scan_once(requests: int) -> None:
+    started: list[datetime] = []
+
     def failed(failure: Failure) -> None:
         service_metrics().observe_failure("scan", failure.kind)
+        # For `reminders health`; writing to a database out of reach would only wait again.
+        if started and failure.kind != FailureKind.UNREACHABLE:
+            record_failure(services().session_factory, started[0], failure.reason)
 
     with FAILURES.guard("scan", on_failure=failed):
         built = services()
-        _scan(built, built.clock.now(), requests)
+        started.append(built.clock.now())
+        _scan(built, started[0], requests)
 
 
 def _hand_over_scan() -> None:

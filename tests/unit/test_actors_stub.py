@@ -294,3 +294,53 @@ def test_ticks_on_an_unmigrated_database_log_one_line_per_action(tmp_path: Path)
     assert not [event for event in events if event["level"] in ("warning", "error")][2:]
     (line,) = [x for x in done.stdout.splitlines() if x.startswith("REPORT ")]
     assert json.loads(line.removeprefix("REPORT ")) == {"dead": 0}
+
+
+# One tick through a real Worker on the StubBroker.
+ONE_TICK = """
+import dramatiq
+from worker import actors
+
+actors.broker.emit_after("process_boot")
+worker = dramatiq.Worker(actors.broker, worker_threads=1)
+worker.start()
+try:
+    actors.scan_due_tasks.send()
+    actors.broker.join(actors.QUEUE, timeout=30_000)
+    worker.join()
+finally:
+    worker.stop()
+"""
+
+
+def test_a_failed_scan_is_recorded_and_health_names_it_until_one_succeeds(
+    tmp_path: Path,
+) -> None:
+    """A scan that fails on a reachable database (its due column renamed away) leaves its
+    reason on the heartbeat: `reminders health` exits 1 naming it, until a scan succeeds."""
+    url = f"sqlite:///{tmp_path}/reminders.db"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    env = child_env(REMINDERS_DATABASE_URL=url, REMINDERS_BROKER_URL="")
+    health = [str(DRAMATIQ.with_name("reminders")), "health"]
+
+    def tick() -> None:
+        done = run([sys.executable, "-c", ONE_TICK], env, tmp_path)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+    def rename(old: str, new: str) -> None:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"ALTER TABLE tasks RENAME COLUMN {old} TO {new}")
+
+    tick()
+    assert run(health, env, tmp_path).returncode == 0
+    rename("due_date", "deadline")
+    tick()
+    unhealthy = run(health, env, tmp_path)
+    assert unhealthy.returncode == 1
+    assert "the last scan failed" in unhealthy.stderr
+    assert "no such column" in unhealthy.stderr and len(unhealthy.stderr.splitlines()) == 1
+    rename("deadline", "due_date")
+    tick()
+    assert run(health, env, tmp_path).returncode == 0
+    engine.dispose()

@@ -68,7 +68,8 @@ class Task(Base):
 
 
 class ScanHeartbeat(Base):
-    """The last scan's time, counts and clock offset (one row), for ``status`` and ``health``."""
+    """The last scan's time, counts and clock offset, and the last failed scan's time and
+    reason (one row), for ``status`` and ``health``."""
 
     __tablename__ = "reminder_scan_heartbeat"
 
@@ -79,6 +80,10 @@ class ScanHeartbeat(Base):
     duration_ms: Mapped[float]
     # How far the database's clock was ahead of the scanning host's (None: not measured).
     clock_offset_ms: Mapped[float | None]
+    # When the last failed scan started, and why it failed (None: none failed since the
+    # row was written); the scan is failing while this is later than ``scanned_at``.
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failure: Mapped[str | None] = mapped_column(Text)
 
 
 @dataclass(frozen=True, eq=False)

@@ -29,7 +29,8 @@ from worker.logs import configure_logging
 from worker.metrics import service_metrics
 from worker.outages import Failure, FailureKind, FailureLog, reason_of
 from worker.queues import QUEUE, SCAN_ACTOR
-from worker.reminders.heartbeat import record_failure
+from worker.reminders.heartbeat import record_failure, record_unremindable
+from worker.reminders.unremindable import count_unremindable, some_unremindable
 from worker.seams import NO_SEAMS, Seams
 from worker.settings import Settings, load_settings
 
@@ -40,6 +41,8 @@ RELAY_BUDGET = timedelta(seconds=45)
 TIME_LIMIT_MS = 10 * 60 * 1000
 #: A row due now but held by another relay is looked at again this much later, not at once.
 MIN_WAKE_UP_SECONDS = 1.0
+#: How many of the tasks that cannot be reminded the log line names.
+UNREMINDABLE_SHOWN = 10
 #: The scan requests that come while a scan runs share one more (`worker.coalesce`): it
 #: starts once they have been quiet for ``settle``, at most ``longest_wait`` after the first.
 SCAN_TIMING = Timing(
@@ -169,6 +172,29 @@ def _scan(built: Services, now: datetime, requests: int) -> None:
         relay_outbox.send()
     with built.session_factory() as session:
         metrics.observe_outbox(count_by_status(session), oldest_waiting(session, built.clock.now()))
+    _observe_unremindable(built, now)
+
+
+def _observe_unremindable(built: Services, now: datetime) -> None:
+    """Count the tasks in the scan's window that cannot be reminded; log a change once."""
+    lookahead = built.settings.lookahead
+    with built.session_factory.begin() as session:
+        found = count_unremindable(session, now, lookahead)
+        change = record_unremindable(session, found.total)
+        shown = change is not None and found.total > 0
+        ids = some_unremindable(session, now, lookahead, limit=UNREMINDABLE_SHOWN) if shown else []
+    service_metrics().observe_unremindable(found)
+    if change is None or (change.before is None and not found.total):
+        return
+    say = log.warning if found.total else log.info
+    say(
+        "unremindable_tasks",
+        tasks=found.total,
+        missing_owner=found.missing_owner,
+        no_address=found.no_address,
+        before=change.before,
+        task_ids=ids,
+    )
 
 
 @dramatiq.actor(

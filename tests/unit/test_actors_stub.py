@@ -344,3 +344,49 @@ def test_a_failed_scan_is_recorded_and_health_names_it_until_one_succeeds(
     tick()
     assert run(health, env, tmp_path).returncode == 0
     engine.dispose()
+
+
+# Three ticks through a real Worker on the StubBroker.
+THREE_TICKS = ONE_TICK.replace(
+    "    actors.scan_due_tasks.send()\n"
+    "    actors.broker.join(actors.QUEUE, timeout=30_000)\n"
+    "    worker.join()\n",
+    "    for _ in range(3):\n"
+    "        actors.scan_due_tasks.send()\n"
+    "        actors.broker.join(actors.QUEUE, timeout=30_000)\n"
+    "        worker.join()\n",
+)
+
+
+def test_tasks_that_cannot_be_reminded_are_logged_once(tmp_path: Path) -> None:
+    """Three scans find the same task whose owner has no address: one `unremindable_tasks`
+    line names it; once the owner has an address, one line says none is left."""
+    url = f"sqlite:///{tmp_path}/reminders.db"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    services = make_services(engine, ManualClock(), RecordingChannel())
+    add_user(services, 1)
+    add_task(services, 7, 1, datetime.now(UTC) + timedelta(hours=2))
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE users SET email = ' ' WHERE id = 1")
+    env = child_env(REMINDERS_DATABASE_URL=url, REMINDERS_BROKER_URL="")
+
+    def lines() -> list[dict[str, object]]:
+        done = run([sys.executable, "-c", THREE_TICKS], env, tmp_path)
+        assert done.returncode == 0, done.stderr
+        found = [json.loads(x) for x in done.stderr.splitlines() if x.startswith("{")]
+        return [line for line in found if line["event"] == "unremindable_tasks"]
+
+    (first,) = lines()
+    assert (first["tasks"], first["no_address"], first["task_ids"], first["level"]) == (
+        1,
+        1,
+        [7],
+        "warning",
+    )
+    assert lines() == []  # the same count on later scans, in another process too
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE users SET email = 'ada@example.com' WHERE id = 1")
+    (fixed,) = lines()
+    assert (fixed["tasks"], fixed["before"], fixed["level"]) == (0, 1, "info")
+    engine.dispose()

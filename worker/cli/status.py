@@ -12,6 +12,7 @@ from outbox import admin
 from worker.cli import common
 from worker.cli.common import JsonOption
 from worker.reminders.heartbeat import read_heartbeat
+from worker.reminders.unremindable import count_unremindable
 
 
 def register(app: typer.Typer) -> None:
@@ -21,10 +22,12 @@ def register(app: typer.Typer) -> None:
 
 def status(as_json: JsonOption = False) -> None:
     """Rows per status, age of the oldest pending or failed row, time of the last scan (and
-    of the last failed one, while scans fail), and how far this host's clock and the last
-    scanning host's are from the database's.
+    of the last failed one, while scans fail), tasks that cannot be reminded, and how far this
+    host's clock and the last scanning host's are from the database's.
 
-    Reads REMINDERS_DATABASE_URL.
+    Reads REMINDERS_DATABASE_URL and REMINDERS_LOOKAHEAD.
+
+    Cannot be reminded: due within the lookahead, not reminded, its owner row gone or address empty.
 
     Exit 0 when done, 1 when the database is unreachable or not migrated.
     """
@@ -34,6 +37,7 @@ def status(as_json: JsonOption = False) -> None:
         counts = admin.count_by_status(session)
         oldest = admin.oldest_waiting(session, now)
         beat = read_heartbeat(session)
+        stuck = count_unremindable(session, now, services.settings.lookahead)
     scanner_ms = None if beat is None else beat.clock_offset_ms
     clocks = common.Clocks(services.clock_offset(), scanner_ms, services.settings.max_clock_offset)
     if as_json:
@@ -55,6 +59,12 @@ def status(as_json: JsonOption = False) -> None:
                 "total": sum(counts.values()),
                 "oldest_waiting_seconds": common.seconds(oldest),
                 "last_scan": last,
+                "unremindable": {
+                    "total": stuck.total,
+                    "missing_owner": stuck.missing_owner,
+                    "no_address": stuck.no_address,
+                    "lookahead_seconds": services.settings.lookahead.total_seconds(),
+                },
                 "last_scan_failed": None if beat is None else beat.failing,
                 "last_failed_scan": (
                     None
@@ -84,4 +94,13 @@ def status(as_json: JsonOption = False) -> None:
                     common.plain(beat.failure or "no reason recorded")
                 )
             )
+    within = common.human(services.settings.lookahead)
+    lines.append(
+        f"tasks due within {within} that cannot be reminded: {stuck.total}"
+        + (
+            f" (owner row missing: {stuck.missing_owner}, no address: {stuck.no_address})"
+            if stuck.total
+            else ""
+        )
+    )
     common.out.print(table, *lines, clocks.line(), sep="\n")

@@ -1,7 +1,8 @@
 """The statements that decide who is due for a reminder and queue it: one set per dialect.
 
 A task is due for a reminder when it is `awaiting_reminder` (open, dated, not yet reminded for
-the due date it has now), due within (now, now + lookahead], and its owner wants reminders.
+the due date it has now), due within (now, now + lookahead], and its owner wants reminders and
+has an address (the others are counted by `worker.reminders.unremindable`).
 `due_queries` picks the set for a dialect once, at bootstrap: on PostgreSQL a batch is one
 statement; SQLite, which has no INSERT or UPDATE inside WITH, runs the same steps one by one.
 """
@@ -47,6 +48,7 @@ from worker.reminders.schema import (
     TaskColumns,
     UserColumns,
     awaiting_reminder,
+    owner_has_address,
     owner_wants_reminders,
 )
 
@@ -72,7 +74,9 @@ def due_ids(tasks: TaskColumns, users: UserColumns) -> ScalarSelect[int]:
     return (
         select(tasks.id)
         .join(users.table, users.id == tasks.owner_id)
-        .where(due_within(tasks, _NOW, _UNTIL), owner_wants_reminders(users))
+        .where(
+            due_within(tasks, _NOW, _UNTIL), owner_wants_reminders(users), owner_has_address(users)
+        )
         .order_by(tasks.due_date)
         .limit(_LIMIT)
         .with_for_update(of=tasks.table, skip_locked=True)

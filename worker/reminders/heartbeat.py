@@ -1,4 +1,5 @@
-"""The scan heartbeat as ``status`` and ``health`` read it, and the record of a failed scan.
+"""The scan heartbeat as ``status`` and ``health`` read it, the record of a failed scan, and
+the count of tasks that cannot be reminded.
 
 The last successful scan writes the row (`worker.reminders.due`, ``record_scan``); a failed
 scan only sets ``failed_at`` and ``failure`` on it. The scan is failing while the last
@@ -68,3 +69,28 @@ def record_failure(session_factory: sessionmaker[Session], at: datetime, reason:
     except Exception:  # the database is failing: the log line says why
         return False
     return bool(getattr(done, "rowcount", 0))
+
+
+@dataclass(frozen=True)
+class CountChange:
+    """The count of tasks that cannot be reminded changed; ``before`` is None when it had
+    never been counted."""
+
+    before: int | None
+
+
+def record_unremindable(session: Session, count: int) -> CountChange | None:
+    """Store the count of tasks that cannot be reminded; say what it replaced when this call
+    changed it, so that only one of several scanning processes logs the change. None when it
+    was ``count`` already, another process changed it first, or no scan wrote the row yet.
+    """
+    beat = ScanHeartbeat
+    stored = session.execute(select(beat.unremindable).where(beat.id == 1)).first()
+    if stored is None or stored[0] == count:
+        return None
+    changed = session.execute(
+        update(beat)
+        .where(beat.id == 1, beat.unremindable.is_not_distinct_from(stored[0]))
+        .values(unremindable=count)
+    )
+    return CountChange(stored[0]) if getattr(changed, "rowcount", 0) else None

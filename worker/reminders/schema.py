@@ -1,6 +1,7 @@
 """The reference schema the host application owns, the worker's columns, and the rules on them.
 
-The rules (`task_open`, `owner_wants_reminders`, `awaiting_reminder`) are SQL expressions over
+The rules (`task_open`, `owner_wants_reminders`, `owner_has_address`, `awaiting_reminder`) are
+SQL expressions over
 the columns `TaskColumns` and `UserColumns` name, written once: the partial index, the scan's
 due query and the relay's re-check before each send all use these functions.
 """
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    func,
     text,
 )
 from sqlalchemy.ext.compiler import compiles
@@ -68,8 +70,8 @@ class Task(Base):
 
 
 class ScanHeartbeat(Base):
-    """The last scan's time, counts and clock offset, and the last failed scan's time and
-    reason (one row), for ``status`` and ``health``."""
+    """The last scan's time, counts and clock offset, the last failed scan's time and reason,
+    and the count of tasks that cannot be reminded (one row), for ``status`` and ``health``."""
 
     __tablename__ = "reminder_scan_heartbeat"
 
@@ -84,6 +86,9 @@ class ScanHeartbeat(Base):
     # row was written); the scan is failing while this is later than ``scanned_at``.
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     failure: Mapped[str | None] = mapped_column(Text)
+    # How many tasks the last scan found that cannot be reminded (None: not counted yet);
+    # the process that changes it logs the change, so that it is logged once.
+    unremindable: Mapped[int | None]
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,6 +151,11 @@ def task_open(tasks: TaskColumns) -> ColumnElement[bool]:
 def owner_wants_reminders(users: UserColumns) -> ColumnElement[bool]:
     """An owner who has reminders on (false for a missing owner row of an outer join)."""
     return users.notifications_enabled.is_(True)
+
+
+def owner_has_address(users: UserColumns) -> ColumnElement[bool]:
+    """An owner with an address to send to: not NULL, not blank."""
+    return and_(users.email.is_not(None), func.trim(users.email) != "")
 
 
 def awaiting_reminder(tasks: TaskColumns) -> ColumnElement[bool]:

@@ -1,4 +1,5 @@
-"""The last failed scan's time and reason, on the scan heartbeat.
+"""The last failed scan's time and reason, and the count of tasks that cannot be reminded,
+on the scan heartbeat.
 
 Revision ID: 0003
 Revises: 0002
@@ -22,9 +23,11 @@ def upgrade() -> None:
     # Plain ADD COLUMNs, so that the offline (--sql) form is the same DDL on every dialect.
     op.add_column("reminder_scan_heartbeat", sa.Column("failed_at", UTCDateTime, nullable=True))
     op.add_column("reminder_scan_heartbeat", sa.Column("failure", sa.Text, nullable=True))
+    op.add_column("reminder_scan_heartbeat", sa.Column("unremindable", sa.Integer, nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("reminder_scan_heartbeat") as batch:
+        batch.drop_column("unremindable")
         batch.drop_column("failure")
         batch.drop_column("failed_at")

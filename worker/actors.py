@@ -27,7 +27,7 @@ from worker.embedded import next_tick
 from worker.errors import ConfigError
 from worker.logs import configure_logging
 from worker.metrics import service_metrics
-from worker.outages import Failure, FailureKind, FailureLog, reason_of
+from worker.outages import Failure, FailureKind, FailureLog, OutageGate, reason_of
 from worker.queues import QUEUE, SCAN_ACTOR
 from worker.reminders.heartbeat import record_failure, record_unremindable
 from worker.reminders.unremindable import count_unremindable, some_unremindable
@@ -88,6 +88,7 @@ dramatiq.set_broker(broker)
 
 
 FAILURES = FailureLog(log)
+OUTAGE = OutageGate()
 SCANS = Coalescer(SCAN_TIMING, STOP)
 
 _built: list[Services] = []
@@ -141,10 +142,11 @@ def _scan_once(requests: int) -> None:
         if started and failure.kind != FailureKind.UNREACHABLE:
             record_failure(services().session_factory, started[0], failure.reason)
 
-    with FAILURES.guard("scan", on_failure=failed):
-        built = services()
-        started.append(built.clock.now())
-        _scan(built, started[0], requests)
+    with FAILURES.guard("scan", on_failure=failed, gate=OUTAGE) as admitted:
+        if admitted:
+            built = services()
+            started.append(built.clock.now())
+            _scan(built, started[0], requests)
 
 
 def _hand_over_scan() -> None:
@@ -206,8 +208,9 @@ def relay_outbox() -> None:
     def failed(failure: Failure) -> None:
         service_metrics().observe_failure("relay", failure.kind)
 
-    with FAILURES.guard("relay", on_failure=failed):
-        _relay(services())
+    with FAILURES.guard("relay", on_failure=failed, gate=OUTAGE) as admitted:
+        if admitted:
+            _relay(services())
 
 
 def _relay(built: Services) -> None:

@@ -3,7 +3,8 @@
 While the database is unreachable or not migrated, every tick's scan and relay fail the same
 way. `FailureLog` says so once when a run of failures starts (or its kind changes), then once
 every `REPEAT_EVERY` with the number of attempts that failed in between, and once when it
-ends; `database_failure` reduces the error to its kind and one line of reason.
+ends; `database_failure` reduces the error to its kind and one line of reason. While it is
+unreachable, `OutageGate` keeps a process from spending a worker thread per message on it.
 """
 
 from __future__ import annotations
@@ -100,6 +101,36 @@ def _masked(text: str) -> str:
     )
 
 
+class OutageGate:
+    """While the database is unreachable, one attempt at a time in this process; the other
+    messages end at once.
+
+    Each of them would only wait for the same connection timeout, holding a worker thread,
+    while the messages behind it pile up in the broker. A message that ends so is lost as a
+    failed one would be: the attempt under way, or the next tick after the database is back,
+    does its work.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._unreachable = False
+        self._running = 0  # attempts under way
+
+    def enter(self) -> bool:
+        """Whether an attempt may start now (then `leave` must follow)."""
+        with self._lock:
+            if self._unreachable and self._running:
+                return False
+            self._running += 1
+            return True
+
+    def leave(self, *, unreachable: bool) -> None:
+        """An attempt ended; ``unreachable`` when it could not reach the database."""
+        with self._lock:
+            self._running -= 1
+            self._unreachable = unreachable
+
+
 @dataclass
 class _Run:
     """A run of failures of one action, as far as it has been logged."""
@@ -165,17 +196,26 @@ class FailureLog:
 
     @contextmanager
     def guard(
-        self, action: str, on_failure: Callable[[Failure], None] | None = None
-    ) -> Iterator[None]:
-        """Run the block; a database failure in it is logged here and swallowed.
+        self,
+        action: str,
+        on_failure: Callable[[Failure], None] | None = None,
+        gate: OutageGate | None = None,
+    ) -> Iterator[bool]:
+        """Run the block if ``gate`` lets it (it is given whether); a database failure in it
+        is logged here and swallowed.
 
         ``on_failure`` is told of every failure, the database's or not; any other error
         propagates after it (a bug deserves its traceback).
         """
+        if gate is not None and not gate.enter():
+            yield False
+            return
+        unreachable = False
         try:
-            yield
+            yield True
         except Exception as error:
             failure = database_failure(error)
+            unreachable = failure is not None and failure.kind == FailureKind.UNREACHABLE
             if on_failure is not None:
                 on_failure(failure or Failure(FailureKind.ERROR, reason_of(error)))
             if failure is None:
@@ -183,3 +223,6 @@ class FailureLog:
             self.failed(action, failure)
         else:
             self.succeeded(action)
+        finally:
+            if gate is not None:
+                gate.leave(unreachable=unreachable)

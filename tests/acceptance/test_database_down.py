@@ -1,6 +1,6 @@
-"""A real `dramatiq worker.actors` ticked every second while its database is not migrated or
-not there: one log line per failure and no traceback, nothing piling up in Redis, and the
-recovery said in one line once the database is migrated."""
+"""A real `dramatiq worker.actors` ticked every second while its database is not migrated, not
+there or silent: one log line per failure and no traceback, nothing piling up in Redis, and
+the recovery said in one line once the database is migrated."""
 
 from __future__ import annotations
 
@@ -22,11 +22,15 @@ from tests.acceptance.harness import (
     wait_until,
 )
 from tests.conftest import POSTGRES_URL
+from tests.support.servers.silent import SilentServer
 from worker import migrate
+from worker.db import DatabaseTimeouts
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 TICKS = 10
+SILENT_TICKS = 30
+CONNECT_TIMEOUT = int(DatabaseTimeouts().connect)
 DEAD_KEYS = ("dramatiq:reminders.XQ", "dramatiq:reminders.XQ.msgs")
 
 
@@ -48,16 +52,16 @@ def ours(log: str) -> list[tuple[str, str | None]]:
 
 
 class QueueWatch:
-    """The Redis queue's length at each tick, and whether the broker holds anything."""
+    """The Redis queue's length, polled, and whether the broker holds anything."""
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url, socket_timeout=5)
-        self.lengths: list[int] = []
+        self.at_tick: dict[int, int] = {}  # the longest seen after each tick sent
 
-    def sample(self) -> bool:
+    def sample(self, tick: int = -1) -> bool:
         """Note the queue's length; True once nothing waits or is in flight."""
         length = int(self.client.llen("dramatiq:reminders"))
-        self.lengths.append(length)
+        self.at_tick[tick] = max(length, self.at_tick.get(tick, 0))
         return length == 0 and self.client.hlen("dramatiq:reminders.msgs") == 0
 
     def dead(self) -> int:
@@ -65,9 +69,11 @@ class QueueWatch:
         return int(self.client.zcard(DEAD_KEYS[0])) + int(self.client.hlen(DEAD_KEYS[1]))
 
 
-def tick_while_down(env: dict[str, str], redis_server: RedisServer, procs: Procs) -> str:
-    """Run a worker through `TICKS` ticks a second apart and return its log once the broker
-    is empty again; the queue must never hold more than two ticks' messages."""
+def tick_while_down(
+    env: dict[str, str], redis_server: RedisServer, procs: Procs, *, ticks: int = TICKS
+) -> tuple[str, dict[int, int]]:
+    """Run a worker through ``ticks`` ticks a second apart; return its log once the broker is
+    empty again, and the longest queue seen after each tick."""
     worker = procs.dramatiq(env)
     wait_until(lambda: worker.logged("ready for action"), "the worker up", alive=[worker])
     watch = QueueWatch(redis_server.url)
@@ -75,16 +81,17 @@ def tick_while_down(env: dict[str, str], redis_server: RedisServer, procs: Procs
     with Ticker(redis_server.url) as ticker:
 
         def ticked() -> bool:
-            watch.sample()
-            return ticker.sent >= TICKS
+            watch.sample(ticker.sent)
+            return ticker.sent >= ticks
 
-        wait_until(ticked, f"{TICKS} ticks", alive=[worker])
+        wait_until(ticked, f"{ticks} ticks", alive=[worker])
     wait_until(watch.sample, "every tick consumed", alive=[worker])
-    assert max(watch.lengths) <= 4, watch.lengths
     assert watch.dead() == 0, "failed ticks were kept as dead messages"
     log = worker.log(tail=0)[before:]
+    queue = {tick: length for tick, length in watch.at_tick.items() if tick >= 0}
     print(f"\n{ticker.sent} ticks: {len(log.encode())} bytes, {len(log.splitlines())} lines")
-    return log
+    print(f"longest queue after each tick: {list(queue.values())}")
+    return log, queue
 
 
 def assert_one_line_per_failure(log: str, kind: str) -> None:
@@ -103,7 +110,8 @@ def test_an_unmigrated_database_logs_one_line_per_failure_then_its_recovery(
     """Ticks on a database without the tables: one line each for scan and relay naming the
     missing table and the fix; once migrated, one line each saying they recovered."""
     url, engine = empty_database
-    log = tick_while_down(service_env(url, private_redis.url), private_redis, procs)
+    log, queue = tick_while_down(service_env(url, private_redis.url), private_redis, procs)
+    assert max(queue.values()) <= 4, queue  # two ticks' messages at most
     assert_one_line_per_failure(log, "not_migrated")
     reasons = [e["reason"] for e in events(log) if e["event"].endswith("_failed")]
     assert all("does not exist" in r and "reminders migrate" in r for r in reasons), reasons
@@ -125,6 +133,30 @@ def test_an_unreachable_database_logs_one_line_per_failure(
 ) -> None:
     """Ticks while nothing listens on the database's port: one line each, no traceback."""
     url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/reminders"
-    log = tick_while_down(service_env(url, private_redis.url), private_redis, procs)
+    log, queue = tick_while_down(service_env(url, private_redis.url), private_redis, procs)
+    assert max(queue.values()) <= 4, queue
     assert_one_line_per_failure(log, "unreachable")
     assert all("Connection refused" in e["reason"] for e in events(log) if "reason" in e)
+
+
+def test_a_silent_database_holds_one_worker_thread_and_nothing_piles_up(
+    private_redis: RedisServer, procs: Procs
+) -> None:
+    """A database that accepts connections and never answers: each attempt waits for the
+    connect timeout, but once one has failed only one at a time does, so the other thread
+    keeps acknowledging the ticks: the queue that grew during the first timeout drains while
+    the ticks go on. Each failing action says so once."""
+    silent = SilentServer()
+    try:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{silent.port}/reminders"
+        env = service_env(url, private_redis.url)
+        log, queue = tick_while_down(env, private_redis, procs, ticks=SILENT_TICKS)
+    finally:
+        silent.stop()
+    # The first attempts of both actors wait out one connect timeout side by side.
+    assert max(queue.values()) <= 2 * (CONNECT_TIMEOUT + 3), queue
+    assert max(queue[tick] for tick in range(SILENT_TICKS - 5, SILENT_TICKS + 1)) <= 4, queue
+    assert "Traceback" not in log
+    found = ours(log)
+    assert found and set(found) <= {("scan_failed", "unreachable"), ("relay_failed", "unreachable")}
+    assert len(found) == len(set(found)), log

@@ -12,7 +12,14 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from worker.errors import DatabaseNotReady
-from worker.outages import MAX_REASON, Failure, FailureKind, FailureLog, database_failure
+from worker.outages import (
+    MAX_REASON,
+    Failure,
+    FailureKind,
+    FailureLog,
+    OutageGate,
+    database_failure,
+)
 
 UNREACHABLE = Failure(FailureKind.UNREACHABLE, "OperationalError: connection refused")
 MISSING = Failure(FailureKind.NOT_MIGRATED, "UndefinedTable: relation tasks does not exist")
@@ -161,3 +168,35 @@ def test_the_guard_swallows_database_failures_only() -> None:
     assert [failure.kind for failure in seen] == ["unreachable", "error"]
     assert seen[1].reason == "ValueError: a bug"
     assert [event for _, event, _ in lines.lines] == ["relay_failed", "relay_recovered"]
+
+
+def test_while_unreachable_one_attempt_at_a_time() -> None:
+    """After an attempt that could not reach the database, another starts only when none is
+    under way; a success lets attempts run side by side again."""
+    gate = OutageGate()
+    assert gate.enter() and gate.enter()  # reachable: attempts side by side
+    gate.leave(unreachable=False)
+    gate.leave(unreachable=True)
+    assert gate.enter()  # none under way: this one tries
+    assert not gate.enter()  # while it is under way
+    gate.leave(unreachable=True)
+    assert gate.enter()
+    gate.leave(unreachable=False)
+    assert gate.enter() and gate.enter()
+
+
+def test_the_guard_skips_the_block_the_gate_holds_back() -> None:
+    """A message the gate holds back while another attempt is under way runs nothing and logs
+    nothing: the lines are the failure and the recovery of the attempts that ran."""
+    lines = Lines()
+    failures, gate = FailureLog(lines), OutageGate()
+    ran: list[bool] = []
+    with failures.guard("scan", gate=gate) as admitted:
+        ran.append(admitted)
+        raise wrapped(psycopg.OperationalError("connection timeout expired"))
+    with failures.guard("scan", gate=gate) as probe:  # the attempt under way...
+        with failures.guard("relay", gate=gate) as admitted:  # ...holds this one back
+            ran.append(admitted)
+        ran.append(probe)
+    assert ran == [True, False, True]
+    assert [event for _, event, _ in lines.lines] == ["scan_failed", "scan_recovered"]

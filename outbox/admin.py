@@ -51,6 +51,12 @@ def count_by_status(session: Session) -> dict[str, int]:
     return counts
 
 
+def count_with_status(session: Session, status: Status) -> int:
+    """How many rows have ``status``."""
+    stmt = select(func.count()).select_from(OutboxRow).where(OutboxRow.status == status)
+    return int(session.execute(stmt).scalar_one())
+
+
 def oldest_waiting(session: Session, now: datetime) -> timedelta | None:
     """Age of the oldest pending or failed row, or None when no row is waiting.
 

@@ -137,11 +137,12 @@ class Relay:
         now = self.clock.now()
         try:
             round_ = self._begin(batch, sent, now, claiming=claiming, recheck=True)
-        except Exception:
-            # One row the domain cannot re-check must not hold back the others.
-            self.log.warning("recheck_failed", rows=len(batch.waiting), exc_info=True)
-            # Without the re-check, a failure is the database's own: let it raise.
+        except Exception as error:
+            # Without the re-check, a failure is the database's own: let it raise, with no
+            # warning about a re-check that may never have run.
             round_ = self._begin(batch, sent, now, claiming=claiming, recheck=False)
+            # One row the domain cannot re-check must not hold back the others.
+            self.log.warning("recheck_failed", rows=len(batch.waiting), exc_info=error)
             batch.unrecorded = self._recheck_one_by_one(round_)
         self._report(report, round_.attempts)
         settled = {c.id for c in round_.group} - {c.id for c, _ in round_.ready}

@@ -3,7 +3,9 @@
 Importing this module builds the broker from the environment (``dramatiq worker.actors``
 and ``periodiq worker.actors`` find it here). Messages carry no data: they are wake-up
 calls, and the database says what is due. Dramatiq's own retries are off: an outbox row
-counts its attempts itself, and a lost tick is made good by the next one.
+counts its attempts itself, and a lost tick is made good by the next one. For the same
+reason a database that is unreachable or not migrated fails a message quietly: one log line
+(`worker.outages`), no traceback, and no dead message left in the broker for each tick.
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ from outbox.masking import one_line
 from outbox.relay import Attempt
 from outbox.store import earliest_due
 from worker.bootstrap import Services, bootstrap, check_mapping
+from worker.coalesce import Coalescer, Timing
 from worker.embedded import next_tick
 from worker.errors import ConfigError, DatabaseNotReady
 from worker.logs import configure_logging
 from worker.metrics import service_metrics
+from worker.outages import Failure, FailureKind, FailureLog, OutageGate, reason_of
 from worker.queues import QUEUE, SCAN_ACTOR
+from worker.reminders.heartbeat import record_failure, record_unremindable
+from worker.reminders.unremindable import count_unremindable, some_unremindable
 from worker.seams import NO_SEAMS, Seams
 from worker.settings import Settings, load_settings
 
@@ -37,6 +43,13 @@ RELAY_BUDGET = timedelta(seconds=45)
 TIME_LIMIT_MS = 10 * 60 * 1000
 #: A row due now but held by another relay is looked at again this much later, not at once.
 MIN_WAKE_UP_SECONDS = 1.0
+#: How many of the tasks that cannot be reminded the log line names.
+UNREMINDABLE_SHOWN = 10
+#: The scan requests that come while a scan runs share one more (`worker.coalesce`): it
+#: starts once they have been quiet for ``settle``, at most ``longest_wait`` after the first.
+SCAN_TIMING = Timing(
+    settle=timedelta(milliseconds=250), longest_wait=timedelta(seconds=2), budget=RELAY_BUDGET
+)
 
 
 def _launcher() -> str:
@@ -95,6 +108,10 @@ broker = build_broker(SETTINGS, STOP, clock=_ProcessClock())
 dramatiq.set_broker(broker)
 
 
+FAILURES = FailureLog(log)
+OUTAGE = OutageGate()
+SCANS = Coalescer(SCAN_TIMING, STOP)
+
 _built: list[Services] = []
 _building = threading.Lock()
 _seams: list[Seams] = [NO_SEAMS]
@@ -130,11 +147,41 @@ def services() -> Services:
     time_limit=TIME_LIMIT_MS,
 )
 def scan_due_tasks() -> None:
-    """Queue reminders for every task due within the lookahead, then wake the relay."""
-    built = services()
-    result = built.scan()
+    """Queue reminders for every task due within the lookahead, then wake the relay.
+
+    A request that comes while this process scans is served by the next scan it runs.
+    """
+    SCANS.request(_scan_once, hand_over=_hand_over_scan)
+
+
+def _scan_once(requests: int) -> None:
+    started: list[datetime] = []
+
+    def failed(failure: Failure) -> None:
+        service_metrics().observe_failure("scan", failure.kind)
+        # For `reminders health`; writing to a database out of reach would only wait again.
+        if started and failure.kind != FailureKind.UNREACHABLE:
+            record_failure(services().session_factory, started[0], failure.reason)
+
+    with FAILURES.guard("scan", on_failure=failed, gate=OUTAGE) as admitted:
+        if admitted:
+            built = services()
+            started.append(built.clock.now())
+            _scan(built, started[0], requests)
+
+
+def _hand_over_scan() -> None:
+    try:
+        scan_due_tasks.send()
+    except Exception as error:  # the broker is down: the next tick does the work
+        log.warning("scan_hand_over_failed", reason=reason_of(error))
+
+
+def _scan(built: Services, now: datetime, requests: int) -> None:
+    result = built.scan(now)
     log.info(
         "scan",
+        requests=requests,
         queued=result.queued,
         marked=result.marked,
         superseded=result.superseded,
@@ -147,8 +194,44 @@ def scan_due_tasks() -> None:
     if result.queued:
         relay_outbox.send()
     with built.session_factory() as session:
-        now = built.clock.now()
-        metrics.observe_outbox(count_by_status(session), oldest_waiting(session, now))
+        metrics.observe_outbox(count_by_status(session), oldest_waiting(session, built.clock.now()))
+    _observe_unremindable(built, now)
+
+
+def _observe_unremindable(built: Services, now: datetime) -> None:
+    """Count the tasks in the scan's window that cannot be reminded; log a change once."""
+    lookahead = built.settings.lookahead
+    with built.session_factory.begin() as session:
+        needs_address = built.settings.channel == "smtp"
+        found = count_unremindable(
+            session, now, lookahead, host=built.host, needs_address=needs_address
+        )
+        change = record_unremindable(session, found.total)
+        shown = change is not None and found.total > 0
+        ids = (
+            some_unremindable(
+                session,
+                now,
+                lookahead,
+                limit=UNREMINDABLE_SHOWN,
+                host=built.host,
+                needs_address=needs_address,
+            )
+            if shown
+            else []
+        )
+    service_metrics().observe_unremindable(found)
+    if change is None or (change.before is None and not found.total):
+        return
+    say = log.warning if found.total else log.info
+    say(
+        "unremindable_tasks",
+        tasks=found.total,
+        missing_owner=found.missing_owner,
+        no_address=found.no_address,
+        before=change.before,
+        task_ids=ids,
+    )
 
 
 @dramatiq.actor(
@@ -156,7 +239,16 @@ def scan_due_tasks() -> None:
 )
 def relay_outbox() -> None:
     """Deliver due outbox rows; the schedule makes this a sweep even if wake-ups are lost."""
-    built = services()
+
+    def failed(failure: Failure) -> None:
+        service_metrics().observe_failure("relay", failure.kind)
+
+    with FAILURES.guard("relay", on_failure=failed, gate=OUTAGE) as admitted:
+        if admitted:
+            _relay(services())
+
+
+def _relay(built: Services) -> None:
     channel = built.settings.channel
     lookahead = built.settings.lookahead
 

@@ -22,6 +22,7 @@ from dramatiq.middleware.prometheus import Prometheus
 
 from outbox.relay import Attempt, AttemptOutcome
 from worker.reminders.scan import ScanResult
+from worker.reminders.unremindable import Unremindable
 
 LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 
@@ -67,6 +68,21 @@ class ServiceMetrics:
             multiprocess_mode="mostrecent",
             registry=reg,
         )
+        self.unremindable = Gauge(
+            "reminders_unremindable_tasks",
+            "Tasks due within the lookahead that cannot be reminded, by reason (missing_owner, "
+            "no_address), as of the last scan.",
+            ["reason"],
+            multiprocess_mode="mostrecent",
+            registry=reg,
+        )
+        self.failures = Counter(
+            "reminders_failures",
+            "Scans and relay runs that failed, by action and kind (unreachable, "
+            "not_migrated, error).",
+            ["action", "kind"],
+            registry=reg,
+        )
         self.clock_offset = Gauge(
             "reminders_clock_offset_seconds",
             "How far the database server's clock is ahead of this host's (negative: behind), "
@@ -105,6 +121,15 @@ class ServiceMetrics:
         if attempt.created_at is not None:
             became_due = max(became_due, attempt.created_at)
         self.latency.observe(max((now - became_due).total_seconds(), 0.0))
+
+    def observe_unremindable(self, found: Unremindable) -> None:
+        """Publish the count of tasks that cannot be reminded, by reason."""
+        self.unremindable.labels(reason="missing_owner").set(found.missing_owner)
+        self.unremindable.labels(reason="no_address").set(found.no_address)
+
+    def observe_failure(self, action: str, kind: str) -> None:
+        """Count one failed scan or relay run."""
+        self.failures.labels(action=action, kind=kind).inc()
 
     def observe_clock_offset(self, offset: timedelta) -> None:
         """Publish this process's last measured offset to the database server's clock."""

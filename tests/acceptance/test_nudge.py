@@ -3,6 +3,7 @@ scheduler running, and a task the host commits is mailed within seconds."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from datetime import datetime, timedelta
@@ -12,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from tests.acceptance.deployment import Deployment
-from tests.acceptance.harness import SmtpReceiver, utc_now
+from tests.acceptance.harness import SmtpReceiver, utc_now, wait_until
 from worker import api
 from worker.reminders.keys import reminder_key
 from worker.reminders.schema import Task
@@ -56,3 +57,35 @@ def test_a_task_committed_with_a_nudge_is_mailed_without_any_scheduler(
 
     assert worker.terminate() == 0, worker.log()
     assert smtp.received() == Counter({first: 1, second: 1})
+
+
+BURST = 500
+
+
+def test_a_burst_of_nudges_queued_while_no_worker_runs_costs_a_few_scans(
+    deployment: Deployment, smtp: SmtpReceiver
+) -> None:
+    """Nudges sent while the workers are down all wait in Redis; the worker that starts then
+    serves every one of them with at most three scans, and the task is mailed once."""
+    deployment.add_users([(1, "ada@example.com", "UTC", True)])
+    api.configure(load_settings(broker_url=deployment.redis.url))
+    now = utc_now()
+    host_commits_task(deployment.db, 1, now + HOUR)
+    for _ in range(BURST - 1):
+        api.nudge()
+
+    worker = deployment.procs.dramatiq(deployment.env(smtp))
+
+    def scans() -> list[dict[str, object]]:
+        lines = [json.loads(x) for x in worker.log(tail=0).splitlines() if x.startswith("{")]
+        return [line for line in lines if line["event"] == "scan"]
+
+    def served() -> int:
+        return sum(int(str(scan["requests"])) for scan in scans())
+
+    wait_until(lambda: served() >= BURST, f"{BURST} nudges served", alive=[worker])
+    deployment.wait_settled({reminder_key(1, now + HOUR)}, "the task mailed", alive=[worker])
+    print(f"\n{BURST} nudges: {len(scans())} scans, requests {[s['requests'] for s in scans()]}")
+    assert served() == BURST and len(scans()) <= 3
+    assert worker.terminate() == 0, worker.log()
+    assert smtp.received() == Counter({reminder_key(1, now + HOUR): 1})

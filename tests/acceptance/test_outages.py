@@ -92,12 +92,12 @@ def test_postgres_restarted_mid_run_delays_and_repeats_only_the_unrecorded_key(
         private_postgres.stop("fast")  # the database goes away while the message is on the wire
         webhook.release.set()  # the receiver accepts it; the relay cannot record that
         wait_until(
-            lambda: worker.logged(r"Failed to process message relay_outbox"),
+            lambda: worker.logged(r'"event": "relay_failed"'),
             "the relay to fail on the lost database", alive=[worker],
         )  # fmt: skip
         with deployment.ticker():
             wait_until(
-                lambda: worker.logged(r"Failed to process message scan_due_tasks"),
+                lambda: worker.logged(r'"event": "scan_failed"'),
                 "a scheduled scan to fail while the database is down", alive=[worker],
             )  # fmt: skip
             private_postgres.start()

@@ -89,8 +89,8 @@ def idle(port: int) -> bool:
 
 
 def failures(worker: Proc) -> int:
-    """How many actor runs the worker reported as failed so far."""
-    return len(re.findall(r"Failed to process message", worker.log(tail=0)))
+    """How many lines the worker logged of actor runs that failed (one per run of failures)."""
+    return len(re.findall(r'"event": "(?:scan|relay)_failed"', worker.log(tail=0)))
 
 
 # Silent: connections that stop answering and are never closed. Reset: every connection

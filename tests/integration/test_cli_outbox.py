@@ -211,8 +211,11 @@ def test_every_json_output_is_one_document(engine: Engine, url: str, tmp_path: P
     row = as_json(run(url, "outbox", "show", str(ids["delivered"]), "--json", cwd=tmp_path))
     assert {"lease_owner", "lease_token", "replayed_at", "replayed_by", "replay_count"} <= set(row)
     assert row["delivered_at"].endswith("+00:00")
-    health = as_json(run(url, "health", "--json", cwd=tmp_path))
+    health = as_json(run(url, "health", "--json", "--allow-dead", cwd=tmp_path))
     assert health["healthy"] is True and health["problems"] == []
+    assert (health["dead_rows"], health["allow_dead"]) == (1, True)
+    assert "1 dead row(s)" in one_line(run(url, "health", cwd=tmp_path))
+    assert health["last_scan_at"].endswith("+00:00") and health["last_scan_failed"] is False
     replay = as_json(run(url, "outbox", "replay", str(ids["dead"]), "--json", cwd=tmp_path))
     assert replay["replayed"] == [ids["dead"]]
 
@@ -343,11 +346,13 @@ def test_health_fails_on_an_old_pending_row(engine: Engine, url: str, tmp_path: 
     result = run(url, "health", cwd=tmp_path)
     assert result.returncode == 1
     assert "waited 2h" in one_line(result) and "limit 15m" in one_line(result)
-    assert run(url, "health", "--max-pending-age", "3h", cwd=tmp_path).returncode == 0
+    limits = ("--max-pending-age", "3h", "--max-scan-age", "3h")
+    assert run(url, "health", *limits, cwd=tmp_path).returncode == 0
 
 
 def test_health_pings_the_broker(sqlite_engine: Engine, redis_url: str, tmp_path: Path) -> None:
     """With REMINDERS_BROKER_URL set, health passes only when the broker answers."""
+    make_services(sqlite_engine, ManualClock(datetime.now(UTC)), RecordingChannel()).scan()
     url = str(sqlite_engine.url)
     ok = run(url, "health", cwd=tmp_path, REMINDERS_BROKER_URL=redis_url)
     assert ok.returncode == 0, ok.stderr

@@ -244,3 +244,149 @@ def test_the_schedule_is_utc_whatever_the_host_time_zone(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0.0", "UTC"]
+
+
+# Sends scan and relay five times each through a real Worker on the StubBroker, then prints
+# how many messages ended in the dead-letter queue.
+TICKS_ON_A_BROKEN_DATABASE = """
+import json
+import dramatiq
+from worker import actors
+
+actors.broker.emit_after("process_boot")
+worker = dramatiq.Worker(actors.broker, worker_threads=1)
+worker.start()
+try:
+    for _ in range(5):
+        actors.scan_due_tasks.send()
+        actors.relay_outbox.send()
+        actors.broker.join(actors.QUEUE, timeout=30_000)
+        worker.join()
+finally:
+    worker.stop()
+print("REPORT " + json.dumps({"dead": len(actors.broker.dead_letters)}))
+"""
+
+
+def test_ticks_on_an_unmigrated_database_log_one_line_per_action(tmp_path: Path) -> None:
+    """Five ticks on a database without the schema: one `scan_failed` and one `relay_failed`
+    line naming the missing table, no traceback, and no message left dead."""
+    url = f"sqlite:///{tmp_path}/empty.db"
+    engine = make_engine(url)
+    with engine.begin() as connection:  # a database, but none of the service's tables
+        connection.exec_driver_sql("CREATE TABLE unrelated (id INTEGER)")
+    engine.dispose()
+
+    done = run(
+        [sys.executable, "-c", TICKS_ON_A_BROKEN_DATABASE],
+        child_env(REMINDERS_DATABASE_URL=url, REMINDERS_BROKER_URL=""),
+        tmp_path,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    ours = [event for event in events if event["logger"] == "worker.actors"]
+    assert sorted(event["event"] for event in ours) == ["relay_failed", "scan_failed"]
+    for event in ours:
+        assert event["kind"] == "not_migrated", event
+        assert "no such table" in event["reason"] and "reminders migrate" in event["reason"]
+    assert not [event for event in events if event["level"] in ("warning", "error")][2:]
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("REPORT ")]
+    assert json.loads(line.removeprefix("REPORT ")) == {"dead": 0}
+
+
+# One tick through a real Worker on the StubBroker.
+ONE_TICK = """
+import dramatiq
+from worker import actors
+
+actors.broker.emit_after("process_boot")
+worker = dramatiq.Worker(actors.broker, worker_threads=1)
+worker.start()
+try:
+    actors.scan_due_tasks.send()
+    actors.broker.join(actors.QUEUE, timeout=30_000)
+    worker.join()
+finally:
+    worker.stop()
+"""
+
+
+def test_a_failed_scan_is_recorded_and_health_names_it_until_one_succeeds(
+    tmp_path: Path,
+) -> None:
+    """A scan that fails on a reachable database (its due column renamed away) leaves its
+    reason on the heartbeat: `reminders health` exits 1 naming it, until a scan succeeds."""
+    url = f"sqlite:///{tmp_path}/reminders.db"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    env = child_env(REMINDERS_DATABASE_URL=url, REMINDERS_BROKER_URL="")
+    health = [str(DRAMATIQ.with_name("reminders")), "health"]
+
+    def tick() -> None:
+        done = run([sys.executable, "-c", ONE_TICK], env, tmp_path)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+    def rename(old: str, new: str) -> None:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"ALTER TABLE tasks RENAME COLUMN {old} TO {new}")
+
+    tick()
+    assert run(health, env, tmp_path).returncode == 0
+    rename("due_date", "deadline")
+    tick()
+    unhealthy = run(health, env, tmp_path)
+    assert unhealthy.returncode == 1
+    assert "the last scan failed" in unhealthy.stderr
+    assert "no such column" in unhealthy.stderr and len(unhealthy.stderr.splitlines()) == 1
+    rename("deadline", "due_date")
+    tick()
+    assert run(health, env, tmp_path).returncode == 0
+    engine.dispose()
+
+
+# Three ticks through a real Worker on the StubBroker.
+THREE_TICKS = ONE_TICK.replace(
+    "    actors.scan_due_tasks.send()\n"
+    "    actors.broker.join(actors.QUEUE, timeout=30_000)\n"
+    "    worker.join()\n",
+    "    for _ in range(3):\n"
+    "        actors.scan_due_tasks.send()\n"
+    "        actors.broker.join(actors.QUEUE, timeout=30_000)\n"
+    "        worker.join()\n",
+)
+
+
+def test_tasks_that_cannot_be_reminded_are_logged_once(tmp_path: Path) -> None:
+    """Three scans find the same task whose owner has no address: one `unremindable_tasks`
+    line names it; once the owner has an address, one line says none is left."""
+    url = f"sqlite:///{tmp_path}/reminders.db"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    services = make_services(engine, ManualClock(), RecordingChannel())
+    add_user(services, 1)
+    add_task(services, 7, 1, datetime.now(UTC) + timedelta(hours=2))
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE users SET email = ' ' WHERE id = 1")
+    env = child_env(REMINDERS_DATABASE_URL=url, REMINDERS_BROKER_URL="")
+
+    def lines() -> list[dict[str, object]]:
+        done = run([sys.executable, "-c", THREE_TICKS], env, tmp_path)
+        assert done.returncode == 0, done.stderr
+        found = [json.loads(x) for x in done.stderr.splitlines() if x.startswith("{")]
+        return [line for line in found if line["event"] == "unremindable_tasks"]
+
+    (first,) = lines()
+    assert (first["tasks"], first["no_address"], first["task_ids"], first["level"]) == (
+        1,
+        1,
+        [7],
+        "warning",
+    )
+    assert lines() == []  # the same count on later scans, in another process too
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE users SET email = 'ada@example.com' WHERE id = 1")
+    (fixed,) = lines()
+    assert (fixed["tasks"], fixed["before"], fixed["level"]) == (0, 1, "info")
+    engine.dispose()

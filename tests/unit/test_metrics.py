@@ -10,6 +10,7 @@ from outbox.relay import Attempt, AttemptOutcome
 from tests.support.clock import T0
 from worker.metrics import ServiceMetrics
 from worker.reminders.scan import ScanResult
+from worker.reminders.unremindable import Unremindable
 
 
 def test_scan_and_delivery_metrics_count_what_happened() -> None:
@@ -60,3 +61,19 @@ def test_a_channel_exports_every_outcome_at_zero_before_any_attempt() -> None:
     for outcome in AttemptOutcome:
         labels = {"channel": "webhook", "outcome": outcome}
         assert registry.get_sample_value("reminders_deliveries_total", labels) == 0
+
+
+def test_unremindable_tasks_and_failures_are_published() -> None:
+    """Tasks that cannot be reminded are a gauge by reason; failed actions a counter by kind."""
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    metrics.observe_unremindable(Unremindable(missing_owner=2, no_address=1))
+    metrics.observe_unremindable(Unremindable(missing_owner=1, no_address=0))
+    metrics.observe_failure("scan", "unreachable")
+    metrics.observe_failure("scan", "unreachable")
+    metrics.observe_failure("relay", "not_migrated")
+    value = registry.get_sample_value
+    assert value("reminders_unremindable_tasks", {"reason": "missing_owner"}) == 1
+    assert value("reminders_unremindable_tasks", {"reason": "no_address"}) == 0
+    assert value("reminders_failures_total", {"action": "scan", "kind": "unreachable"}) == 2
+    assert value("reminders_failures_total", {"action": "relay", "kind": "not_migrated"}) == 1

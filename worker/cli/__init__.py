@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from worker.cli import health, outbox, service
+from worker.cli import health, outbox, service, status
 from worker.cli.common import fail, first_line
 from worker.errors import ConfigError, ReminderError, UsageError
 from worker.logs import configure_logging
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 # The order of registration is the order `reminders --help` lists the commands in.
 service.register(app)
+status.register(app)
 health.register(app)
 outbox.register(app)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, NoReturn
 
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from outbox.masking import one_line
+from outbox.server_clock import Offset
 from worker import migrate as migrations
 from worker.bootstrap import Services, bootstrap, database_timeouts
 from worker.db import make_engine
@@ -119,3 +121,48 @@ def skew(offset_seconds: float) -> str:
 def plain(value: str) -> Text:
     """Data as shown text: no rich markup, no control characters (errors are hostile)."""
     return Text(one_line(value))
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """This process's clock against the database's, and the one the last scan recorded."""
+
+    mine: Offset | None
+    scanner_ms: float | None  # the heartbeat's: the database's lead over the scanning host
+    limit: timedelta  # REMINDERS_MAX_CLOCK_OFFSET
+
+    @property
+    def scanner(self) -> float | None:
+        """The last scanning host's offset in seconds."""
+        return None if self.scanner_ms is None else self.scanner_ms / 1000
+
+    def fields(self) -> dict[str, float | None]:
+        """The offsets in the JSON documents' form (seconds; positive: the database ahead)."""
+        mine = self.mine
+        return {
+            "clock_offset_seconds": None if mine is None else mine.offset.total_seconds(),
+            "clock_offset_error_seconds": None if mine is None else mine.error.total_seconds(),
+            "last_scan_clock_offset_seconds": self.scanner,
+            "max_clock_offset_seconds": self.limit.total_seconds(),
+        }
+
+    def warnings(self) -> list[str]:
+        """One line per clock further from the database's than the limit."""
+        mine = None if self.mine is None else self.mine.offset.total_seconds()
+        limit = self.limit.total_seconds()
+        return [
+            f"{who} clock is {skew(seconds)} (more than REMINDERS_MAX_CLOCK_OFFSET, "
+            f"{limit:g} s): time is corrected for it, but check the host's NTP"
+            for who, seconds in (("this host's", mine), ("the last scanning host's", self.scanner))
+            if seconds is not None and abs(seconds) > limit
+        ]
+
+    def line(self) -> str:
+        """Both clocks in one line of text."""
+        if self.mine is None:
+            mine = "not measured"
+        else:
+            error = self.mine.error.total_seconds() * 1000
+            mine = f"{skew(self.mine.offset.total_seconds())} (± {error:.1f} ms)"
+        theirs = "not recorded" if self.scanner is None else skew(self.scanner)
+        return f"clock: this host's is {mine}; the last scanning host's was {theirs}"

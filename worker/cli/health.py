@@ -1,91 +1,43 @@
-"""``reminders status`` and ``reminders health``: how the outbox and its scan are doing."""
+"""``reminders health``: whether the service works, as a container health check asks.
+
+Each check of a reachable, migrated database is a function in `CHECKS`, given the services
+and what `read` found; it names the problem it sees in one line, or returns None.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
-from rich.table import Table
-from sqlalchemy import select
+from periodiq import CronSpec
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from outbox import admin
+from outbox.masking import one_line
 from outbox.server_clock import Offset
+from outbox.table import Status
+from worker.bootstrap import Services
 from worker.cli import common
 from worker.cli.common import JsonOption
 from worker.errors import DatabaseNotReady
-from worker.reminders.schema import ScanHeartbeat
+from worker.reminders.heartbeat import Heartbeat, read_heartbeat
+
+#: The last scan is too old once this many ticks of the schedule passed without another...
+SCHEDULE_TICKS = 3
+#: ... and this long after the last of them, the time a tick has to be processed before a
+#: worker drops it (`worker.broker.SKIP_DELAY_SECONDS`).
+TICK_GRACE = timedelta(seconds=30)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``status`` and ``health`` to the ``reminders`` app."""
-    app.command()(status)
+    """Add ``health`` to the ``reminders`` app."""
     app.command()(health)
-
-
-def status(as_json: JsonOption = False) -> None:
-    """Rows per status, age of the oldest pending or failed row, time of the last scan, and
-    how far this host's clock and the last scanning host's are from the database's.
-
-    Reads REMINDERS_DATABASE_URL.
-
-    Exit 0 when done, 1 when the database is unreachable or not migrated.
-    """
-    services = common.ready_services()
-    now = services.clock.now()
-    with services.session_factory() as session:
-        counts = admin.count_by_status(session)
-        oldest = admin.oldest_waiting(session, now)
-        scan = session.get(ScanHeartbeat, 1)
-    scanner_ms = None if scan is None else scan.clock_offset_ms
-    clocks = _Clocks(services.clock_offset(), scanner_ms, services.settings.max_clock_offset)
-    if as_json:
-        last = (
-            None
-            if scan is None
-            else {
-                "at": common.iso(scan.scanned_at),
-                "queued": scan.queued,
-                "marked": scan.marked,
-                "duration_ms": scan.duration_ms,
-            }
-        )
-        common.print_json(
-            {
-                "now": common.iso(now),
-                "counts": counts,
-                "total": sum(counts.values()),
-                "oldest_waiting_seconds": common.seconds(oldest),
-                "last_scan": last,
-                **clocks.fields(),
-            }
-        )
-        return
-    table = Table("status", "rows", title="Outbox")
-    for name, count in counts.items():
-        table.add_row(name, str(count))
-    waited = "none waiting" if oldest is None else f"{common.human(oldest)} old"
-    last_scan = (
-        "never"
-        if scan is None
-        else (
-            f"{common.when(scan.scanned_at)} "
-            f"({common.human(max(now - scan.scanned_at, timedelta(0)))} ago), "
-            f"queued {scan.queued}, marked {scan.marked}"
-        )
-    )
-    common.out.print(
-        table,
-        f"oldest pending or failed row: {waited}",
-        f"last scan: {last_scan}",
-        clocks.line(),
-        sep="\n",
-    )
 
 
 def health(
@@ -98,60 +50,63 @@ def health(
     max_scan_age: Annotated[
         str | None,
         typer.Option(
-            help="Unhealthy when the last scan is older than this (e.g. 5m); unchecked if unset.",
+            help="Unhealthy when the last scan is older than this (e.g. 5m); "
+            "by default, when three ticks of REMINDERS_SCAN_SCHEDULE passed without one.",
+            show_default=False,
         ),
     ] = None,
+    allow_dead: Annotated[
+        bool, typer.Option("--allow-dead", help="Dead rows do not make the service unhealthy.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Exit 0 when the database is migrated, the broker answers and nothing waits too long.
+    """Exit 0 when the database is migrated, the last scan worked and is recent, no row is
+    dead, nothing waits too long and the broker answers.
 
-    Reads REMINDERS_DATABASE_URL and REMINDERS_BROKER_URL (checked only when set).
+    Reads REMINDERS_DATABASE_URL, REMINDERS_SCAN_SCHEDULE and REMINDERS_BROKER_URL (if set).
+
+    A scan is too old once three ticks of the schedule passed without another (--max-scan-age).
+
+    A database never scanned is unhealthy: give a health check a start period of a tick or two.
 
     The broker check is a redis PING, or an AMQP connection opened and closed (5 s timeout).
 
     Exit 1 with one line on stderr naming every problem; 2 for bad usage or configuration.
     """
-    threshold = common.duration("--max-pending-age", max_pending_age)
-    scan_limit = None if max_scan_age is None else common.duration("--max-scan-age", max_scan_age)
     settings = common.settings()
+    limits = Limits(
+        max_pending_age=common.duration("--max-pending-age", max_pending_age),
+        max_scan_age=None
+        if max_scan_age is None
+        else common.duration("--max-scan-age", max_scan_age),
+        schedule=settings.scan_cron,
+        schedule_text=settings.scan_schedule,
+        allow_dead=allow_dead,
+    )
     broker_url = settings.broker_url
     problems: list[str] = []
-    oldest: timedelta | None = None
-    last_scan: datetime | None = None
+    reading: Reading | None = None
     offset: Offset | None = None
-    scan_offset_ms: float | None = None
     try:
         services = common.ready_services()
-        with services.session_factory() as session:
-            oldest = admin.oldest_waiting(session, services.clock.now())
-            beat = session.execute(
-                select(ScanHeartbeat.scanned_at, ScanHeartbeat.clock_offset_ms)
-            ).first()
-        if beat is not None:
-            last_scan, scan_offset_ms = beat
+        reading = read(services)
         offset = services.clock_offset()
+        problems += [problem for check in CHECKS if (problem := check(services, reading, limits))]
     except DatabaseNotReady as error:
         problems.append(str(error))
     except DBAPIError as error:
         what = "unreachable" if isinstance(error, OperationalError) else "error"
         problems.append(f"database {what}: {common.first_line(error.orig)}")
-    if oldest is not None and oldest >= threshold:
-        problems.append(
-            f"the oldest pending row has waited {common.human(oldest)} "
-            f"(limit {common.human(threshold)})"
-        )
-    if scan_limit is not None and not problems:
-        now = services.clock.now()
-        if last_scan is None or now - last_scan >= scan_limit:
-            ago = "never" if last_scan is None else f"{common.human(now - last_scan)} ago"
-            problems.append(f"the last scan ran {ago} (limit {common.human(scan_limit)})")
     broker = "not configured (in-process broker)"
     if broker_url:
         broker = _where(broker_url)
         error_line = _ping_broker(broker_url)
         if error_line is not None:
             problems.append(f"broker {broker} unreachable: {error_line}")
-    clocks = _Clocks(offset, scan_offset_ms, settings.max_clock_offset)
+    beat = None if reading is None else reading.beat
+    clocks = common.Clocks(
+        offset, None if beat is None else beat.clock_offset_ms, settings.max_clock_offset
+    )
     warnings = clocks.warnings()
     if as_json:
         common.print_json(
@@ -160,19 +115,27 @@ def health(
                 "problems": problems,
                 "warnings": warnings,
                 "broker": broker,
-                "oldest_waiting_seconds": common.seconds(oldest),
-                "max_pending_age_seconds": threshold.total_seconds(),
-                "last_scan_at": None if last_scan is None else common.iso(last_scan),
+                **_fields(reading, limits),
                 **clocks.fields(),
             }
         )
     if problems:
         common.fail("unhealthy: " + "; ".join(problems))
     if not as_json:
-        waited = "nothing waiting" if oldest is None else f"oldest pending {common.human(oldest)}"
+        assert reading is not None  # no problem: the database was read
+        waited = (
+            "nothing waiting"
+            if reading.oldest is None
+            else f"oldest pending {common.human(reading.oldest)}"
+        )
+        last = (
+            ""
+            if beat is None
+            else f", last scan {common.human(max(reading.now - beat.scanned_at, timedelta(0)))} ago"
+        )
         common.out.print(
             f"healthy: database migrated, broker {broker}, {waited} "
-            f"(limit {common.human(threshold)})"
+            f"(limit {common.human(limits.max_pending_age)}){last}"
         )
         common.out.print(clocks.line())
         for warning in warnings:
@@ -180,48 +143,116 @@ def health(
 
 
 @dataclass(frozen=True)
-class _Clocks:
-    """This process's clock against the database's, and the one the last scan recorded."""
+class Limits:
+    """What ``health`` holds the service to."""
 
-    mine: Offset | None
-    scanner_ms: float | None  # the heartbeat's: the database's lead over the scanning host
-    limit: timedelta  # REMINDERS_MAX_CLOCK_OFFSET
+    max_pending_age: timedelta
+    max_scan_age: timedelta | None  # None: three ticks of the schedule
+    schedule: CronSpec
+    schedule_text: str
+    allow_dead: bool
 
-    @property
-    def scanner(self) -> float | None:
-        """The last scanning host's offset in seconds."""
-        return None if self.scanner_ms is None else self.scanner_ms / 1000
+    def scan_overdue_at(self, last_scan: datetime) -> datetime:
+        """When a scan at ``last_scan`` with none after it becomes too old."""
+        if self.max_scan_age is not None:
+            return last_scan + self.max_scan_age
+        from worker.embedded import next_tick  # imports the scheduler's libraries
 
-    def fields(self) -> dict[str, float | None]:
-        """The offsets in the JSON documents' form (seconds; positive: the database ahead)."""
-        mine = self.mine
-        return {
-            "clock_offset_seconds": None if mine is None else mine.offset.total_seconds(),
-            "clock_offset_error_seconds": None if mine is None else mine.error.total_seconds(),
-            "last_scan_clock_offset_seconds": self.scanner,
-            "max_clock_offset_seconds": self.limit.total_seconds(),
-        }
+        moment = last_scan
+        for _ in range(SCHEDULE_TICKS):
+            moment = next_tick(self.schedule, moment)
+        return moment + TICK_GRACE
 
-    def warnings(self) -> list[str]:
-        """One line per clock further from the database's than the limit."""
-        mine = None if self.mine is None else self.mine.offset.total_seconds()
-        limit = self.limit.total_seconds()
-        return [
-            f"{who} clock is {common.skew(seconds)} (more than REMINDERS_MAX_CLOCK_OFFSET, "
-            f"{limit:g} s): time is corrected for it, but check the host's NTP"
-            for who, seconds in (("this host's", mine), ("the last scanning host's", self.scanner))
-            if seconds is not None and abs(seconds) > limit
-        ]
+    def scan_limit(self) -> str:
+        """The scan-age limit in words."""
+        if self.max_scan_age is not None:
+            return f"limit {common.human(self.max_scan_age)}"
+        return f"{SCHEDULE_TICKS} ticks of {self.schedule_text!r} missed"
 
-    def line(self) -> str:
-        """Both clocks in one line of text."""
-        if self.mine is None:
-            mine = "not measured"
-        else:
-            error = self.mine.error.total_seconds() * 1000
-            mine = f"{common.skew(self.mine.offset.total_seconds())} (± {error:.1f} ms)"
-        theirs = "not recorded" if self.scanner is None else common.skew(self.scanner)
-        return f"clock: this host's is {mine}; the last scanning host's was {theirs}"
+
+@dataclass(frozen=True)
+class Reading:
+    """What ``health`` read from a reachable, migrated database."""
+
+    now: datetime  # on the database server's clock
+    oldest: timedelta | None  # the oldest pending or failed row's wait
+    dead: int
+    beat: Heartbeat | None  # None: no scan has succeeded yet
+
+
+def read(services: Services) -> Reading:
+    """Read what the checks judge, in one session."""
+    now = services.clock.now()
+    with services.session_factory() as session:
+        return Reading(
+            now=now,
+            oldest=admin.oldest_waiting(session, now),
+            dead=admin.count_with_status(session, Status.DEAD),
+            beat=read_heartbeat(session),
+        )
+
+
+#: A check of a reachable, migrated database: the problem it finds, in one line, or None.
+HealthCheck = Callable[[Services, Reading, Limits], str | None]
+
+
+def _pending_age(services: Services, reading: Reading, limits: Limits) -> str | None:
+    oldest, limit = reading.oldest, limits.max_pending_age
+    if oldest is None or oldest < limit:
+        return None
+    return f"the oldest pending row has waited {common.human(oldest)} (limit {common.human(limit)})"
+
+
+def _last_scan_failed(services: Services, reading: Reading, limits: Limits) -> str | None:
+    beat = reading.beat
+    if beat is None or not beat.failing or beat.failed_at is None:
+        return None
+    ago = common.human(max(reading.now - beat.failed_at, timedelta(0)))
+    return f"the last scan failed {ago} ago: {one_line(beat.failure or 'no reason recorded')}"
+
+
+def _scan_age(services: Services, reading: Reading, limits: Limits) -> str | None:
+    beat = reading.beat
+    if beat is None:
+        return "no scan has completed yet (see the scheduler, and the workers' log for why)"
+    if reading.now < limits.scan_overdue_at(beat.scanned_at):
+        return None
+    ago = common.human(max(reading.now - beat.scanned_at, timedelta(0)))
+    return f"the last scan ran {ago} ago ({limits.scan_limit()})"
+
+
+def _dead_rows(services: Services, reading: Reading, limits: Limits) -> str | None:
+    if not reading.dead or limits.allow_dead:
+        return None
+    return (
+        f"{reading.dead} dead row(s) (`reminders outbox list --status dead`; "
+        "--allow-dead to accept them)"
+    )
+
+
+#: The checks, in the order their problems are named; each sees the services (its engine,
+#: for a check that reads more) and the reading.
+CHECKS: list[HealthCheck] = [_pending_age, _last_scan_failed, _scan_age, _dead_rows]
+
+
+def _fields(reading: Reading | None, limits: Limits) -> dict[str, Any]:
+    """The JSON document's fields of what was read and the limits it was held to."""
+    beat = None if reading is None else reading.beat
+    failed_at = None if beat is None else beat.failed_at
+    return {
+        "oldest_waiting_seconds": None if reading is None else common.seconds(reading.oldest),
+        "max_pending_age_seconds": limits.max_pending_age.total_seconds(),
+        "last_scan_at": None if beat is None else common.iso(beat.scanned_at),
+        "last_scan_failed": None if beat is None else beat.failing,
+        "last_failed_scan_at": None if failed_at is None else common.iso(failed_at),
+        "last_scan_failure": None if beat is None else beat.failure,
+        "max_scan_age_seconds": common.seconds(limits.max_scan_age),
+        "scan_overdue_at": None
+        if beat is None
+        else common.iso(limits.scan_overdue_at(beat.scanned_at)),
+        "dead_rows": None if reading is None else reading.dead,
+        "allow_dead": limits.allow_dead,
+    }
 
 
 def _where(url: str) -> str:

@@ -1,7 +1,8 @@
 """The statements that decide who is due for a reminder and queue it: one set per dialect.
 
 A task is due for a reminder when it is `awaiting_reminder` (open, dated, not yet reminded for
-the due date it has now), due within (now, now + lookahead], and its owner wants reminders.
+the due date it has now), due within (now, now + lookahead], and its owner exists and wants
+reminders (tasks whose owner row is missing are counted by `worker.reminders.unremindable`).
 `due_queries` picks the set for a dialect once, at bootstrap: on PostgreSQL a batch is one
 statement; SQLite, which has no INSERT or UPDATE inside WITH, runs the same steps one by one.
 """

@@ -2,9 +2,10 @@
 
 The ORM classes are the reference schema's tables, for the demo and the tests that write
 into them as a host would. The rules (`task_open`, `owner_wants_reminders`,
-`awaiting_reminder`) are SQL expressions over the columns `TaskColumns` and `UserColumns`
-name, whatever tables a mapping gives them (`worker.reminders.host`), written once: the
-partial index, the scan's due query and the relay's re-check before each send all use them.
+`owner_has_address`, `awaiting_reminder`) are SQL expressions over the columns `TaskColumns`
+and `UserColumns` name, whatever tables a mapping gives them (`worker.reminders.host`),
+written once: the partial index, the scan's due query and the relay's re-check before each
+send all use them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    func,
     text,
 )
 from sqlalchemy.ext.compiler import compiles
@@ -72,7 +74,8 @@ class Task(Base):
 
 
 class ScanHeartbeat(Base):
-    """The last scan's time, counts and clock offset (one row), for ``status`` and ``health``."""
+    """The last scan's time, counts and clock offset, the last failed scan's time and reason,
+    and the count of tasks that cannot be reminded (one row), for ``status`` and ``health``."""
 
     __tablename__ = "reminder_scan_heartbeat"
 
@@ -83,6 +86,13 @@ class ScanHeartbeat(Base):
     duration_ms: Mapped[float]
     # How far the database's clock was ahead of the scanning host's (None: not measured).
     clock_offset_ms: Mapped[float | None]
+    # When the last failed scan started, and why it failed (None: none failed since the
+    # row was written); the scan is failing while this is later than ``scanned_at``.
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failure: Mapped[str | None] = mapped_column(Text)
+    # How many tasks the last scan found that cannot be reminded (None: not counted yet);
+    # the process that changes it logs the change, so that it is logged once.
+    unremindable: Mapped[int | None]
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,6 +145,11 @@ def owner_wants_reminders(users: UserColumns) -> ColumnElement[bool]:
 def due_instant(tasks: TaskColumns, users: UserColumns) -> ColumnElement[datetime]:
     """The moment the task is due for this recipient: the instant its reminder is keyed by."""
     return tasks.due_time.instant(tasks.due, users.timezone)
+
+
+def owner_has_address(users: UserColumns) -> ColumnElement[bool]:
+    """An owner with an address to send to: not NULL, not blank."""
+    return and_(users.email.is_not(None), func.trim(users.email) != "")
 
 
 def awaiting_reminder(tasks: TaskColumns) -> ColumnElement[bool]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.channels.base import Delivery, Message
@@ -118,7 +120,9 @@ def test_a_recheck_that_raises_holds_back_only_its_own_row(
     """A failing re-check is retried row by row: the others go out, the bad row is retried."""
     broken, *fine = add_rows(sessions, 1, 2, 3)
     notes.broken.add(1)
-    assert make_relay().relay_until_idle().counts == {"retry": 1, "delivered": 2}
+    with structlog.testing.capture_logs() as logged:
+        assert make_relay().relay_until_idle().counts == {"retry": 1, "delivered": 2}
+    assert [entry["event"] for entry in logged].count("recheck_failed") == 1
     assert [1, 2, 3] in notes.rechecked and [1] in notes.rechecked
     failed = row(sessions, broken)
     assert (failed.status, failed.last_error) == (
@@ -130,6 +134,19 @@ def test_a_recheck_that_raises_holds_back_only_its_own_row(
     clock.set(failed.available_at)
     assert make_relay().relay_until_idle().counts == {"delivered": 1}
     assert len(channel.sent) == 3
+
+
+def test_a_failing_database_is_raised_without_a_recheck_warning(
+    sessions: sessionmaker[Session], make_relay: MakeRelay, notes: Notes
+) -> None:
+    """When the claim itself fails, the database's error is raised and nothing is said of a
+    re-check that never ran (the caller logs the failure once)."""
+    add_rows(sessions, 1)
+    with sessions.begin() as session:
+        session.execute(text("DROP TABLE outbox"))
+    with structlog.testing.capture_logs() as logged, pytest.raises(DBAPIError):
+        make_relay().relay_until_idle()
+    assert logged == [] and notes.rechecked == []
 
 
 def test_stopping_gives_back_the_rows_not_attempted(

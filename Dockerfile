@@ -21,5 +21,5 @@ ENV TZ=UTC PYTHONUNBUFFERED=1 REMINDERS_DATABASE_URL=sqlite:////data/reminders.d
 # The health check docs/operations.md recommends: database reachable and migrated, broker (when
 # set) answering, no row waiting longer than 15 minutes. Connecting is bounded at 10 s.
 HEALTHCHECK --interval=30s --timeout=20s --start-period=1m --retries=3 \
-    CMD ["reminders", "health", "--max-pending-age", "15m"]
+    CMD ["reminders", "health", "--max-pending-age", "15m", "--allow-dead"]
 CMD ["reminders", "run"]

@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+from tests.conftest import HostDatabase
 from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
 from tests.support.db import make_services
@@ -106,3 +107,40 @@ def test_a_failed_scan_is_named_with_its_reason(engine: Engine, tmp_path: Path) 
 
     scan_at(engine, now + timedelta(seconds=1))
     assert run(engine, "health", cwd=tmp_path).returncode == 0
+
+
+def test_a_worker_container_can_leave_the_scan_age_to_the_scheduler(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """``--max-scan-age off``: never scanned, or scanned long ago, is not a problem there."""
+    assert run(engine, "health", "--max-scan-age", "off", cwd=tmp_path).returncode == 0
+    scan_at(engine, datetime.now(UTC) - timedelta(days=3))
+    found = document(run(engine, "health", "--max-scan-age", "off", "--json", cwd=tmp_path))
+    assert (found["healthy"], found["scan_age_checked"], found["scan_overdue_at"]) == (
+        True,
+        False,
+        None,
+    )
+
+
+def test_a_mapping_that_does_not_fit_makes_health_fail_naming_it(
+    host_database: HostDatabase, tmp_path: Path
+) -> None:
+    """A mapping that no longer fits the database: unhealthy (exit 1), the reason named."""
+    scan_at_mapped = make_services(
+        host_database.engine,
+        ManualClock(datetime.now(UTC)),
+        RecordingChannel(),
+        schema_file=host_database.schema_file,
+    )
+    scan_at_mapped.scan()
+    schema_file = host_database.schema_file or ""
+    ok = run(host_database.engine, "health", cwd=tmp_path, REMINDERS_SCHEMA_FILE=schema_file)
+    assert ok.returncode == 0, ok.stderr
+    table, title = ("todo_items", "name") if host_database.app.mapped else ("tasks", "title")
+    with host_database.engine.begin() as connection:
+        connection.execute(text(f"ALTER TABLE {table} RENAME COLUMN {title} TO heading"))
+    line = unhealthy(
+        run(host_database.engine, "health", cwd=tmp_path, REMINDERS_SCHEMA_FILE=schema_file)
+    )
+    assert f"column {table}.{title} not found" in line

@@ -27,9 +27,13 @@ from worker.cli import common
 from worker.cli.common import JsonOption
 from worker.errors import DatabaseNotReady
 from worker.reminders.heartbeat import Heartbeat, read_heartbeat
+from worker.reminders.host import MappingMismatch
+from worker.reminders.mapping import MappingError
 
 #: The last scan is too old once this many ticks of the schedule passed without another...
 SCHEDULE_TICKS = 3
+#: ``--max-scan-age`` that turns the scan-age check off.
+SCAN_AGE_OFF = "off"
 #: ... and this long after the last of them, the time a tick has to be processed before a
 #: worker drops it (`worker.broker.SKIP_DELAY_SECONDS`).
 TICK_GRACE = timedelta(seconds=30)
@@ -51,7 +55,8 @@ def health(
         str | None,
         typer.Option(
             help="Unhealthy when the last scan is older than this (e.g. 5m); "
-            "by default, when three ticks of REMINDERS_SCAN_SCHEDULE passed without one.",
+            "by default, when three ticks of REMINDERS_SCAN_SCHEDULE passed without one; "
+            "'off': not checked (a worker's container, whose scans the scheduler starts).",
             show_default=False,
         ),
     ] = None,
@@ -77,8 +82,9 @@ def health(
     limits = Limits(
         max_pending_age=common.duration("--max-pending-age", max_pending_age),
         max_scan_age=None
-        if max_scan_age is None
+        if max_scan_age is None or max_scan_age.strip().lower() == SCAN_AGE_OFF
         else common.duration("--max-scan-age", max_scan_age),
+        check_scan_age=max_scan_age is None or max_scan_age.strip().lower() != SCAN_AGE_OFF,
         schedule=settings.scan_cron,
         schedule_text=settings.scan_schedule,
         allow_dead=allow_dead,
@@ -92,7 +98,7 @@ def health(
         reading = read(services)
         offset = services.clock_offset()
         problems += [problem for check in CHECKS if (problem := check(services, reading, limits))]
-    except DatabaseNotReady as error:
+    except (DatabaseNotReady, MappingError, MappingMismatch) as error:
         problems.append(str(error))
     except DBAPIError as error:
         what = "unreachable" if isinstance(error, OperationalError) else "error"
@@ -151,6 +157,7 @@ class Limits:
     schedule: CronSpec
     schedule_text: str
     allow_dead: bool
+    check_scan_age: bool = True
 
     def scan_overdue_at(self, last_scan: datetime) -> datetime:
         """When a scan at ``last_scan`` with none after it becomes too old."""
@@ -212,6 +219,8 @@ def _last_scan_failed(services: Services, reading: Reading, limits: Limits) -> s
 
 
 def _scan_age(services: Services, reading: Reading, limits: Limits) -> str | None:
+    if not limits.check_scan_age:
+        return None
     beat = reading.beat
     if beat is None:
         return "no scan has completed yet (see the scheduler, and the workers' log for why)"
@@ -247,8 +256,9 @@ def _fields(reading: Reading | None, limits: Limits) -> dict[str, Any]:
         "last_failed_scan_at": None if failed_at is None else common.iso(failed_at),
         "last_scan_failure": None if beat is None else beat.failure,
         "max_scan_age_seconds": common.seconds(limits.max_scan_age),
+        "scan_age_checked": limits.check_scan_age,
         "scan_overdue_at": None
-        if beat is None
+        if beat is None or not limits.check_scan_age
         else common.iso(limits.scan_overdue_at(beat.scanned_at)),
         "dead_rows": None if reading is None else reading.dead,
         "allow_dead": limits.allow_dead,

@@ -3,6 +3,7 @@ reference schema and on a mapped one whose deadlines are wall time."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
@@ -139,3 +140,25 @@ def test_the_scan_keys_a_wall_time_deadline_by_the_instant_it_stands_for(
     with services.session_factory() as session:
         written = session.scalars(select(OutboxRow.idempotency_key)).one()
     assert written == reminder_key(task_id, due)
+
+
+@pytest.mark.parametrize("host_app", [TODO_APP_BERLIN], ids=["todo_app_berlin"])
+def test_a_wall_time_the_clocks_repeat_is_reminded_once_as_standard_time(
+    host_database: HostDatabase,
+) -> None:
+    """02:30 on the night Berlin's clocks go back names 00:30 and 01:30 UTC: the scan, the
+    key and the send-time re-check all read it as the later (standard time, CET), so that
+    its one reminder is sent rather than cancelled as moved."""
+    app, engine = host_database.app, host_database.engine
+    cet = datetime(2026, 10, 25, 1, 30, tzinfo=UTC)  # 02:30 CET; 00:30 UTC is 02:30 CEST
+    assert app.ambiguous(cet) and app.stored_due(cet) == app.stored_due(cet - timedelta(hours=1))
+    channel = RecordingChannel()
+    clock = ManualClock(datetime(2026, 10, 24, 6, 0, tzinfo=UTC))
+    services = make_services(engine, clock, channel, schema_file=host_database.schema_file)
+    with engine.begin() as connection:
+        app.add_user(connection, 1)
+        app.add_task(connection, 1, 1, cet - timedelta(hours=1))  # meant as CEST: not kept
+    assert services.scan().queued == 1
+    assert services.relay().relay_until_idle().counts == Counter(delivered=1)
+    assert channel.keys == [reminder_key(1, cet)]
+    assert services.scan().queued == 0

@@ -216,11 +216,17 @@ def host_templates(postgres_template: str) -> Iterator[Callable[[HostApp], str]]
 
 @pytest.fixture
 def host_database(
-    host_app: HostApp, host_templates: Callable[[HostApp], str], tmp_path: Path
+    host_app: HostApp, request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[HostDatabase]:
-    """``host_app``'s tables in a fresh PostgreSQL database, migrated through its mapping."""
-    with database_from(host_templates(host_app)) as url:
+    """``host_app``'s tables in a fresh PostgreSQL database, migrated through its mapping
+    (the reference schema's: the database of `postgres_url`)."""
+    with contextlib.ExitStack() as stack:
+        if host_app.mapped:
+            templates: Callable[[HostApp], str] = request.getfixturevalue("host_templates")
+            url = stack.enter_context(database_from(templates(host_app)))
+        else:
+            url = request.getfixturevalue("postgres_url")
         engine = make_engine(url)
+        stack.callback(engine.dispose)
         schema_file = host_app.schema_file(tmp_path)
         yield HostDatabase(host_app, url, engine, host_app.mapping(tmp_path), schema_file)
-        engine.dispose()

@@ -117,7 +117,7 @@ class HostApp:
         """Insert a user as the host application would."""
         values = {
             "id": user_id,
-            "email": email or f"user{user_id}@example.com",
+            "email": f"user{user_id}@example.com" if email is None else email,
             "zone": timezone,
             "on": enabled,
         }
@@ -152,7 +152,7 @@ class HostApp:
             {
                 "id": task.id,
                 "owner": task.owner,
-                "title": task.title or f"task {task.id}",
+                "title": f"task {task.id}" if task.title is None else task.title,
                 "due": self.stored_due(task.due),
                 "done": self._completion(task.completed),
             }

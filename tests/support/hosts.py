@@ -80,11 +80,6 @@ class HostApp:
         """The host's name for its tasks table."""
         return "todo_items" if self.mapped else "tasks"
 
-    @property
-    def users_table(self) -> str:
-        """The host's name for its users table."""
-        return "accounts" if self.mapped else "users"
-
     def create_tables(self, engine: Engine) -> None:
         """The host's own tables, as its migrations make them (the reference's: ``migrate``)."""
         if not self.mapped:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,17 +98,26 @@ def postgres_template() -> Iterator[str]:
     admin.dispose()
 
 
-@pytest.fixture
-def postgres_url(postgres_template: str) -> Iterator[str]:
-    """The URL of a fresh, migrated PostgreSQL database, dropped after the test."""
+@contextlib.contextmanager
+def database_from(template: str) -> Iterator[str]:
+    """The URL of a fresh copy of the database ``template``, dropped at the end."""
     name = f"reminders_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(make_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {name} TEMPLATE {postgres_template}"))
-    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
+        connection.execute(text(f"CREATE DATABASE {name} TEMPLATE {template}"))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_template: str) -> Iterator[str]:
+    """The URL of a fresh, migrated PostgreSQL database, dropped after the test."""
+    with database_from(postgres_template) as url:
+        yield url
 
 
 @pytest.fixture
@@ -172,15 +183,50 @@ def host_app(request: pytest.FixtureRequest) -> HostApp:
     return app
 
 
+@pytest.fixture(scope="session")
+def host_templates(postgres_template: str) -> Iterator[Callable[[HostApp], str]]:
+    """The template database of each host application: its tables, migrated through its
+    mapping (the reference schema's is `postgres_template`), made when first asked for."""
+    made: dict[str, str] = {}
+    admin = create_engine(make_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+
+    def template(app: HostApp) -> str:
+        if not app.mapped:
+            return postgres_template
+        if app.name not in made:
+            name = f"{TEMPLATE}_{app.name}"
+            with admin.connect() as connection:
+                connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+                connection.execute(text(f"CREATE DATABASE {name}"))
+            made[app.name] = name
+            url = make_url(POSTGRES_URL).set(database=name)
+            engine = make_engine(url.render_as_string(hide_password=False))
+            with tempfile.TemporaryDirectory() as directory:
+                app.create_tables(engine)
+                migrate.upgrade(engine, app.mapping(Path(directory)))
+            engine.dispose()
+        return made[app.name]
+
+    yield template
+    with admin.connect() as connection:
+        for name in made.values():
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
 @pytest.fixture
 def host_database(
-    host_app: HostApp, empty_postgres_url: str, tmp_path: Path
+    host_app: HostApp, request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[HostDatabase]:
-    """``host_app``'s tables in a fresh PostgreSQL database, migrated through its mapping."""
-    engine = make_engine(empty_postgres_url)
-    host_app.create_tables(engine)
-    schema_file = host_app.schema_file(tmp_path)
-    mapping = host_app.mapping(tmp_path)
-    migrate.upgrade(engine, mapping)
-    yield HostDatabase(host_app, empty_postgres_url, engine, mapping, schema_file)
-    engine.dispose()
+    """``host_app``'s tables in a fresh PostgreSQL database, migrated through its mapping
+    (the reference schema's: the database of `postgres_url`)."""
+    with contextlib.ExitStack() as stack:
+        if host_app.mapped:
+            templates: Callable[[HostApp], str] = request.getfixturevalue("host_templates")
+            url = stack.enter_context(database_from(templates(host_app)))
+        else:
+            url = request.getfixturevalue("postgres_url")
+        engine = make_engine(url)
+        stack.callback(engine.dispose)
+        schema_file = host_app.schema_file(tmp_path)
+        yield HostDatabase(host_app, url, engine, host_app.mapping(tmp_path), schema_file)

@@ -35,13 +35,13 @@ class CommandLine(HostDatabase):
     def env(
         self, receiver: SmtpReceiver | WebhookReceiver | None = None, **variables: str
     ) -> dict[str, str]:
-        """The commands' environment: this database, fast timings, ``receiver`` as the channel
-        (none: the variables say), plus ``variables``."""
+        """The commands' environment: this database (through its mapping), fast timings,
+        ``receiver`` as the channel (none: the variables say), plus ``variables``."""
         if isinstance(receiver, SmtpReceiver):
             variables = {**smtp_env(receiver), **variables}
         elif isinstance(receiver, WebhookReceiver):
             variables = {**webhook_env(receiver), **variables}
-        return service_env(self.database_url, **variables)
+        return service_env(self.database_url, **{**self.schema_env(), **variables})
 
     def run(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``reminders ARGS`` to its end and return what it did."""

@@ -1,8 +1,10 @@
 """Fixtures of the acceptance suite: processes, a private Redis, receivers, a database.
 
 Each test gets its own ``redis-server`` (so a restart, or another test run on the machine,
-never touches anybody else's messages) and, through ``postgres_url``, its own database on
-the shared PostgreSQL. Tests that restart PostgreSQL use a private cluster instead.
+never touches anybody else's messages) and, through ``host_database``, its own database on
+the shared PostgreSQL: the reference schema's (``postgres_url``), or a mapped host's tables
+for a test that parametrizes ``host_app`` (``TODO_APP_BERLIN``, `tests.support.hosts`).
+Tests that restart PostgreSQL use a private cluster instead.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from tests.acceptance.harness import (
     SmtpReceiver,
     WebhookReceiver,
 )
+from tests.conftest import HostDatabase as HostTables
 from tests.conftest import unavailable
-from worker.db import make_engine
+from tests.support.hosts import REFERENCE_APP, HostApp
 
 
 @pytest.fixture
@@ -62,25 +65,31 @@ def webhook() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def db(postgres_url: str) -> Iterator[Engine]:
+def host_app() -> HostApp:
+    """The reference schema, unless the test parametrizes ``host_app`` itself."""
+    return REFERENCE_APP
+
+
+@pytest.fixture
+def db(host_database: HostTables) -> Engine:
     """An engine on this test's fresh, migrated database on the shared PostgreSQL."""
-    engine = make_engine(postgres_url)
-    yield engine
-    engine.dispose()
+    return host_database.engine
 
 
 @pytest.fixture
-def command_line(db: Engine, postgres_url: str, tmp_path: Path) -> CommandLine:
+def command_line(host_database: HostTables, tmp_path: Path) -> CommandLine:
     """The `reminders` commands on this test's database, run from its directory."""
-    return CommandLine(db, postgres_url, tmp_path)
+    host = host_database
+    return CommandLine(host.engine, host.url, tmp_path, app=host.app, schema_file=host.schema_file)
 
 
 @pytest.fixture
-def deployment(
-    db: Engine, postgres_url: str, private_redis: RedisServer, procs: Procs
-) -> Deployment:
+def deployment(host_database: HostTables, private_redis: RedisServer, procs: Procs) -> Deployment:
     """This test's database on the shared PostgreSQL, its private Redis and its processes."""
-    return Deployment(db, postgres_url, private_redis, procs)
+    host = host_database
+    return Deployment(
+        host.engine, host.url, private_redis, procs, app=host.app, schema_file=host.schema_file
+    )
 
 
 @pytest.fixture(scope="module")

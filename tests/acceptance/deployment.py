@@ -41,17 +41,18 @@ class Deployment(HostDatabase):
     procs: Procs
 
     def env(self, receiver: SmtpReceiver | WebhookReceiver, **variables: str) -> dict[str, str]:
-        """The processes' environment: this database and Redis, fast timings, ``receiver`` as
-        the channel, plus ``variables``."""
+        """The processes' environment: this database (through its mapping) and Redis, fast
+        timings, ``receiver`` as the channel, plus ``variables``."""
         if isinstance(receiver, SmtpReceiver):
             channel = smtp_env(receiver)
         else:
             channel = webhook_env(receiver)
-        return service_env(self.database_url, self.redis.url, **channel, **variables)
+        variables = {**self.schema_env(), **channel, **variables}
+        return service_env(self.database_url, self.redis.url, **variables)
 
     def seed(self, now: datetime, count: int, *, first: int = 1, users: bool = True) -> Seeded:
         """``count`` tasks due from now + 1h and five never due (see `harness.seed`)."""
-        return seed(self.db, now, count, first=first, users=users)
+        return seed(self.db, now, count, first=first, users=users, app=self.app)
 
     def wait_settled(
         self,

@@ -39,6 +39,7 @@ from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from outbox.table import OutboxRow, Status
+from tests.support.hosts import REFERENCE_APP, HostApp, HostTask
 from tests.support.servers.smtp import RecordingSmtpServer
 from tests.support.servers.webhook import RecordedRequest, RecordingWebhookServer, Reply
 from worker import migrate
@@ -492,29 +493,25 @@ class Seeded:
         return reminder_key(task_id, self.due[task_id])
 
 
-def add_users(engine: Engine, users: Iterable[tuple[int, str, str, bool]]) -> None:
-    """Insert users ``(id, email, timezone, notifications_enabled)`` as the host would."""
+def add_users(
+    engine: Engine, users: Iterable[tuple[int, str, str, bool]], app: HostApp = REFERENCE_APP
+) -> None:
+    """Insert users ``(id, email, timezone, notifications_enabled)`` as the host ``app`` would."""
     with engine.begin() as connection:
-        connection.execute(
-            text("INSERT INTO users (id, email, timezone, notifications_enabled) "
-                 "VALUES (:id, :email, :tz, :on)"),
-            [{"id": i, "email": e, "tz": tz, "on": on} for i, e, tz, on in users],
-        )  # fmt: skip
+        for user_id, email, zone, enabled in users:
+            app.add_user(connection, user_id, email=email, timezone=zone, enabled=enabled)
 
 
 def add_tasks(
     engine: Engine,
     tasks: Iterable[tuple[int, int, str, datetime | None, datetime | None]],
+    app: HostApp = REFERENCE_APP,
 ) -> None:
-    """Insert tasks ``(id, owner, title, due, completed_at)`` as the host would."""
-    rows = [{"id": i, "owner": o, "title": t, "due": d, "done": c} for i, o, t, d, c in tasks]
+    """Insert tasks ``(id, owner, title, due, completed_at)`` as the host ``app`` would."""
+    rows = [HostTask(i, o, d, t, c or False) for i, o, t, d, c in tasks]
     if rows:
         with engine.begin() as connection:
-            connection.execute(
-                text("INSERT INTO tasks (id, owner_id, title, due_date, completed_at) "
-                     "VALUES (:id, :owner, :title, :due, :done)"),
-                rows,
-            )  # fmt: skip
+            app.add_tasks(connection, rows)
 
 
 STANDARD_USERS = [
@@ -526,13 +523,19 @@ STANDARD_USERS = [
 
 
 def seed(
-    engine: Engine, now: datetime, count: int, *, first: int = 1, users: bool = True
+    engine: Engine,
+    now: datetime,
+    count: int,
+    *,
+    first: int = 1,
+    users: bool = True,
+    app: HostApp = REFERENCE_APP,
 ) -> Seeded:
     """``count`` tasks due from now + 1h (one every 7 s), spread over owners 1-3, and five
     that must never be reminded: beyond the lookahead, completed, owner opted out, overdue,
-    undated."""
+    undated; written as the host ``app`` would."""
     if users:
-        add_users(engine, STANDARD_USERS)
+        add_users(engine, STANDARD_USERS, app)
     due = {first + n: now + timedelta(hours=1, seconds=7 * n) for n in range(count)}
     base = first + count
     never = [
@@ -546,6 +549,7 @@ def seed(
         engine,
         [(task_id, 1 + task_id % 3, f"task {task_id}", when, None) for task_id, when in due.items()]
         + never,
+        app,
     )
     return Seeded(due, {row[0] for row in never})
 

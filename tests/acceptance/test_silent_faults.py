@@ -9,6 +9,12 @@ same threads as before.
 The schedule is the harness's one-second `Ticker`; the worker runs with the harness's fast
 settings and a 1 s statement timeout (so a 6 s database deadline). Each test prints how long
 the worker took to give up and to recover, against the bounds (``pytest -s`` shows them).
+
+A silent database also runs on a mapped schema (``todo_items`` with Berlin wall-time
+deadlines, read through ``REMINDERS_SCHEMA_FILE``): the worker's recovery goes through the
+mapping's statements and the check of the mapping a process makes when it connects. The
+reset database and the receiver's faults do not touch the host's tables: the reference
+schema alone.
 """
 
 from __future__ import annotations
@@ -40,7 +46,10 @@ from tests.acceptance.harness import (
     utc_now,
     wait_until,
 )
+from tests.acceptance.host import HostDatabase
+from tests.conftest import HostDatabase as HostTables
 from tests.support.faultproxy import FaultProxy, Mode
+from tests.support.hosts import REFERENCE_APP, TODO_APP_BERLIN
 from worker.db import DatabaseTimeouts
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -56,9 +65,9 @@ WATCHDOG_THREAD = 1
 
 
 @pytest.fixture
-def database_proxy(postgres_url: str) -> Iterator[tuple[FaultProxy, str]]:
+def database_proxy(host_database: HostTables) -> Iterator[tuple[FaultProxy, str]]:
     """A fault proxy in front of this test's database, and the database's URL through it."""
-    direct = make_url(postgres_url)
+    direct = make_url(host_database.url)
     with FaultProxy(direct.host or "127.0.0.1", direct.port or 5432) as proxy:
         through = direct.set(host=proxy.host, port=proxy.port)
         yield proxy, through.render_as_string(hide_password=False)
@@ -98,10 +107,18 @@ def failures(worker: Proc) -> int:
 FAULTS = pytest.mark.parametrize("fault", [Mode.SILENT, Mode.RESET], ids=str)
 
 
-@FAULTS
+@pytest.mark.parametrize(
+    ("host_app", "fault"),
+    [
+        pytest.param(REFERENCE_APP, Mode.SILENT, id="reference-silent"),
+        pytest.param(REFERENCE_APP, Mode.RESET, id="reference-reset"),
+        pytest.param(TODO_APP_BERLIN, Mode.SILENT, id="todo_app_berlin-silent"),
+    ],
+)
 def test_a_silent_database_delays_reminders_and_the_worker_recovers_by_itself(
     fault: Mode,
     db: Engine,
+    host_database: HostTables,
     database_proxy: tuple[FaultProxy, str],
     private_redis: RedisServer,
     smtp: SmtpReceiver,
@@ -111,11 +128,12 @@ def test_a_silent_database_delays_reminders_and_the_worker_recovers_by_itself(
     their bounds, and after the fault the reminders written meanwhile are delivered within
     a connect timeout, a ping and a tick, each once."""
     proxy, url = database_proxy
+    host = HostDatabase(db, app=host_database.app, schema_file=host_database.schema_file)
     now = utc_now()
-    first = seed(db, now, 10)
+    first = seed(db, now, 10, app=host.app)
     metrics = free_port()
     env = service_env(
-        url, private_redis.url,
+        url, private_redis.url, **host.schema_env(),
         REMINDERS_DB_STATEMENT_TIMEOUT="1s", REMINDERS_METRICS_PORT=str(metrics), **smtp_env(smtp),
     )  # fmt: skip
     worker = procs.dramatiq(env, threads=2)
@@ -126,7 +144,7 @@ def test_a_silent_database_delays_reminders_and_the_worker_recovers_by_itself(
 
         proxy.mode = fault
         started = time.monotonic()
-        during = seed(db, now + timedelta(minutes=5), 10, first=100, users=False)
+        during = seed(db, now + timedelta(minutes=5), 10, first=100, users=False, app=host.app)
         give_up_bound = TICK + DATABASE.ping + DATABASE.connect  # a tick, a ping, a connect
         wait_until(
             lambda: failures(worker) > 0, "the worker to give up on the silent database",

@@ -3,6 +3,11 @@
 Every test acts at an exact step (a `threading.Barrier`, the channel's ``on_send`` hook, a
 table lock the test holds); none sleeps to make a race likely. Polling with a deadline is
 used only to wait for subprocesses to reach a state the database shows.
+
+Each test that takes ``host_database`` runs twice: on the reference schema, and on a host
+schema read through a mapping (``todo_items`` with a ``timestamp without time zone``
+deadline in Berlin wall time, completion as ``status = 'done'``; `tests.support.hosts`), the
+host's rows written as that application writes them.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import Engine, delete, event, select, text, update
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.orm import Session
@@ -32,18 +37,24 @@ from outbox.channels.base import Delivery, Message
 from outbox.relay import Attempt, Cancel, RelayReport
 from outbox.store import Claim
 from outbox.table import OutboxRow, Status
+from tests.conftest import HostDatabase
 from tests.support.channels import RecordingChannel
 from tests.support.clock import T0, ManualClock
-from tests.support.db import add_task, add_user, make_services
+from tests.support.db import make_services
+from tests.support.hosts import REFERENCE_APP, TODO_APP_BERLIN, HostApp, HostTask
 from worker.bootstrap import Services
 from worker.db import make_engine
 from worker.reminders.keys import reminder_key
 from worker.reminders.scan import ScanResult
-from worker.reminders.schema import ScanHeartbeat, Task
+from worker.reminders.schema import ScanHeartbeat
 
 pytestmark = pytest.mark.postgres
 
 HOUR = timedelta(hours=1)
+#: For the races in the worker's own tables only (the scan heartbeat, the outbox's retries and
+#: leases), which read nothing of the host's that the other tests do not: the reference
+#: schema alone, or one case on the mapped schema.
+REFERENCE_ONLY = pytest.mark.parametrize("host_app", [REFERENCE_APP], ids=["reference"])
 R = TypeVar("R")
 WAIT = 30.0  # seconds; an upper bound for threads and subprocesses, never reached when healthy
 REMINDERS = Path(sys.executable).with_name("reminders")
@@ -52,65 +63,37 @@ REMINDERS = Path(sys.executable).with_name("reminders")
 # --- helpers --------------------------------------------------------------------------------
 
 
-def seed_users(engine: Engine, enabled: int = 50) -> None:
+def seed_users(app: HostApp, engine: Engine, enabled: int = 50) -> None:
     """Users 1..enabled want reminders; user 9999 turned them off."""
     with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO users (id, email, timezone, notifications_enabled) "
-                "SELECT g, 'user' || g || '@example.com', 'UTC', TRUE "
-                "FROM generate_series(1, :n) AS g"
-            ),
-            {"n": enabled},
-        )
-        connection.execute(
-            text(
-                "INSERT INTO users (id, email, notifications_enabled) "
-                "VALUES (9999, 'off@example.com', FALSE)"
-            )
-        )
+        for user_id in range(1, enabled + 1):
+            app.add_user(connection, user_id)
+        app.add_user(connection, 9999, email="off@example.com", enabled=False)
 
 
-def seed_tasks(engine: Engine, now: datetime, due: int, lead: timedelta = timedelta(0)) -> set[int]:
+def seed_tasks(
+    host: HostDatabase, now: datetime, due: int, lead: timedelta = timedelta(0)
+) -> dict[int, datetime]:
     """Tasks 1..due due every 30 s after now + lead; 500 more that must never be reminded.
 
-    Returns the ids that are due. The others: beyond the lookahead, completed, owned by an
-    opted-out user, overdue, and undated (100 each).
+    Returns the due tasks' due dates. The others: beyond the lookahead, completed, owned by
+    an opted-out user, overdue, and undated (100 each).
     """
-    base = due
-    statements = [
-        # due: every 30 s from now + lead + 30 s (2,000 tasks end at now + lead + 16h40)
-        (
-            "SELECT g, 1 + g % 50, 'task ' || g, CAST(:now AS timestamptz) + :lead"
-            " + g * interval '30 s', NULL FROM generate_series(1, :due) AS g"
-        ),
-        (
-            "SELECT :b + g, 1, 'later', CAST(:now AS timestamptz) + interval '25 h' + g * interval "
-            "'1 min', NULL FROM generate_series(1, 100) AS g"
-        ),
-        (
-            "SELECT :b + 100 + g, 1, 'done', CAST(:now AS timestamptz) + g * interval '1 min',"
-            " CAST(:now AS timestamptz) FROM generate_series(1, 100) AS g"
-        ),
-        (
-            "SELECT :b + 200 + g, 9999, 'opted out', CAST(:now AS timestamptz) + g * interval "
-            "'1 min', NULL FROM generate_series(1, 100) AS g"
-        ),
-        (
-            "SELECT :b + 301 + g, 1, 'overdue', CAST(:now AS timestamptz) - g * interval '1 min',"
-            " NULL FROM generate_series(0, 99) AS g"
-        ),
-        "SELECT :b + 400 + g, 1, 'undated', NULL, NULL FROM generate_series(1, 100) AS g",
-    ]
-    with engine.begin() as connection:
-        for select_sql in statements:
-            connection.execute(
-                text(
-                    "INSERT INTO tasks (id, owner_id, title, due_date, completed_at) " + select_sql
-                ),
-                {"now": now, "due": due, "b": base, "lead": lead},
-            )
-    return set(range(1, due + 1))
+    minute = timedelta(minutes=1)
+    # due: every 30 s from now + lead + 30 s (2,000 tasks end at now + lead + 16h40)
+    due_dates = {g: now + lead + g * timedelta(seconds=30) for g in range(1, due + 1)}
+    tasks = [HostTask(g, 1 + g % 50, when, f"task {g}") for g, when in due_dates.items()]
+    for g in range(1, 101):
+        tasks += [
+            HostTask(due + g, 1, now + 25 * HOUR + g * minute, "later"),
+            HostTask(due + 100 + g, 1, now + g * minute, "done", completed=now),
+            HostTask(due + 200 + g, 9999, now + g * minute, "opted out"),
+            HostTask(due + 300 + g, 1, now - (g - 1) * minute, "overdue"),
+            HostTask(due + 400 + g, 1, None, "undated"),
+        ]
+    with host.engine.begin() as connection:
+        host.app.add_tasks(connection, tasks)
+    return due_dates
 
 
 def outbox_rows(engine: Engine) -> list[OutboxRow]:
@@ -129,26 +112,35 @@ def row_for(engine: Engine, key: str) -> OutboxRow:
     return row
 
 
-def assert_exactly_one_row_per_due_task(engine: Engine, due_ids: set[int]) -> None:
-    """One outbox row per due task, keyed by (task, due date), and every due task marked."""
-    rows = outbox_rows(engine)
+def marked_tasks(host: HostDatabase) -> dict[int, tuple[Any, Any]]:
+    """The tasks the scan marked as reminded: their due column and ``reminder_due_at`` as
+    the host's table holds them."""
+    due = "deadline" if host.app.mapped else "due_date"
+    with host.engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                f"SELECT id, {due}, reminder_due_at FROM {host.app.tasks_table} "
+                "WHERE reminder_sent_at IS NOT NULL"
+            )
+        )
+        return {task_id: (stored, marker) for task_id, stored, marker in rows}
+
+
+def assert_exactly_one_row_per_due_task(host: HostDatabase, due_dates: dict[int, datetime]) -> None:
+    """One outbox row per due task, keyed by (task, due date), and every due task marked for
+    the due date it holds."""
+    rows = outbox_rows(host.engine)
     keys = Counter(r.idempotency_key for r in rows)
     assert [k for k, n in keys.items() if n > 1] == []
-    assert Counter(r.subject_id for r in rows) == Counter(due_ids)
-    with engine.connect() as connection:
-        due_dates = {
-            task_id: due
-            for task_id, due in connection.execute(select(Task.id, Task.due_date))
-            if due is not None
-        }
-        marked = connection.execute(
-            select(Task.id, Task.reminder_due_at, Task.reminder_sent_at).where(
-                Task.reminder_sent_at.is_not(None)
-            )
-        ).all()
-    assert {r.idempotency_key for r in rows} == {reminder_key(i, due_dates[i]) for i in due_ids}
-    assert {task_id for task_id, _, _ in marked} == due_ids
-    assert all(reminder_due_at == due_dates[task_id] for task_id, reminder_due_at, _ in marked)
+    assert Counter(r.subject_id for r in rows) == Counter(list(due_dates))
+    assert {r.idempotency_key for r in rows} == {reminder_key(i, d) for i, d in due_dates.items()}
+    assert {r.subject_id: r.subject_at for r in rows} == due_dates
+    marked = marked_tasks(host)
+    assert set(marked) == set(due_dates)
+    assert all(
+        stored == marker == host.app.stored_due(due_dates[task_id])
+        for task_id, (stored, marker) in marked.items()
+    )
     assert {r.status for r in rows} == {Status.PENDING}
 
 
@@ -175,12 +167,12 @@ def run_threads(targets: list[Callable[[], R]]) -> list[R]:
 
 
 @pytest.fixture
-def engines(postgres_url: str) -> Iterator[Callable[[], Engine]]:
+def engines(host_database: HostDatabase) -> Iterator[Callable[[], Engine]]:
     """A factory of extra engines on this test's database (one per racing thread)."""
     made: list[Engine] = []
 
     def factory() -> Engine:
-        made.append(make_engine(postgres_url))
+        made.append(make_engine(host_database.url))
         return made[-1]
 
     yield factory
@@ -188,18 +180,39 @@ def engines(postgres_url: str) -> Iterator[Callable[[], Engine]]:
         engine.dispose()
 
 
+def services_on(
+    host: HostDatabase,
+    clock: ManualClock,
+    channel: RecordingChannel,
+    engine: Engine | None = None,
+    **settings: Any,
+) -> Services:
+    """Services on the host's database (on ``engine``, or the host's own), through its mapping."""
+    return make_services(
+        engine or host.engine, clock, channel, schema_file=host.schema_file, **settings
+    )
+
+
 @pytest.fixture
-def services(postgres_engine: Engine, clock: ManualClock, channel: RecordingChannel) -> Services:
-    """Services on this test's PostgreSQL database, with owner 1 opted in."""
-    built = make_services(postgres_engine, clock, channel)
-    add_user(built, 1)
-    return built
+def services(
+    host_database: HostDatabase, clock: ManualClock, channel: RecordingChannel
+) -> Services:
+    """Services on this test's host database, with owner 1 opted in."""
+    with host_database.engine.begin() as connection:
+        host_database.app.add_user(connection, 1)
+    return services_on(host_database, clock, channel)
 
 
-def set_due(services: Services, task_id: int, due: datetime | None) -> None:
+def add_task(host: HostDatabase, task_id: int, owner_id: int, due: datetime | None) -> None:
+    """Insert a task as the host application would."""
+    with host.engine.begin() as connection:
+        host.app.add_task(connection, task_id, owner_id, due)
+
+
+def set_due(host: HostDatabase, task_id: int, due: datetime | None) -> None:
     """Move a task's due date as the host application would."""
-    with services.session_factory.begin() as session:
-        session.execute(update(Task).where(Task.id == task_id).values(due_date=due))
+    with host.engine.begin() as connection:
+        host.app.move(connection, task_id, due)
 
 
 def waiting_per_task(engine: Engine) -> Counter[int]:
@@ -213,15 +226,16 @@ def waiting_per_task(engine: Engine) -> Counter[int]:
 
 
 def test_many_scanner_threads_queue_exactly_one_row_per_due_task(
-    postgres_engine: Engine,
+    host_database: HostDatabase,
     engines: Callable[[], Engine],
     clock: ManualClock,
     channel: RecordingChannel,
 ) -> None:
     """Eight scanners released together over 2,000 due tasks write one row per key, mark all."""
-    seed_users(postgres_engine)
-    due_ids = seed_tasks(postgres_engine, clock.now(), 2000)
-    scanners = [make_services(engines(), clock, channel, scan_batch=50) for _ in range(8)]
+    host = host_database
+    seed_users(host.app, host.engine)
+    due_dates = seed_tasks(host, clock.now(), 2000)
+    scanners = [services_on(host, clock, channel, engines(), scan_batch=50) for _ in range(8)]
     start = threading.Barrier(len(scanners), timeout=WAIT)
     # Each scanner holds its first batch (50 tasks locked, not yet committed) until all eight
     # hold one: every scanner then claims while the others' locks are held.
@@ -246,18 +260,19 @@ def test_many_scanner_threads_queue_exactly_one_row_per_due_task(
     assert sum(r.queued for r in results) == 2000
     assert sum(r.marked for r in results) == 2000
     assert all(r.marked >= 50 for r in results), [r.marked for r in results]
-    assert_exactly_one_row_per_due_task(postgres_engine, due_ids)
+    assert_exactly_one_row_per_due_task(host, due_dates)
 
 
 def test_a_failing_loop_ends_the_scan_and_loses_no_task(
-    postgres_engine: Engine, clock: ManualClock, channel: RecordingChannel
+    host_database: HostDatabase, clock: ManualClock, channel: RecordingChannel
 ) -> None:
     """When one of a scan's two loops fails, the scan fails after the other loop's batch:
     every committed batch holds both its marks and its rows, and the next scan queues the
     rest."""
-    seed_users(postgres_engine)
-    due_ids = seed_tasks(postgres_engine, clock.now(), 2000)
-    services = make_services(postgres_engine, clock, channel, scan_batch=50, scan_connections=2)
+    host = host_database
+    seed_users(host.app, host.engine)
+    due_dates = seed_tasks(host, clock.now(), 2000)
+    services = services_on(host, clock, channel, scan_batch=50, scan_connections=2)
     caller = threading.get_ident()
     guard = threading.Lock()
     failed: list[int] = []
@@ -274,37 +289,39 @@ def test_a_failing_loop_ends_the_scan_and_loses_no_task(
         services.scan()
     event.remove(services.session_factory, "before_commit", fail_the_first_loop_commit)
 
-    with postgres_engine.connect() as connection:
-        marked = set(connection.scalars(select(Task.id).where(Task.reminder_sent_at.is_not(None))))
-    assert {row.subject_id for row in outbox_rows(postgres_engine)} == marked
+    marked = set(marked_tasks(host))
+    assert {row.subject_id for row in outbox_rows(host.engine)} == marked
     assert len(marked) % 50 == 0  # whole batches only
     # The other loop stopped after a batch or two; left alone it would have gone on to
     # mark the remaining 1,950 or all 2,000 tasks.
     assert 50 <= len(marked) <= 1000
     assert services.scan().queued == 2000 - len(marked)
-    assert_exactly_one_row_per_due_task(postgres_engine, due_ids)
+    assert_exactly_one_row_per_due_task(host, due_dates)
 
 
 def test_many_scan_commands_at_once_queue_exactly_one_row_per_due_task(
-    postgres_url: str, postgres_engine: Engine
+    host_database: HostDatabase,
 ) -> None:
     """Four `reminders scan` processes released at the same instant write one row per key."""
+    host = host_database
     now = datetime.now(UTC)  # the commands read the wall clock
-    seed_users(postgres_engine)
-    due_ids = seed_tasks(postgres_engine, now, 2000, lead=timedelta(minutes=10))
+    seed_users(host.app, host.engine)
+    due_dates = seed_tasks(host, now, 2000, lead=timedelta(minutes=10))
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("REMINDERS_")},
-        "REMINDERS_DATABASE_URL": postgres_url,
+        "REMINDERS_DATABASE_URL": host.url,
         "REMINDERS_SCAN_BATCH": "50",
         "TZ": "UTC",
     }
-    database = make_url(postgres_url).database
-    gate = postgres_engine.connect()
+    if host.schema_file is not None:
+        env["REMINDERS_SCHEMA_FILE"] = host.schema_file
+    database = make_url(host.url).database
+    gate = host.engine.connect()
     processes: list[subprocess.Popen[str]] = []
     try:
         # The gate: every scanner's first write waits on this lock until all of them do.
         gate.begin()
-        gate.execute(text("LOCK TABLE tasks IN SHARE MODE"))
+        gate.execute(text(f"LOCK TABLE {host.app.tasks_table} IN SHARE MODE"))
         for _ in range(4):
             processes.append(
                 subprocess.Popen(
@@ -320,7 +337,7 @@ def test_many_scan_commands_at_once_queue_exactly_one_row_per_due_task(
         while waiting < len(processes):
             assert time.monotonic() < deadline, f"only {waiting} scanners reached the gate"
             assert all(p.poll() is None for p in processes), "a scanner exited before the gate"
-            with postgres_engine.connect() as probe:
+            with host.engine.connect() as probe:
                 waiting = probe.execute(
                     text(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
@@ -341,11 +358,12 @@ def test_many_scan_commands_at_once_queue_exactly_one_row_per_due_task(
         assert process.returncode == 0, stderr
     queued = [json.loads(stdout)["queued"] for stdout, _ in outputs]
     assert sum(queued) == 2000, queued
-    assert_exactly_one_row_per_due_task(postgres_engine, due_ids)
+    assert_exactly_one_row_per_due_task(host, due_dates)
 
 
+@REFERENCE_ONLY
 def test_concurrent_first_scans_both_record_their_heartbeat(
-    postgres_engine: Engine,
+    host_database: HostDatabase,
     engines: Callable[[], Engine],
     clock: ManualClock,
     channel: RecordingChannel,
@@ -355,9 +373,10 @@ def test_concurrent_first_scans_both_record_their_heartbeat(
     Regression: record_scan used to UPDATE the heartbeat row and INSERT it when the UPDATE
     found none; two first scans both found none and one died on the primary key.
     """
-    seed_users(postgres_engine)
-    seed_tasks(postgres_engine, clock.now(), 20)
-    scanners = [make_services(engines(), clock, channel) for _ in range(2)]
+    host = host_database
+    seed_users(host.app, host.engine)
+    seed_tasks(host, clock.now(), 20)
+    scanners = [services_on(host, clock, channel, engines()) for _ in range(2)]
     # Each scanner, once it has written to the heartbeat table, waits before committing until
     # the other has too. If the database itself serialises the two writes (an upsert waits
     # on the other's uncommitted row), the barrier times out and each goes on alone.
@@ -386,7 +405,7 @@ def test_concurrent_first_scans_both_record_their_heartbeat(
     results = run_threads([s.scan for s in scanners])
 
     assert sum(r.queued for r in results) == 20
-    with postgres_engine.connect() as connection:
+    with host.engine.connect() as connection:
         assert connection.execute(select(ScanHeartbeat.id)).scalars().all() == [1]
 
 
@@ -394,16 +413,17 @@ def test_concurrent_first_scans_both_record_their_heartbeat(
 
 
 def test_two_relays_racing_deliver_each_key_exactly_once(
-    postgres_engine: Engine,
+    host_database: HostDatabase,
     engines: Callable[[], Engine],
     clock: ManualClock,
     channel: RecordingChannel,
 ) -> None:
     """Two relays on separate engines, both mid-batch at once, deliver 500 rows once each."""
-    seed_users(postgres_engine)
-    seed_tasks(postgres_engine, clock.now(), 500)
-    assert make_services(postgres_engine, clock, channel).scan().queued == 500
-    relays = [make_services(engines(), clock, channel, relay_batch=10) for _ in range(2)]
+    host = host_database
+    seed_users(host.app, host.engine)
+    due_dates = seed_tasks(host, clock.now(), 500)
+    assert services_on(host, clock, channel).scan().queued == 500
+    relays = [services_on(host, clock, channel, engines(), relay_batch=10) for _ in range(2)]
     start = threading.Barrier(2, timeout=WAIT)
     # Each relay's first send waits for the other's: both hold a claimed batch at that moment.
     first_sends = threading.Barrier(2, timeout=WAIT)
@@ -423,13 +443,13 @@ def test_two_relays_racing_deliver_each_key_exactly_once(
     reports = run_threads([functools.partial(relay, s) for s in relays])
 
     sent = Counter(channel.keys)
-    assert len(sent) == 500
+    assert set(sent) == {reminder_key(i, d) for i, d in due_dates.items()}
     assert [key for key, n in sent.items() if n != 1] == []
     counts = [r.counts for r in reports]
     assert all(c["delivered"] >= 10 for c in counts), counts
     assert sum(c["delivered"] for c in counts) == 500
     assert sum(c["fenced"] + c["retry"] + c["released"] for c in counts) == 0
-    rows = outbox_rows(postgres_engine)
+    rows = outbox_rows(host.engine)
     assert {r.status for r in rows} == {Status.DELIVERED}
     assert {r.attempts for r in rows} == {1}
 
@@ -438,24 +458,31 @@ def test_two_relays_racing_deliver_each_key_exactly_once(
 
 
 @pytest.mark.parametrize(
-    "late_answer",
-    [Delivery.delivered(), Delivery.retry("451 try later"), Delivery.permanent("550 no such user")],
-    ids=["delivered", "retry", "permanent"],
+    ("host_app", "late_answer"),
+    [
+        pytest.param(REFERENCE_APP, Delivery.delivered(), id="reference-delivered"),
+        pytest.param(REFERENCE_APP, Delivery.retry("451 try later"), id="reference-retry"),
+        pytest.param(
+            REFERENCE_APP, Delivery.permanent("550 no such user"), id="reference-permanent"
+        ),
+        pytest.param(TODO_APP_BERLIN, Delivery.delivered(), id="todo_app_berlin-delivered"),
+    ],
 )
 def test_a_lease_lost_during_send_is_fenced(
+    host_database: HostDatabase,
     services: Services,
     engines: Callable[[], Engine],
     clock: ManualClock,
     late_answer: Delivery,
 ) -> None:
     """Relay A's lease expires mid-send and B re-delivers; A's late answer changes nothing."""
-    add_task(services, 1, 1, clock.now() + HOUR)
+    add_task(host_database, 1, 1, clock.now() + HOUR)
     services.scan()
     key = reminder_key(1, clock.now() + HOUR)
     channel_a = RecordingChannel(script=[late_answer])
     channel_b = RecordingChannel()
-    services_a = make_services(services.engine, clock, channel_a)
-    services_b = make_services(engines(), clock, channel_b)
+    services_a = services_on(host_database, clock, channel_a)
+    services_b = services_on(host_database, clock, channel_b, engines())
     seen_a: list[Attempt] = []
     seen_b: list[Attempt] = []
     lease = services_a.settings.lease
@@ -488,13 +515,16 @@ def test_a_lease_lost_during_send_is_fenced(
 
 
 def test_moving_the_due_date_cancels_the_old_reminder_and_arms_the_new_one(
-    services: Services, clock: ManualClock, channel: RecordingChannel
+    host_database: HostDatabase,
+    services: Services,
+    clock: ManualClock,
+    channel: RecordingChannel,
 ) -> None:
     """A scan after a move cancels the pending old key and queues the new one, sent once."""
     old, new = clock.now() + 2 * HOUR, clock.now() + 5 * HOUR
-    add_task(services, 1, 1, old)
+    add_task(host_database, 1, 1, old)
     assert services.scan().queued == 1
-    set_due(services, 1, new)
+    set_due(host_database, 1, new)
 
     result = services.scan()
 
@@ -513,15 +543,18 @@ def test_moving_the_due_date_cancels_the_old_reminder_and_arms_the_new_one(
 
 
 def test_moving_the_due_date_back_re_arms_the_cancelled_reminder(
-    services: Services, clock: ManualClock, channel: RecordingChannel
+    host_database: HostDatabase,
+    services: Services,
+    clock: ManualClock,
+    channel: RecordingChannel,
 ) -> None:
     """Old → new → old again: the old key is pending again, the new one cancelled, one sent."""
     old, new = clock.now() + 2 * HOUR, clock.now() + 5 * HOUR
-    add_task(services, 1, 1, old)
+    add_task(host_database, 1, 1, old)
     services.scan()
-    set_due(services, 1, new)
+    set_due(host_database, 1, new)
     services.scan()
-    set_due(services, 1, old)
+    set_due(host_database, 1, old)
 
     result = services.scan()
 
@@ -534,13 +567,16 @@ def test_moving_the_due_date_back_re_arms_the_cancelled_reminder(
 
 
 def test_a_move_the_scan_has_not_seen_yet_is_cancelled_at_send_time(
-    services: Services, clock: ManualClock, channel: RecordingChannel
+    host_database: HostDatabase,
+    services: Services,
+    clock: ManualClock,
+    channel: RecordingChannel,
 ) -> None:
     """Moved between scan and relay: the relay's re-check cancels it, a later scan re-arms."""
     old, new = clock.now() + 2 * HOUR, clock.now() + 30 * HOUR  # new: outside the window
-    add_task(services, 1, 1, old)
+    add_task(host_database, 1, 1, old)
     services.scan()
-    set_due(services, 1, new)
+    set_due(host_database, 1, new)
 
     assert services.relay().relay_until_idle().counts == Counter(cancelled=1)
     assert services.scan().queued == 0  # the new date is not due yet
@@ -565,7 +601,7 @@ def test_a_move_the_scan_has_not_seen_yet_is_cancelled_at_send_time(
     ids=["window-0", "window-spent", "inside-window"],
 )
 def test_a_task_completed_or_deleted_before_delivery_is_cancelled(
-    postgres_engine: Engine,
+    host_database: HostDatabase,
     clock: ManualClock,
     channel: RecordingChannel,
     window: str,
@@ -574,15 +610,17 @@ def test_a_task_completed_or_deleted_before_delivery_is_cancelled(
 ) -> None:
     """Completed or deleted: cancelled, never sent. Completed while its batch is on the wire:
     cancelled if that was more than one window (REMINDERS_RELAY_WINDOW) before its send."""
-    services = make_services(postgres_engine, clock, channel, relay_window=window)
-    add_user(services, 1)
+    host = host_database
+    services = services_on(host, clock, channel, relay_window=window)
+    with host.engine.begin() as connection:
+        host.app.add_user(connection, 1)
     due = {task_id: clock.now() + HOUR + task_id * timedelta(minutes=1) for task_id in (1, 2, 3, 4)}
     for task_id, when in due.items():
-        add_task(services, task_id, 1, when)
+        add_task(host, task_id, 1, when)
     assert services.scan().queued == 4
-    with services.session_factory.begin() as session:
-        session.execute(update(Task).where(Task.id == 1).values(completed_at=clock.now()))
-        session.execute(delete(Task).where(Task.id == 2))
+    with host.engine.begin() as connection:
+        host.app.complete(connection, 1)
+        host.app.delete(connection, 2)
     on_the_wire: list[int] = []
 
     def complete_the_other(message: Message) -> None:
@@ -591,8 +629,8 @@ def test_a_task_completed_or_deleted_before_delivery_is_cancelled(
         sent_id = int(message.document["task_id"])
         on_the_wire.append(sent_id)
         other = 7 - sent_id
-        with services.session_factory.begin() as session:
-            session.execute(update(Task).where(Task.id == other).values(completed_at=clock.now()))
+        with host.engine.begin() as connection:
+            host.app.complete(connection, other)
         clock.advance(send_takes)
 
     channel.on_send = complete_the_other
@@ -623,38 +661,42 @@ def test_a_task_completed_or_deleted_before_delivery_is_cancelled(
 
 
 def test_one_scan_after_a_long_outage_queues_every_task_still_ahead_and_none_past(
-    services: Services, clock: ManualClock, channel: RecordingChannel
+    host_database: HostDatabase,
+    services: Services,
+    clock: ManualClock,
+    channel: RecordingChannel,
 ) -> None:
     """After 20 h without scans, one scan queues exactly the tasks due in (now, now + 24h]."""
+    due_dates: dict[int, datetime] = {}
+
+    def add(task_id: int, due: datetime) -> None:
+        due_dates[task_id] = due
+        add_task(host_database, task_id, 1, due)
+
     for k in range(1, 49):  # tasks due every hour from T0 + 1h to T0 + 48h
-        add_task(services, k, 1, T0 + k * HOUR)
+        add(k, T0 + k * HOUR)
     before = services.scan()
     assert before.queued == 24  # T0 + 1h .. T0 + 24h
     # The outage: 20 hours without a scan (nor a relay) while the application adds tasks.
     for hour in range(1, 21):
         clock.advance(HOUR)
-        add_task(services, 100 + hour, 1, clock.now() + 30 * timedelta(minutes=1))
-        add_task(services, 200 + hour, 1, clock.now() + 23 * HOUR)
-    add_task(services, 300, 1, clock.now())  # due exactly at the resume: not ahead
+        add(100 + hour, clock.now() + 30 * timedelta(minutes=1))
+        add(200 + hour, clock.now() + 23 * HOUR)
+    add(300, clock.now())  # due exactly at the resume: not ahead
     now = clock.now()
     assert now == T0 + 20 * HOUR
     already = {r.idempotency_key for r in outbox_rows(services.engine)}
 
     result = services.scan()
 
-    with services.session_factory() as session:
-        due_dates = dict(session.execute(select(Task.id, Task.due_date)).all())
-    ahead = {i for i, due in due_dates.items() if due is not None and now < due <= now + 24 * HOUR}
+    ahead = {i for i, due in due_dates.items() if now < due <= now + 24 * HOUR}
     expected = ahead - set(range(1, 25))
     assert expected == set(range(25, 45)) | {120} | set(range(201, 221))
     new_rows = [r for r in outbox_rows(services.engine) if r.idempotency_key not in already]
     assert {r.subject_id for r in new_rows} == expected
     assert result.queued == len(expected) == 41
-    assert all(r.subject_at is not None and r.subject_at > now for r in new_rows)
-    with services.session_factory() as session:
-        never_marked = set(
-            session.scalars(select(Task.id).where(Task.reminder_sent_at.is_(None))).all()
-        )
+    assert all(r.subject_at == due_dates[r.subject_id] > now for r in new_rows)
+    never_marked = set(due_dates) - set(marked_tasks(host_database))
     assert never_marked == set(range(45, 49)) | set(range(101, 120)) | {300}
     # The relay, down as long, then delivers everything queued before and after, once each.
     report = services.relay().relay_until_idle()
@@ -665,15 +707,18 @@ def test_one_scan_after_a_long_outage_queues_every_task_still_ahead_and_none_pas
 # --- (g) a poison row -----------------------------------------------------------------------
 
 
+@REFERENCE_ONLY
 @pytest.mark.parametrize("where", ["prepare", "send"])
 def test_a_poison_row_ends_dead_after_max_attempts_and_the_others_flow(
-    postgres_engine: Engine, clock: ManualClock, channel: RecordingChannel, where: str
+    host_database: HostDatabase, clock: ManualClock, channel: RecordingChannel, where: str
 ) -> None:
     """A row whose prepare or send raises is retried up to max attempts, then dead; others flow."""
-    services = make_services(postgres_engine, clock, channel, max_attempts=3)
-    add_user(services, 1)
+    host = host_database
+    services = services_on(host, clock, channel, max_attempts=3)
+    with host.engine.begin() as connection:
+        host.app.add_user(connection, 1)
     for task_id in range(1, 6):
-        add_task(services, task_id, 1, clock.now() + task_id * HOUR)
+        add_task(host, task_id, 1, clock.now() + task_id * HOUR)
     services.scan()
     poison = reminder_key(3, clock.now() + 3 * HOUR)
     relay = services.relay()
@@ -707,12 +752,12 @@ def test_a_poison_row_ends_dead_after_max_attempts_and_the_others_flow(
     assert [r.counts for r in reports[1:]] == [Counter(retry=1), Counter(dead=1)]
     # Each attempt: the round's re-check, then (prepare only) the row's own re-check.
     assert tries == [poison] * (6 if where == "prepare" else 3)
-    row = row_for(postgres_engine, poison)
+    row = row_for(host.engine, poison)
     assert (row.status, row.attempts) == (Status.DEAD, 3)
     assert (row.last_error or "").startswith("gave up after 3 attempts: RuntimeError: ")
     delivered = [k for k in channel.keys if k != poison]
     assert len(delivered) == len(set(delivered)) == 4
-    others = [r for r in outbox_rows(postgres_engine) if r.idempotency_key != poison]
+    others = [r for r in outbox_rows(host.engine) if r.idempotency_key != poison]
     assert {(r.status, r.attempts) for r in others} == {(Status.DELIVERED, 1)}
 
 
@@ -724,7 +769,7 @@ def test_the_due_query_uses_the_partial_index(
 ) -> None:
     """On 50,000 tasks with 4% due, the scan's own statement is planned on the partial index."""
     now = clock.now()
-    seed_users(postgres_engine, enabled=1000)
+    seed_users(REFERENCE_APP, postgres_engine, enabled=1000)
     with postgres_engine.begin() as connection:
         # g % 25 = 0 (4%): due within the window. Of the rest: 60% completed, 20% already
         # reminded for their date, 20% open and due in 2 to 30 days.

@@ -7,9 +7,11 @@ of a guarantee take ``host`` and hold on either.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, text
@@ -49,6 +51,17 @@ locale = "lang"
 """
 
 
+class HostTask(NamedTuple):
+    """A task as the host application writes it (`HostApp.add_tasks`)."""
+
+    id: int
+    owner: int
+    due: datetime | None
+    title: str | None = None
+    #: Done; where the schema keeps a completion time, True writes the present one.
+    completed: bool | datetime = False
+
+
 @dataclass(frozen=True)
 class HostApp:
     """A host application's schema, its mapping, and how it writes its rows."""
@@ -61,6 +74,11 @@ class HostApp:
     def mapped(self) -> bool:
         """Whether this host's tables are not the reference schema's."""
         return self.name != "reference"
+
+    @property
+    def tasks_table(self) -> str:
+        """The host's name for its tasks table."""
+        return "todo_items" if self.mapped else "tasks"
 
     def create_tables(self, engine: Engine) -> None:
         """The host's own tables, as its migrations make them (the reference's: ``migrate``)."""
@@ -94,7 +112,7 @@ class HostApp:
         """Insert a user as the host application would."""
         values = {
             "id": user_id,
-            "email": email or f"user{user_id}@example.com",
+            "email": f"user{user_id}@example.com" if email is None else email,
             "zone": timezone,
             "on": enabled,
         }
@@ -118,28 +136,44 @@ class HostApp:
         due: datetime | None,
         *,
         title: str | None = None,
-        completed: bool = False,
+        completed: bool | datetime = False,
     ) -> None:
         """Insert a task as the host application would."""
-        values = {
-            "id": task_id,
-            "owner": owner_id,
-            "title": title or f"task {task_id}",
-            "due": self.stored_due(due),
-        }
+        self.add_tasks(connection, [HostTask(task_id, owner_id, due, title, completed)])
+
+    def add_tasks(self, connection: Connection, tasks: Iterable[HostTask]) -> None:
+        """Insert tasks as the host application would, in one statement run for each."""
+        rows = [
+            {
+                "id": task.id,
+                "owner": task.owner,
+                "title": f"task {task.id}" if task.title is None else task.title,
+                "due": self.stored_due(task.due),
+                "done": self._completion(task.completed),
+            }
+            for task in tasks
+        ]
+        if not rows:
+            return
         if self.mapped:
             statement = (
                 "INSERT INTO todo_items (id, assignee_id, name, deadline, status) "
-                "VALUES (:id, :owner, :title, :due, :status)"
+                "VALUES (:id, :owner, :title, :due, :done)"
             )
-            values["status"] = "done" if completed else "open"
         else:
             statement = (
                 "INSERT INTO tasks (id, owner_id, title, due_date, completed_at) "
-                "VALUES (:id, :owner, :title, :due, :completed)"
+                "VALUES (:id, :owner, :title, :due, :done)"
             )
-            values["completed"] = datetime.now(UTC) if completed else None
-        connection.execute(text(statement), values)
+        connection.execute(text(statement), rows)
+
+    def _completion(self, completed: bool | datetime) -> object:
+        """What the host writes for a task done (``completed``) or not."""
+        if self.mapped:
+            return "done" if completed is not False else "open"
+        if completed is True:
+            return datetime.now(UTC)
+        return completed or None
 
     def move(self, connection: Connection, task_id: int, due: datetime | None) -> None:
         """Give the task another due time."""
@@ -159,6 +193,10 @@ class HostApp:
             values = {"at": datetime.now(UTC) if done else None, "id": task_id}
         connection.execute(text(statement), values)
 
+    def delete(self, connection: Connection, task_id: int) -> None:
+        """Delete the task."""
+        connection.execute(text(f"DELETE FROM {self.tasks_table} WHERE id = :id"), {"id": task_id})
+
     def opt(self, connection: Connection, user_id: int, enabled: bool) -> None:
         """Turn the user's reminders on or off."""
         column, table = (
@@ -174,6 +212,19 @@ class HostApp:
         if due is None or not self.mapped:
             return due
         return due.astimezone(ZoneInfo(self.zone)).replace(tzinfo=None)
+
+    def ambiguous(self, due: datetime) -> bool:
+        """Whether the host cannot store ``due`` unambiguously: its wall time in the host's
+        zone occurs twice (the hour repeated when the clocks go back), so that the column
+        holds the same value for two instants."""
+        if not self.mapped:
+            return False
+        zone = ZoneInfo(self.zone)
+        wall = due.astimezone(zone).replace(tzinfo=None)
+        return (
+            wall.replace(tzinfo=zone, fold=0).utcoffset()
+            != wall.replace(tzinfo=zone, fold=1).utcoffset()
+        )
 
 
 REFERENCE_APP = HostApp("reference")

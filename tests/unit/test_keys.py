@@ -1,20 +1,25 @@
-"""The reminder key: one definition in Python, and the SQL and scans held equal to it."""
+"""The reminder key: one definition in Python, and the SQL and scans held equal to it, on the
+reference schema and on a mapped one whose deadlines are wall time."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import BigInteger, Engine, delete, literal, select
+from sqlalchemy import BigInteger, Engine, delete, literal, select, text
 
 from outbox.table import OutboxRow
 from outbox.types import UTCDateTime
+from tests.conftest import HostDatabase
 from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
 from tests.support.db import add_task, add_user, make_services
+from tests.support.hosts import TODO_APP_BERLIN
 from worker.reminders.keys import reminder_key, reminder_key_sql
 from worker.reminders.schema import Task, User
 
@@ -97,3 +102,63 @@ def test_the_scan_writes_the_key_on_every_dialect(
     with services.session_factory() as session:
         written = session.scalars(select(OutboxRow.idempotency_key)).one()
     assert written == reminder_key(task_id, due)
+
+
+def outside_the_repeated_hour(due: datetime) -> bool:
+    """Whether Berlin wall time names ``due`` alone: not in the hour the clocks repeat."""
+    return not TODO_APP_BERLIN.ambiguous(due)
+
+
+@pytest.mark.parametrize("host_app", [TODO_APP_BERLIN], ids=["todo_app_berlin"])
+@with_examples()
+@example(task_id=42, due=datetime(2026, 10, 24, 23, 59, 59, 999999, tzinfo=UTC))  # 01:59 CEST
+@example(task_id=42, due=datetime(2026, 10, 25, 2, 0, tzinfo=UTC))  # 03:00 CET, after the fold
+@example(task_id=42, due=datetime(2027, 3, 28, 0, 59, 59, tzinfo=UTC))  # 01:59:59 CET
+@example(task_id=42, due=datetime(2027, 3, 28, 1, 0, tzinfo=UTC))  # 03:00 CEST, after the gap
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(task_id=TASK_IDS, due=INSTANTS.filter(outside_the_repeated_hour))
+def test_the_scan_keys_a_wall_time_deadline_by_the_instant_it_stands_for(
+    host_database: HostDatabase, task_id: int, due: datetime
+) -> None:
+    """A deadline the host keeps as Berlin wall time is queued under `reminder_key` of the
+    instant that wall time stands for, for any id and any instant it can name alone (the
+    hour repeated when the clocks go back holds two instants for one wall time)."""
+    app, engine = host_database.app, host_database.engine
+    clock = ManualClock(due - timedelta(minutes=1))
+    services = make_services(
+        engine, clock, RecordingChannel(), schema_file=host_database.schema_file,
+        lookahead=timedelta(minutes=1),
+    )  # fmt: skip
+    with engine.begin() as connection:  # what the previous example left
+        for table in ("outbox", "todo_items", "accounts"):
+            connection.execute(text(f"DELETE FROM {table}"))
+        app.add_user(connection, 1)
+        app.add_task(connection, task_id, 1, due)
+    assert services.scan().queued == 1
+    with services.session_factory() as session:
+        written = session.scalars(select(OutboxRow.idempotency_key)).one()
+    assert written == reminder_key(task_id, due)
+
+
+@pytest.mark.parametrize("host_app", [TODO_APP_BERLIN], ids=["todo_app_berlin"])
+def test_a_wall_time_the_clocks_repeat_is_reminded_once_as_standard_time(
+    host_database: HostDatabase,
+) -> None:
+    """02:30 on the night Berlin's clocks go back names 00:30 and 01:30 UTC: the scan, the
+    key and the send-time re-check all read it as the later (standard time, CET), so that
+    its one reminder is sent rather than cancelled as moved."""
+    app, engine = host_database.app, host_database.engine
+    cet = datetime(2026, 10, 25, 1, 30, tzinfo=UTC)  # 02:30 CET; 00:30 UTC is 02:30 CEST
+    assert app.ambiguous(cet) and app.stored_due(cet) == app.stored_due(cet - timedelta(hours=1))
+    channel = RecordingChannel()
+    clock = ManualClock(datetime(2026, 10, 24, 6, 0, tzinfo=UTC))
+    services = make_services(engine, clock, channel, schema_file=host_database.schema_file)
+    with engine.begin() as connection:
+        app.add_user(connection, 1)
+        app.add_task(connection, 1, 1, cet - timedelta(hours=1))  # meant as CEST: not kept
+    assert services.scan().queued == 1
+    assert services.relay().relay_until_idle().counts == Counter(delivered=1)
+    assert channel.keys == [reminder_key(1, cet)]
+    assert services.scan().queued == 0

@@ -17,6 +17,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+from outbox.channels import mime
 from outbox.channels.base import Delivery, Message
 from outbox.clock import Clock, SystemClock
 from outbox.deadline import Deadline, deadline
@@ -73,7 +74,8 @@ class _WatchedSMTPSSL(smtplib.SMTP_SSL, _WatchedSMTP):
 
 
 class SmtpChannel:
-    """Sends each message as a text/plain UTF-8 e-mail to ``message.recipient``.
+    """Sends each message as a UTF-8 e-mail to ``message.recipient``: text/plain, or
+    multipart/alternative with a text/html part when the message has one.
 
     The connection opens on the first send and stays open until `close`; a send that
     finds it dropped by the server reconnects once. After any failure it is dropped, so
@@ -166,6 +168,8 @@ class SmtpChannel:
         return Delivery.delivered()
 
     def _render(self, message: Message) -> bytes:
+        # The header fields through the email package (strict: every value checked and
+        # folded); the body's fixed MIME framing by `outbox.channels.mime`.
         mail = EmailMessage(policy=_POLICY)
         mail["From"] = self._mail_from
         mail["To"] = message.recipient
@@ -175,10 +179,8 @@ class SmtpChannel:
             mail[name] = value
         if "Message-ID" not in mail:
             mail["Message-ID"] = make_msgid(domain=self._domain)
-        # Quoted-printable keeps non-ASCII text 7-bit clean for relays without 8BITMIME.
-        cte = None if message.text.isascii() else "quoted-printable"
-        mail.set_content(message.text, subtype="plain", charset="utf-8", cte=cte)
-        return mail.as_bytes()
+        head = mail.as_bytes()  # the header fields, then the blank line that ends them
+        return head[: -len(b"\r\n")] + mime.body(message.text, message.html)
 
     def _transmit(self, limit: Deadline, recipient: str, data: bytes) -> None:
         connection = self._connection

@@ -169,6 +169,30 @@ def test_invalid_recipient_is_permanent_without_connecting(
     assert server.sessions == 0
 
 
+def html_reminder(key: str = "rk-1", recipient: str = "alice@example.com") -> Message:
+    """`reminder` with an HTML alternative (non-ASCII, with an escaped title)."""
+    message = reminder(key, recipient)
+    html = "<p>Votre tâche <strong>Payer &lt;le loyer&gt;</strong> est due.</p>\n"
+    return Message(message.key, message.recipient, message.subject, message.text, html,
+                   message.headers)  # fmt: skip
+
+
+def test_an_html_part_makes_a_multipart_alternative(server: RecordingSmtpServer) -> None:
+    """With an HTML part the e-mail is multipart/alternative: text/plain first, then
+    text/html, both UTF-8 and 7-bit clean on the wire."""
+    with closing(channel_for(server)) as channel:
+        assert channel.send(html_reminder()).outcome is Outcome.DELIVERED
+    [mail] = server.wait_for_messages(1)
+    assert all(byte < 128 for byte in mail.raw)
+    received = parsed(mail.raw)
+    assert received.get_content_type() == "multipart/alternative"
+    text, html = received.iter_parts()
+    assert (text.get_content_type(), html.get_content_type()) == ("text/plain", "text/html")
+    assert text.get_content_charset() == html.get_content_charset() == "utf-8"
+    assert text.get_content().replace("\r\n", "\n") == reminder().text
+    assert html.get_content().replace("\r\n", "\n") == html_reminder().html
+
+
 def test_missing_message_id_gets_one(server: RecordingSmtpServer) -> None:
     """A message rendered without a Message-ID still gets one, in the sender's domain."""
     with closing(channel_for(server)) as channel:

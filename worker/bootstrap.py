@@ -43,6 +43,7 @@ def channel_factory(settings: Settings, clock: Clock | None = None) -> ChannelFa
             settings.smtp_host,
             settings.smtp_port,
             mail_from=settings.mail_from,
+            mail_from_name=settings.mail_from_name or None,
             username=settings.smtp_username,
             password=None if password is None else password.get_secret_value(),
             starttls=settings.smtp_starttls,

@@ -28,6 +28,7 @@ from worker.errors import ConfigError
 ENV_PREFIX = "REMINDERS_"
 # Standard Webhooks asks for secrets of 24 to 64 bytes.
 MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64
+MAX_FROM_NAME = 78
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
@@ -116,6 +117,7 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_ssl: bool = False
     mail_from: str = "reminders@localhost"
+    mail_from_name: str = "Reminders"
     mail_domain: str = "localhost"
 
     webhook_url: OptionalText = None
@@ -159,6 +161,14 @@ class Settings(BaseSettings):
         if "@" not in value or any(c in value for c in "\r\n<>, "):
             raise ValueError("must be one plain e-mail address")
         return value
+
+    @field_validator("mail_from_name")
+    @classmethod
+    def _display_name(cls, value: str) -> str:
+        text = value.strip()
+        if not text.isprintable() or len(text) > MAX_FROM_NAME:
+            raise ValueError(f"must be one line of at most {MAX_FROM_NAME} printable characters")
+        return text
 
     @field_validator("mail_domain")
     @classmethod

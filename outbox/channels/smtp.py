@@ -77,6 +77,9 @@ class SmtpChannel:
     """Sends each message as a UTF-8 e-mail to ``message.recipient``: text/plain, or
     multipart/alternative with a text/html part when the message has one.
 
+    ``mail_from_name`` is the display name of the From header (encoded as RFC 2047 asks
+    when it is not ASCII).
+
     The connection opens on the first send and stays open until `close`; a send that
     finds it dropped by the server reconnects once. After any failure it is dropped, so
     the next send starts afresh. Each send as a whole, connecting included, ends within
@@ -92,6 +95,7 @@ class SmtpChannel:
         port: int,
         *,
         mail_from: str,
+        mail_from_name: str | None = None,
         username: str | None = None,
         password: str | None = None,
         starttls: bool = False,
@@ -104,8 +108,14 @@ class SmtpChannel:
             raise ValueError("choose STARTTLS or implicit TLS (ssl=True), not both")
         if _address_problem(mail_from) is not None:
             raise ValueError("mail_from is not a valid e-mail address")
+        if mail_from_name is not None and not mail_from_name.isprintable():
+            raise ValueError("mail_from_name must be one line of printable characters")
         self._host, self._port, self._timeout = host, port, timeout
         self._mail_from = mail_from
+        # Parsed once: the same header object goes into every message.
+        self._from = _POLICY.header_store_parse(
+            "From", Address(display_name=mail_from_name or "", addr_spec=mail_from)
+        )[1]
         self._username, self._password = username, password
         self._starttls, self._ssl = starttls, ssl
         # Certificates are verified unless the caller hands in a context that does not.
@@ -171,7 +181,7 @@ class SmtpChannel:
         # The header fields through the email package (strict: every value checked and
         # folded); the body's fixed MIME framing by `outbox.channels.mime`.
         mail = EmailMessage(policy=_POLICY)
-        mail["From"] = self._mail_from
+        mail["From"] = self._from
         mail["To"] = message.recipient
         mail["Subject"] = _subject(message.subject)
         mail["Date"] = format_datetime(self._clock.now())

@@ -412,6 +412,7 @@ CONFIG_ERRORS = [
     ("REMINDERS_SMTP_PORT", {"REMINDERS_SMTP_PORT": "70000"}),
     ("REMINDERS_MAX_ATTEMPTS", {"REMINDERS_MAX_ATTEMPTS": "0"}),
     ("REMINDERS_MAIL_FROM", {"REMINDERS_MAIL_FROM": "reminders@example.com\r\nBcc: x@y.z"}),
+    ("REMINDERS_MAIL_FROM_NAME", {"REMINDERS_MAIL_FROM_NAME": "Reminders\r\nBcc: x@y.z"}),
 ]  # fmt: skip
 
 

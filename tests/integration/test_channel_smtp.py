@@ -193,6 +193,24 @@ def test_an_html_part_makes_a_multipart_alternative(server: RecordingSmtpServer)
     assert html.get_content().replace("\r\n", "\n") == html_reminder().html
 
 
+def test_the_sender_has_a_display_name_encoded_when_not_ascii(
+    server: RecordingSmtpServer,
+) -> None:
+    """``mail_from_name`` is the From header's display name, RFC 2047-encoded when needed."""
+    for name in ("Reminders", "Rappels d'Émile"):
+        channel = SmtpChannel(server.host, server.port, mail_from="reminders@reminders.test",
+                              mail_from_name=name, timeout=5, clock=ManualClock())  # fmt: skip
+        with closing(channel):
+            assert channel.send(reminder()).outcome is Outcome.DELIVERED
+    plain, encoded = server.wait_for_messages(2)
+    assert plain.raw.startswith(b"From: Reminders <reminders@reminders.test>\r\n")
+    assert encoded.raw.startswith(b"From: Rappels =?utf-8?q?d=27=C3=89mile?= <reminders@")
+    sender = parsed(encoded.raw)["From"]
+    assert sender.addresses[0].display_name == "Rappels d'Émile"
+    assert sender.addresses[0].addr_spec == "reminders@reminders.test"
+    assert encoded.envelope_from == "reminders@reminders.test"
+
+
 def test_missing_message_id_gets_one(server: RecordingSmtpServer) -> None:
     """A message rendered without a Message-ID still gets one, in the sender's domain."""
     with closing(channel_for(server)) as channel:

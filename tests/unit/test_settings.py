@@ -67,6 +67,8 @@ def test_the_relay_window_may_be_zero() -> None:
         ("REMINDERS_SCAN_CONNECTIONS", "0"),
         ("REMINDERS_RELAY_WINDOW", "30s"),  # not under half the 60 s lease
         ("REMINDERS_METRICS_HOST", "0.0.0.0:9191"),
+        ("REMINDERS_MAIL_FROM_NAME", "Reminders\r\nBcc: x@y.z"),
+        ("REMINDERS_MAIL_FROM_NAME", "R" * 79),
     ],
 )
 def test_a_bad_value_names_its_variable_in_one_line(
@@ -92,6 +94,13 @@ def test_a_bad_secret_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REMINDERS_WEBHOOK_SECRET", "s3cr3t-value-long-enough-for-hmac")
     settings = load_settings(webhook_url="https://example.com/hook")
     assert settings.describe()["REMINDERS_WEBHOOK_SECRET"] == "***"
+
+
+def test_the_from_name_defaults_to_reminders_and_may_be_any_language() -> None:
+    """The display name has a default, takes non-ASCII text and may be left empty."""
+    assert load_settings().mail_from_name == "Reminders"
+    assert load_settings(mail_from_name=" Rappels Émile ").mail_from_name == "Rappels Émile"
+    assert load_settings(mail_from_name="").mail_from_name == ""
 
 
 def test_empty_broker_url_means_in_process() -> None:

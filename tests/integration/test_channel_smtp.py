@@ -158,12 +158,15 @@ def test_bad_or_reserved_header_is_permanent_without_connecting(
     "recipient",
     ["", "alice", "@example.com", "alice@", "a@b@example.com", "alice@example.com\r\nRCPT TO:<e@x>",
      "alice@example.com, bob@example.com", "alice@example.com,bob@example.com",
-     "<alice@example.com>", "a lice@example.com", "ålice@example.com"],
+     "<alice@example.com>", "a lice@example.com", "émile@exämple.com, bob@example.com",
+     "émile @exämple.com", "émile\u2028@exämple.com", "émile\uff20exämple.com",
+     "émile@exämple.com\r\n", "é«mile»@exämple.com", "émile@exämple.com\u00a0"],
 )  # fmt: skip
 def test_invalid_recipient_is_permanent_without_connecting(
     server: RecordingSmtpServer, recipient: str
 ) -> None:
-    """Anything but one plain address is refused for good, and no connection is opened."""
+    """Anything but one plain address is refused for good, and no connection is opened: an
+    international address too, when it has spaces, breaks, symbols or a second address."""
     with closing(channel_for(server)) as channel:
         expect(channel.send(reminder(recipient=recipient)), Outcome.PERMANENT, "recipient")
     assert server.sessions == 0
@@ -209,6 +212,36 @@ def test_the_sender_has_a_display_name_encoded_when_not_ascii(
     assert sender.addresses[0].display_name == "Rappels d'Émile"
     assert sender.addresses[0].addr_spec == "reminders@reminders.test"
     assert encoded.envelope_from == "reminders@reminders.test"
+
+
+def test_an_international_address_is_sent_with_smtputf8_when_offered() -> None:
+    """émile@exämple.com goes out with SMTPUTF8: envelope and To header in UTF-8."""
+    with RecordingSmtpServer(smtputf8=True) as server:
+        with closing(channel_for(server)) as channel:
+            delivery = channel.send(html_reminder(recipient="émile@exämple.com"))
+            assert delivery.outcome is Outcome.DELIVERED, delivery.error
+            assert channel.send(reminder(key="rk-2")).outcome is Outcome.DELIVERED
+        international, plain = server.wait_for_messages(2)
+    assert international.rcpt_tos == ["émile@exämple.com"]
+    assert "SMTPUTF8" in international.mail_options
+    assert "To: émile@exämple.com\r\n".encode() in international.raw
+    assert parsed(international.raw)["To"] == "émile@exämple.com"
+    assert "SMTPUTF8" not in plain.mail_options and plain.rcpt_tos == ["alice@example.com"]
+    assert server.sessions == 1
+
+
+def test_an_international_address_is_dead_when_the_relay_lacks_smtputf8(
+    server: RecordingSmtpServer,
+) -> None:
+    """Without SMTPUTF8 at the relay an international address is refused for good, saying
+    why (address masked); nothing is sent, and the connection serves the next message."""
+    with closing(channel_for(server)) as channel:
+        delivery = channel.send(reminder(recipient="émile@exämple.com"))
+        expect(delivery, Outcome.PERMANENT, "SMTPUTF8")
+        assert delivery.error is not None and "émile" not in delivery.error
+        assert "é***@exämple.com" in delivery.error
+        assert channel.send(reminder(key="rk-2")).outcome is Outcome.DELIVERED
+    assert server.data_commands == 1 and server.sessions == 1
 
 
 def test_missing_message_id_gets_one(server: RecordingSmtpServer) -> None:

@@ -106,7 +106,8 @@ def test_hostile_titles_arrive_as_plain_data(sqlite_engine: Engine, clock: Manua
         services.scan()
         assert services.relay().relay_until_idle().counts == {"delivered": 1}
         smtp.wait_for_messages(1)
-    [(_sender, recipients, raw, _received_at)] = smtp.messages
+    [mail] = smtp.messages
+    recipients, raw = mail.rcpt_tos, mail.raw
     assert recipients == ["ada@example.com"]
     message = email.message_from_bytes(raw, policy=email.policy.SMTP)
     headers = {name.lower() for name in message}

@@ -244,6 +244,18 @@ def test_an_international_address_is_dead_when_the_relay_lacks_smtputf8(
     assert server.data_commands == 1 and server.sessions == 1
 
 
+def test_a_long_list_unsubscribe_url_survives_folding(server: RecordingSmtpServer) -> None:
+    """A signed unsubscribe URL longer than a header line arrives whole (RFC 8058 headers)."""
+    url = "https://reminders.example.com/u/" + "t0K3n" * 40
+    headers = {"Message-ID": "<rk-1@reminders.test>", "List-Unsubscribe": f"<{url}>",
+               "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}  # fmt: skip
+    with closing(channel_for(server)) as channel:
+        assert channel.send(reminder(headers=headers)).outcome is Outcome.DELIVERED
+    received = parsed(server.wait_for_messages(1)[0].raw)
+    assert "".join(str(received["List-Unsubscribe"]).split()) == f"<{url}>"
+    assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
 def test_missing_message_id_gets_one(server: RecordingSmtpServer) -> None:
     """A message rendered without a Message-ID still gets one, in the sender's domain."""
     with closing(channel_for(server)) as channel:

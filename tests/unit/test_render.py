@@ -6,9 +6,11 @@ import html
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from structlog.testing import capture_logs
 
 from outbox.channels.base import Message
 from tests.support.clock import T0
+from worker.reminders import render as render_module
 from worker.reminders.languages import normalise
 from worker.reminders.render import (
     OwnerFacts,
@@ -16,8 +18,10 @@ from worker.reminders.render import (
     TaskFacts,
     local_due,
     owner_zone,
+    renderer_for,
     task_link,
 )
+from worker.settings import load_settings
 
 NNBSP = "\u202f"  # CLDR puts a narrow no-break space before AM/PM
 TASK_URL = "https://app.example.com/tasks/{task_id}"
@@ -163,7 +167,10 @@ def test_hostile_titles_stay_out_of_headers_and_markup() -> None:
     message = render(title)
     assert "\r" not in message.subject and "\n" not in message.subject
     assert "Bcc: victim@example.net" in message.subject
-    assert set(message.headers) == {"Message-ID", "X-Reminder-Key", "X-Task-Id"}
+    assert set(message.headers) == {
+        "Message-ID", "X-Reminder-Key", "X-Task-Id", "Auto-Submitted",
+        "X-Auto-Response-Suppress", "List-Id",
+    }  # fmt: skip
     assert all("\n" not in value and "\r" not in value for value in message.headers.values())
     assert message.html is not None
     assert "<script>" not in message.html and "href='//evil'" not in message.html
@@ -180,12 +187,15 @@ def test_long_titles_are_bounded_in_the_subject() -> None:
     assert message.html is not None and "x" * 1_000_000 in message.html
 
 
-def test_the_email_gives_the_local_due_time() -> None:
-    """Subject and body name the title and the due time in the owner's zone."""
+def test_the_email_gives_the_local_due_time_and_its_identity() -> None:
+    """Subject and body name the title and the due time in the owner's zone; the headers say
+    it is automatic and from which list."""
     message = render("Pay rent", "Asia/Tokyo")
     assert "Sat, Nov 28, 2026, 9:00 PM JST (UTC+09:00)" in message.subject
     assert "Pay rent" in message.text
     assert message.headers["Message-ID"] == "<due_soon-5-X@mail.example.com>"
+    assert message.headers["Auto-Submitted"] == "auto-generated"
+    assert message.headers["List-Id"] == "<reminders.mail.example.com>"
 
 
 def test_without_a_link_maker_there_is_no_unsubscribe_header_or_link() -> None:
@@ -231,3 +241,21 @@ def test_the_task_link_is_in_both_parts() -> None:
 def test_the_task_id_is_url_encoded_in_the_link(task_id: object, expected: str) -> None:
     """The id fills the placeholder URL-encoded: it can neither add a path nor a query."""
     assert task_link(TASK_URL, task_id) == expected
+
+
+def test_smtp_with_the_localhost_mail_domain_warns_once_per_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Message-IDs and List-Id at `localhost` hurt delivery: a process using the SMTP channel
+    with the default REMINDERS_MAIL_DOMAIN logs one warning, however often it builds a
+    renderer; a real domain or another channel logs none."""
+    monkeypatch.setattr(render_module, "_warned", [])
+    with capture_logs() as logs:
+        renderer_for(load_settings(channel="console"))
+        renderer_for(load_settings(channel="smtp", mail_domain="example.com"))
+        assert logs == []
+        renderer_for(load_settings(channel="smtp"))
+        renderer_for(load_settings(channel="smtp"))
+    assert [(log["event"], log["log_level"]) for log in logs] == [
+        ("mail_domain_is_localhost", "warning")
+    ]

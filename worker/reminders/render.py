@@ -112,6 +112,9 @@ class ReminderRenderer:
             "Message-ID": f"<{key}@{self.mail_domain}>",
             "X-Reminder-Key": key,
             "X-Task-Id": str(task.id),
+            "Auto-Submitted": "auto-generated",  # RFC 3834: auto-responders do not answer
+            "X-Auto-Response-Suppress": "OOF, AutoReply",  # the same for Exchange
+            "List-Id": f"<reminders.{self.mail_domain}>",
         }
         if unsubscribe is not None:  # RFC 8058 one-click unsubscribe
             headers["List-Unsubscribe"] = f"<{unsubscribe}>"
@@ -177,8 +180,13 @@ class _SampleLinks:
         return f"https://example.invalid/snooze/{user_id}/{key}/{int(delay.total_seconds())}"
 
 
+_warned: list[bool] = []
+
+
 def renderer_for(settings: Settings, links: LinkMaker | None = None) -> ReminderRenderer:
     """The renderer the settings describe, its templates compiled and checked on a sample.
+
+    Logs one warning per process when SMTP mail goes out with ``localhost`` as its domain.
 
     Raises:
         TemplateProblem: a template fails to compile or to render the sample.
@@ -188,4 +196,10 @@ def renderer_for(settings: Settings, links: LinkMaker | None = None) -> Reminder
         settings.mail_domain, load_templates(directory), settings.task_url, links
     )
     renderer.check()
+    if settings.channel == "smtp" and settings.mail_domain == "localhost" and not _warned:
+        _warned.append(True)
+        log.warning(
+            "mail_domain_is_localhost",
+            hint="set REMINDERS_MAIL_DOMAIN to your domain: Message-IDs and List-Id use it",
+        )
     return renderer

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check clean bench chaos
+.PHONY: demo test lint typecheck check clean bench chaos i18n
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ chaos: $(STAMP)
 # Benchmarks (docs/performance.md); BENCH_ARGS=--quick for a fast check.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Message catalogs (docs/messages.md): the templates' strings into messages.pot, merged into
+# each language's catalog (new strings untranslated), then compiled to the .mo files shipped.
+LOCALE := worker/reminders/locale
+i18n: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg --no-location --sort-output --omit-header \
+		-o $(LOCALE)/messages.pot .
+	$(BIN)/pybabel update -i $(LOCALE)/messages.pot -d $(LOCALE) -w 100 \
+		--no-fuzzy-matching --ignore-obsolete --ignore-pot-creation-date
+	$(BIN)/pybabel compile -d $(LOCALE) --statistics
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

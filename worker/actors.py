@@ -32,6 +32,7 @@ from worker.metrics import service_metrics
 from worker.outages import Failure, FailureKind, FailureLog, OutageGate, reason_of
 from worker.queues import QUEUE, SCAN_ACTOR
 from worker.reminders.heartbeat import record_failure, record_unremindable
+from worker.reminders.render import renderer_for
 from worker.reminders.unremindable import count_unremindable, some_unremindable
 from worker.seams import NO_SEAMS, Seams
 from worker.settings import Settings, load_settings
@@ -73,12 +74,13 @@ def _settings() -> Settings:
 
 
 def _check_mapping_at_start(settings: Settings) -> None:
-    """Stop a ``dramatiq`` or ``periodiq`` process whose schema mapping does not fit the
-    database (exit 2, one line); a database not reachable or not migrated yet is only
-    logged: the actors keep saying so until it is."""
+    """Stop a ``dramatiq`` or ``periodiq`` process whose message templates fail or whose
+    schema mapping does not fit the database (exit 2, one line); a database not reachable or
+    not migrated yet is only logged: the actors keep saying so until it is."""
     try:
+        renderer_for(settings)
         check_mapping(settings)
-    except ConfigError as error:  # MappingError, MappingMismatch
+    except ConfigError as error:  # TemplateProblem, MappingError, MappingMismatch
         sys.stderr.write(f"reminders: {error}\n")
         raise SystemExit(2) from None
     except (DatabaseNotReady, DBAPIError) as error:

@@ -25,7 +25,7 @@ from worker.reminders.due import DueQueries, due_queries
 from worker.reminders.host import HostSchema, check_host
 from worker.reminders.mapping import load_mapping
 from worker.reminders.recheck import reminder_preparer
-from worker.reminders.render import ReminderRenderer
+from worker.reminders.render import ReminderRenderer, renderer_for
 from worker.reminders.scan import ScanResult, scan_due_tasks
 from worker.seams import NO_SEAMS, Seams
 from worker.settings import Settings
@@ -43,6 +43,7 @@ def channel_factory(settings: Settings, clock: Clock | None = None) -> ChannelFa
             settings.smtp_host,
             settings.smtp_port,
             mail_from=settings.mail_from,
+            mail_from_name=settings.mail_from_name or None,
             username=settings.smtp_username,
             password=None if password is None else password.get_secret_value(),
             starttls=settings.smtp_starttls,
@@ -123,6 +124,8 @@ class Services:
     due_queries: DueQueries
     clock: Clock
     make_channel: ChannelFactory
+    #: Renders each reminder; its templates were compiled and checked at start.
+    renderer: ReminderRenderer
     stop: threading.Event = field(default_factory=threading.Event)
     seams: Seams = NO_SEAMS
     #: How far the database's clock is ahead of this host's, as last measured (None: unknown,
@@ -149,9 +152,7 @@ class Services:
         return Relay(
             session_factory=self.session_factory,
             channel=self.seams.wrap_channel(self.make_channel()),
-            prepare=self.seams.wrap_prepare(
-                reminder_preparer(ReminderRenderer(settings.mail_domain), self.host)
-            ),
+            prepare=self.seams.wrap_prepare(reminder_preparer(self.renderer, self.host)),
             clock=self.clock,
             policy=RetryPolicy(settings.max_attempts, settings.retry_base, settings.retry_cap),
             owner=worker_id(),
@@ -173,6 +174,7 @@ def bootstrap(
     local_clock: Clock | None = None,
     engine: Engine | None = None,
     make_channel: ChannelFactory | None = None,
+    renderer: ReminderRenderer | None = None,
     seams: Seams = NO_SEAMS,
 ) -> Services:
     """Wire the services for ``settings``; tests pass their own clock, engine or channel.
@@ -180,15 +182,19 @@ def bootstrap(
     Checks the schema mapping (``REMINDERS_SCHEMA_FILE``, or the reference schema) against
     the database first (`worker.reminders.host.check_host`).
 
-    ``seams`` wraps the parts built here (see `worker.seams`); production wraps nothing.
-    Without ``clock``, time follows the database server's clock (`aligned_clock`), measured
-    against ``local_clock`` (this host's wall clock unless a test shifts it).
+    ``renderer`` defaults to the one the settings describe (`renderer_for`), checked on a
+    sample before anything else. ``seams`` wraps the parts built here (see `worker.seams`);
+    production wraps nothing. Without ``clock``, time follows the database server's clock
+    (`aligned_clock`), measured against ``local_clock`` (this host's wall clock unless a
+    test shifts it).
 
     Raises:
+        TemplateProblem: a message template fails to compile or to render a sample.
         MappingError, MappingMismatch: the mapping is invalid or does not fit the database.
         DatabaseNotReady: the worker's columns or tables are missing: run ``migrate``.
         sqlalchemy.exc.OperationalError: the database is unreachable.
     """
+    renderer = renderer or renderer_for(settings)
     mapping = load_mapping(settings.schema_file)
     engine = engine or make_engine(settings.database_url, timeouts=database_timeouts(settings))
     with engine.connect() as connection:
@@ -204,6 +210,7 @@ def bootstrap(
         due_queries=seams.wrap_due_queries(due_queries(engine.dialect.name, host)),
         clock=clock,
         make_channel=make_channel or channel_factory(settings, clock),
+        renderer=renderer,
         seams=seams,
         clock_offset=offset,
     )

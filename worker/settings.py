@@ -28,6 +28,7 @@ from worker.errors import ConfigError
 ENV_PREFIX = "REMINDERS_"
 # Standard Webhooks asks for secrets of 24 to 64 bytes.
 MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64
+MAX_FROM_NAME = 78
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
@@ -86,6 +87,23 @@ def database_url(value: str) -> str:
     raise ValueError("must be a sqlite:/// or postgresql:// URL (PostgreSQL through psycopg 3)")
 
 
+def task_url(value: str) -> str:
+    """``value`` as a task link: an http(s) URL with one ``{task_id}`` placeholder."""
+    text = value.strip()
+    example = "as in https://app.example.com/tasks/{task_id}"
+    if text.count("{task_id}") != 1:
+        raise ValueError(f"must contain {{task_id}} exactly once, {example}")
+    rest = text.replace("{task_id}", "1")
+    if "{" in rest or "}" in rest or not rest.isprintable() or any(c.isspace() for c in rest):
+        raise ValueError(f"must be a URL without spaces or other braces, {example}")
+    parsed = urlsplit(rest)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"must be an http:// or https:// URL, {example}")
+    if "{task_id}" in urlsplit(text).netloc:
+        raise ValueError(f"must have {{task_id}} in its path or query, {example}")
+    return text
+
+
 def _empty_is_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
@@ -116,7 +134,10 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_ssl: bool = False
     mail_from: str = "reminders@localhost"
+    mail_from_name: str = "Reminders"
     mail_domain: str = "localhost"
+    template_dir: OptionalText = None
+    task_url: OptionalText = None
 
     webhook_url: OptionalText = None
     webhook_secret: OptionalSecret = None
@@ -159,6 +180,26 @@ class Settings(BaseSettings):
         if "@" not in value or any(c in value for c in "\r\n<>, "):
             raise ValueError("must be one plain e-mail address")
         return value
+
+    @field_validator("mail_from_name")
+    @classmethod
+    def _display_name(cls, value: str) -> str:
+        text = value.strip()
+        if not text.isprintable() or len(text) > MAX_FROM_NAME:
+            raise ValueError(f"must be one line of at most {MAX_FROM_NAME} printable characters")
+        return text
+
+    @field_validator("template_dir")
+    @classmethod
+    def _folder(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_dir():
+            raise ValueError("must be a folder of message templates")
+        return value
+
+    @field_validator("task_url")
+    @classmethod
+    def _task_link(cls, value: str | None) -> str | None:
+        return None if value is None else task_url(value)
 
     @field_validator("mail_domain")
     @classmethod

@@ -13,8 +13,10 @@ from typing import Any, Protocol
 class Message:
     """One rendered message; each channel uses the parts it needs.
 
-    ``key`` is the idempotency key, stable across retries and replays. ``headers`` are
-    extra e-mail headers (names and values are plain data, checked by the channel).
+    ``key`` is the idempotency key, stable across retries and replays. ``text`` is the
+    plain-text part; ``html``, when given, the HTML alternative of the same content (for
+    channels that send markup; the others ignore it). ``headers`` are extra e-mail headers
+    (names and values are plain data, checked by the channel).
     ``document`` is the JSON document a webhook posts; ``line`` is what the console prints.
     """
 
@@ -22,6 +24,7 @@ class Message:
     recipient: str
     subject: str
     text: str
+    html: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     document: Mapping[str, Any] = field(default_factory=dict)
     line: str = ""

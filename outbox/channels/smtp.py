@@ -3,6 +3,9 @@
 Replies are classified as RFC 5321 defines them: 2xx accepted, 4xx transient, 5xx
 permanent. Timeouts and connection errors are transient. Error texts name the code and
 the server's words with addresses masked, and never contain the password.
+
+An international recipient (``émile@exämple.com``) is sent with SMTPUTF8 (RFC 6531) when
+the relay offers it, and is refused for good when it does not.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ import email.errors
 import smtplib
 import socket
 import ssl as tls
+import unicodedata
 from collections.abc import Mapping
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+from outbox.channels import mime
 from outbox.channels.base import Delivery, Message
 from outbox.clock import Clock, SystemClock
 from outbox.deadline import Deadline, deadline
@@ -26,6 +31,9 @@ SUBJECT_LIMIT = 200
 _ERROR_LIMIT = 300
 # Strict: a defect while building the message is an error, never a silently odd e-mail.
 _POLICY = policy.SMTP.clone(raise_on_defect=True)
+# For an international address: headers in UTF-8, sent with SMTPUTF8.
+_UTF8_POLICY = _POLICY.clone(utf8=True)
+_UTF8_OPTIONS = ("SMTPUTF8", "BODY=8BITMIME")
 # Headers the channel writes itself, or that would change who gets the message.
 _RESERVED = frozenset(
     {"from", "to", "cc", "bcc", "subject", "date", "sender", "reply-to", "return-path"}
@@ -36,6 +44,10 @@ _BUILD_ERRORS = (ValueError, TypeError, IndexError, email.errors.MessageError)
 
 class _RelayUnusable(smtplib.SMTPException):
     """The relay lacks what the configuration requires; retrying after a fix will work."""
+
+
+class _NoSmtpUtf8(smtplib.SMTPException):
+    """The recipient's address needs SMTPUTF8, which the relay does not offer."""
 
 
 class _WatchedSMTP(smtplib.SMTP):
@@ -73,7 +85,11 @@ class _WatchedSMTPSSL(smtplib.SMTP_SSL, _WatchedSMTP):
 
 
 class SmtpChannel:
-    """Sends each message as a text/plain UTF-8 e-mail to ``message.recipient``.
+    """Sends each message as a UTF-8 e-mail to ``message.recipient``: text/plain, or
+    multipart/alternative with a text/html part when the message has one.
+
+    ``mail_from_name`` is the display name of the From header (encoded as RFC 2047 asks
+    when it is not ASCII).
 
     The connection opens on the first send and stays open until `close`; a send that
     finds it dropped by the server reconnects once. After any failure it is dropped, so
@@ -90,6 +106,7 @@ class SmtpChannel:
         port: int,
         *,
         mail_from: str,
+        mail_from_name: str | None = None,
         username: str | None = None,
         password: str | None = None,
         starttls: bool = False,
@@ -100,10 +117,16 @@ class SmtpChannel:
     ) -> None:
         if starttls and ssl:
             raise ValueError("choose STARTTLS or implicit TLS (ssl=True), not both")
-        if _address_problem(mail_from) is not None:
+        if _address_problem(mail_from) is not None or not mail_from.isascii():
             raise ValueError("mail_from is not a valid e-mail address")
+        if mail_from_name is not None and not mail_from_name.isprintable():
+            raise ValueError("mail_from_name must be one line of printable characters")
         self._host, self._port, self._timeout = host, port, timeout
         self._mail_from = mail_from
+        # Parsed once: the same header object goes into every message.
+        self._from = _POLICY.header_store_parse(
+            "From", Address(display_name=mail_from_name or "", addr_spec=mail_from)
+        )[1]
         self._username, self._password = username, password
         self._starttls, self._ssl = starttls, ssl
         # Certificates are verified unless the caller hands in a context that does not.
@@ -117,12 +140,13 @@ class SmtpChannel:
         problem = _address_problem(message.recipient) or _header_problem(message.headers)
         if problem is not None:
             return Delivery.permanent(problem)
+        international = not message.recipient.isascii()
         try:
-            data = self._render(message)
+            data = self._render(message, international)
         except _BUILD_ERRORS as exc:
             return Delivery.permanent(f"message cannot be built: {self._scrub(str(exc))}")
         with deadline(self._timeout) as limit:
-            delivery = self._send_within(limit, message.recipient, data)
+            delivery = self._send_within(limit, message.recipient, data, international)
         if limit.expired:
             self._drop()  # its socket was shut down: it is never used again
         return delivery
@@ -142,19 +166,26 @@ class SmtpChannel:
             finally:
                 connection.close()
 
-    def _send_within(self, limit: Deadline, recipient: str, data: bytes) -> Delivery:
+    def _send_within(
+        self, limit: Deadline, recipient: str, data: bytes, international: bool
+    ) -> Delivery:
         """Send on the open connection (reconnecting once if the relay dropped it idle), or
         on a new one, all before ``limit``; a failure drops the connection."""
         reused = self._connection is not None
         try:
             try:
-                self._transmit(limit, recipient, data)
+                self._transmit(limit, recipient, data, international)
             except smtplib.SMTPException as exc:
                 if not (reused and _dropped(exc)) or limit.expired:
                     raise
                 # Relays close idle connections; that says nothing about this message.
                 self._drop()
-                self._transmit(limit, recipient, data)
+                self._transmit(limit, recipient, data, international)
+        except _NoSmtpUtf8:  # nothing was sent: the connection is as good as before
+            return Delivery.permanent(
+                f"invalid recipient: {mask_email(recipient)} is an international address, "
+                f"which needs SMTPUTF8; the relay {self._host}:{self._port} does not offer it"
+            )
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             if limit.expired:
@@ -165,9 +196,11 @@ class SmtpChannel:
             return self._classify(exc)
         return Delivery.delivered()
 
-    def _render(self, message: Message) -> bytes:
-        mail = EmailMessage(policy=_POLICY)
-        mail["From"] = self._mail_from
+    def _render(self, message: Message, international: bool) -> bytes:
+        # The header fields through the email package (strict: every value checked and
+        # folded); the body's fixed MIME framing by `outbox.channels.mime`.
+        mail = EmailMessage(policy=_UTF8_POLICY if international else _POLICY)
+        mail["From"] = self._from
         mail["To"] = message.recipient
         mail["Subject"] = _subject(message.subject)
         mail["Date"] = format_datetime(self._clock.now())
@@ -175,18 +208,22 @@ class SmtpChannel:
             mail[name] = value
         if "Message-ID" not in mail:
             mail["Message-ID"] = make_msgid(domain=self._domain)
-        # Quoted-printable keeps non-ASCII text 7-bit clean for relays without 8BITMIME.
-        cte = None if message.text.isascii() else "quoted-printable"
-        mail.set_content(message.text, subtype="plain", charset="utf-8", cte=cte)
-        return mail.as_bytes()
+        head = mail.as_bytes()  # the header fields, then the blank line that ends them
+        return head[: -len(b"\r\n")] + mime.body(message.text, message.html)
 
-    def _transmit(self, limit: Deadline, recipient: str, data: bytes) -> None:
+    def _transmit(self, limit: Deadline, recipient: str, data: bytes, international: bool) -> None:
         connection = self._connection
         if connection is None:
             connection = self._open(limit)
         elif connection.sock is not None:  # None once smtplib saw the server go
             limit.watch(connection.sock)
-        connection.sendmail(self._mail_from, [recipient], data)
+        options: tuple[str, ...] = ()
+        if international:
+            connection.ehlo_or_helo_if_needed()
+            if not connection.has_extn("smtputf8"):
+                raise _NoSmtpUtf8()
+            options = _UTF8_OPTIONS
+        connection.sendmail(self._mail_from, [recipient], data, mail_options=options)
 
     def _open(self, limit: Deadline) -> smtplib.SMTP:
         connection: smtplib.SMTP
@@ -264,17 +301,20 @@ def _subject(title: str) -> str:
 def _address_problem(address: str) -> str | None:
     """Say why ``address`` is not one plain e-mail address, or None if it is.
 
-    Only ASCII addresses pass: the channel does not use SMTPUTF8, which many relays lack.
+    Beyond ASCII, letters, marks and digits pass (an international address, RFC 6531): the
+    address is checked as if each of them were an ASCII letter.
     """
     if not address:
         return "invalid recipient: empty address"
-    if not address.isascii() or not address.isprintable() or " " in address:
-        return "invalid recipient: spaces, line breaks, control or non-ASCII characters"
+    if not address.isprintable() or any(ch.isspace() for ch in address):
+        return "invalid recipient: spaces, line breaks or control characters"
+    if not all(ch.isascii() or unicodedata.category(ch)[0] in "LMN" for ch in address):
+        return "invalid recipient: symbols or punctuation beyond ASCII"
     local, at, domain = address.rpartition("@")
     if not (local and at and domain):
         return "invalid recipient: not an e-mail address"
     try:
-        parsed = Address(addr_spec=address)
+        parsed = Address(addr_spec="".join(ch if ch.isascii() else "a" for ch in address))
     except _BUILD_ERRORS:
         return "invalid recipient: not a single valid e-mail address"
     return None if parsed.username and parsed.domain else "invalid recipient address"

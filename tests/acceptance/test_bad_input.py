@@ -20,6 +20,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from babel.dates import format_time
+from markupsafe import escape
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
@@ -85,7 +87,12 @@ CASES = [
     Case(13, "owner without e-mail (empty)", "dead: invalid recipient: empty address", "delivered"),
     Case(14, "invalid address 'not-an-address'", "dead: invalid recipient", "delivered"),
     Case(15, "address with CR/LF and a Bcc header", "dead: invalid recipient", "delivered"),
-    Case(16, "non-ASCII address", "dead: invalid recipient", "delivered"),
+    Case(
+        16,
+        "non-ASCII address, relay without SMTPUTF8",
+        "dead: invalid recipient: ü***@",
+        "delivered",
+    ),
     Case(17, "two addresses in one", "dead: invalid recipient", "delivered"),
     Case(18, "duplicate e-mail (first owner)", "delivered", "delivered"),
     Case(19, "duplicate e-mail (second owner)", "delivered", "delivered"),
@@ -280,7 +287,8 @@ def test_bad_rows_neither_block_nor_lose_the_good_ones(
 @pytest.mark.postgres
 def test_hostile_and_huge_titles_stay_data(smtp_outcome: Outcome, webhook_outcome: Outcome) -> None:
     """CR/LF, header-looking text, HTML and 1 MB titles never become headers, recipients or
-    markup; subjects stay one bounded line; the webhook carries the title verbatim."""
+    markup: subjects stay one bounded line, the text part carries the title verbatim and the
+    HTML part escaped; the webhook carries the title verbatim."""
     for task_id, title in ((30, HOSTILE_TITLE), (31, MEGABYTE_TITLE), (32, HTML_TITLE)):
         key = smtp_outcome.key(task_id)
         [mail] = smtp_outcome.received[key]
@@ -290,9 +298,14 @@ def test_hostile_and_huge_titles_stay_data(smtp_outcome: Outcome, webhook_outcom
         assert str(mail["To"]) == "ada@example.com"
         subject = str(mail["Subject"])
         assert "\n" not in subject and "\r" not in subject and len(subject) <= 200
-        assert mail.get_content_type() == "text/plain" and not mail.is_multipart()
-        body = mail.get_content()
-        assert title.replace("\r\n", "\n") in body.replace("\r\n", "\n")
+        assert mail.get_content_type() == "multipart/alternative"
+        text, html = (mail.get_body(preferencelist=(kind,)) for kind in ("plain", "html"))
+        assert text is not None and html is not None
+        body = text.get_content().replace("\r\n", "\n")
+        assert title.replace("\r\n", "\n") in body
+        markup = html.get_content().replace("\r\n", "\n")
+        assert str(escape(title)).replace("\r\n", "\n") in markup
+        assert "<script>" not in markup and "href='http://evil'" not in markup
         [document] = webhook_outcome.received[webhook_outcome.key(task_id)]
         assert document["title"] == title
     [hostile_raw] = smtp_outcome.raw[smtp_outcome.key(30)]
@@ -312,11 +325,12 @@ def test_unknown_zones_fall_back_to_utc_and_dst_dates_read_as_real_local_times(
     gap_due = smtp_outcome.due[34]
     [gap_mail] = smtp_outcome.received[smtp_outcome.key(34)]
     local = gap_due.astimezone(BERLIN)
-    assert local.strftime("%H:%M %Z") in str(gap_mail["Subject"])
+    shown = " ".join(format_time(local, "short", locale="en").split())  # as in the subject
+    assert f"{shown} {local:%Z}" in str(gap_mail["Subject"])
     assert local.strftime("%H:%M") != "02:30", "02:30 does not exist that night"
     first, second = (smtp_outcome.received[smtp_outcome.key(i)][0] for i in (35, 36))
-    assert "02:30 CEST (UTC+02:00)" in str(first["Subject"])
-    assert "02:30 CET (UTC+01:00)" in str(second["Subject"])
+    assert "2:30 AM CEST (UTC+02:00)" in str(first["Subject"])
+    assert "2:30 AM CET (UTC+01:00)" in str(second["Subject"])
     for task_id in (34, 35, 36):
         [document] = webhook_outcome.received[webhook_outcome.key(task_id)]
         expected = webhook_outcome.due[task_id].isoformat().replace("+00:00", "Z")
@@ -412,6 +426,10 @@ CONFIG_ERRORS = [
     ("REMINDERS_SMTP_PORT", {"REMINDERS_SMTP_PORT": "70000"}),
     ("REMINDERS_MAX_ATTEMPTS", {"REMINDERS_MAX_ATTEMPTS": "0"}),
     ("REMINDERS_MAIL_FROM", {"REMINDERS_MAIL_FROM": "reminders@example.com\r\nBcc: x@y.z"}),
+    ("REMINDERS_MAIL_FROM_NAME", {"REMINDERS_MAIL_FROM_NAME": "Reminders\r\nBcc: x@y.z"}),
+    ("REMINDERS_TASK_URL", {"REMINDERS_TASK_URL": "https://app.example.com/tasks/"}),
+    ("REMINDERS_TASK_URL", {"REMINDERS_TASK_URL": "javascript:alert(1)//{task_id}"}),
+    ("REMINDERS_TEMPLATE_DIR", {"REMINDERS_TEMPLATE_DIR": "/nonexistent/templates"}),
 ]  # fmt: skip
 
 
@@ -457,6 +475,44 @@ def test_a_malformed_cron_expression_stops_every_long_running_process(
     )
     assert done.returncode == 2, done.stderr[-3000:]
     assert "REMINDERS_SCAN_SCHEDULE" in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("command", ["reminders-scan", "dramatiq", "periodiq", "reminders-run"])
+def test_a_broken_message_template_stops_every_process_naming_its_line(
+    command: str, tmp_path: Path
+) -> None:
+    """A template in REMINDERS_TEMPLATE_DIR that does not compile, or names a variable the
+    renderer does not give, stops every process at start: exit 2, one line naming the file
+    and the line, nothing touched."""
+    import subprocess
+
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "body.html").write_text("<p>{{ title }}</p>\n<p>{{ owner.name }}</p>\n")
+    (templates / "subject.txt").write_text("{{ short_title }\n" if "run" in command else
+                                           "{{ short_title }}\n")  # fmt: skip
+    env = service_env(
+        f"sqlite:///{tmp_path}/unused.db",
+        f"redis://127.0.0.1:{free_port()}/0",
+        REMINDERS_TEMPLATE_DIR=str(templates),
+    )
+    args = {
+        "reminders-scan": [str(BIN / "reminders"), "scan"],
+        "dramatiq": [str(BIN / "dramatiq"), "worker.actors", "--processes", "1", "--threads", "1"],
+        "periodiq": [str(BIN / "periodiq"), "worker.actors"],
+        "reminders-run": [str(BIN / "reminders"), "run"],
+    }[command]
+    done = subprocess.run(
+        args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    named = [line for line in done.stderr.splitlines() if "REMINDERS_TEMPLATE_DIR" in line]
+    assert len(named) == 1, done.stderr[-3000:]
+    if "run" in command:
+        assert f"{templates / 'subject.txt'}, line 1: unexpected '}}'" in named[0]
+    else:
+        assert f"{templates / 'body.html'}, line 2: 'owner' is undefined" in named[0]
+    assert not (tmp_path / "unused.db").exists(), "nothing was touched"
 
 
 @pytest.mark.postgres

@@ -49,6 +49,7 @@ from tests.acceptance.harness import (
     wait_until,
 )
 from tests.conftest import POSTGRES_URL, unavailable
+from worker.reminders.languages import language_for
 from worker.reminders.render import local_due
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -267,7 +268,8 @@ def test_tasks_created_moved_and_completed_over_http_are_reminded_as_they_stand(
         print(f"\ncreated: mailed {latency:.2f}s after the request")
         assert first["To"] == "ada@example.com"
         assert "File taxes" in body(first)
-        assert local_due(due, PARIS) in body(first)
+        assert "Votre tâche arrive bientôt à échéance." in body(first)  # the owner's "fr"
+        assert local_due(due, PARIS, language_for("fr")) in body(first)
 
         # Moved within the lookahead: re-armed for the new deadline.
         moved = utc_now() + timedelta(hours=23)
@@ -275,7 +277,7 @@ def test_tasks_created_moved_and_completed_over_http_are_reminded_as_they_stand(
         assert app.change(first_task, due=moved.isoformat())["due"] is not None
         second, latency = mailed_within(smtp, first_task, 2, sent_at, alive)
         print(f"moved: mailed {latency:.2f}s after the request")
-        assert local_due(moved, PARIS) in body(second)
+        assert local_due(moved, PARIS, language_for("fr")) in body(second)
         assert second["X-Reminder-Key"] != first["X-Reminder-Key"]
 
         # Done while its reminder waits: Bob's mailbox answers "try later", so the row is

@@ -158,15 +158,102 @@ def test_bad_or_reserved_header_is_permanent_without_connecting(
     "recipient",
     ["", "alice", "@example.com", "alice@", "a@b@example.com", "alice@example.com\r\nRCPT TO:<e@x>",
      "alice@example.com, bob@example.com", "alice@example.com,bob@example.com",
-     "<alice@example.com>", "a lice@example.com", "ålice@example.com"],
+     "<alice@example.com>", "a lice@example.com", "émile@exämple.com, bob@example.com",
+     "émile @exämple.com", "émile\u2028@exämple.com", "émile\uff20exämple.com",
+     "émile@exämple.com\r\n", "é«mile»@exämple.com", "émile@exämple.com\u00a0"],
 )  # fmt: skip
 def test_invalid_recipient_is_permanent_without_connecting(
     server: RecordingSmtpServer, recipient: str
 ) -> None:
-    """Anything but one plain address is refused for good, and no connection is opened."""
+    """Anything but one plain address is refused for good, and no connection is opened: an
+    international address too, when it has spaces, breaks, symbols or a second address."""
     with closing(channel_for(server)) as channel:
         expect(channel.send(reminder(recipient=recipient)), Outcome.PERMANENT, "recipient")
     assert server.sessions == 0
+
+
+def html_reminder(key: str = "rk-1", recipient: str = "alice@example.com") -> Message:
+    """`reminder` with an HTML alternative (non-ASCII, with an escaped title)."""
+    message = reminder(key, recipient)
+    html = "<p>Votre tâche <strong>Payer &lt;le loyer&gt;</strong> est due.</p>\n"
+    return Message(message.key, message.recipient, message.subject, message.text, html,
+                   message.headers)  # fmt: skip
+
+
+def test_an_html_part_makes_a_multipart_alternative(server: RecordingSmtpServer) -> None:
+    """With an HTML part the e-mail is multipart/alternative: text/plain first, then
+    text/html, both UTF-8 and 7-bit clean on the wire."""
+    with closing(channel_for(server)) as channel:
+        assert channel.send(html_reminder()).outcome is Outcome.DELIVERED
+    [mail] = server.wait_for_messages(1)
+    assert all(byte < 128 for byte in mail.raw)
+    received = parsed(mail.raw)
+    assert received.get_content_type() == "multipart/alternative"
+    text, html = received.iter_parts()
+    assert (text.get_content_type(), html.get_content_type()) == ("text/plain", "text/html")
+    assert text.get_content_charset() == html.get_content_charset() == "utf-8"
+    assert text.get_content().replace("\r\n", "\n") == reminder().text
+    assert html.get_content().replace("\r\n", "\n") == html_reminder().html
+
+
+def test_the_sender_has_a_display_name_encoded_when_not_ascii(
+    server: RecordingSmtpServer,
+) -> None:
+    """``mail_from_name`` is the From header's display name, RFC 2047-encoded when needed."""
+    for name in ("Reminders", "Rappels d'Émile"):
+        channel = SmtpChannel(server.host, server.port, mail_from="reminders@reminders.test",
+                              mail_from_name=name, timeout=5, clock=ManualClock())  # fmt: skip
+        with closing(channel):
+            assert channel.send(reminder()).outcome is Outcome.DELIVERED
+    plain, encoded = server.wait_for_messages(2)
+    assert plain.raw.startswith(b"From: Reminders <reminders@reminders.test>\r\n")
+    assert encoded.raw.startswith(b"From: Rappels =?utf-8?q?d=27=C3=89mile?= <reminders@")
+    sender = parsed(encoded.raw)["From"]
+    assert sender.addresses[0].display_name == "Rappels d'Émile"
+    assert sender.addresses[0].addr_spec == "reminders@reminders.test"
+    assert encoded.envelope_from == "reminders@reminders.test"
+
+
+def test_an_international_address_is_sent_with_smtputf8_when_offered() -> None:
+    """émile@exämple.com goes out with SMTPUTF8: envelope and To header in UTF-8."""
+    with RecordingSmtpServer(smtputf8=True) as server:
+        with closing(channel_for(server)) as channel:
+            delivery = channel.send(html_reminder(recipient="émile@exämple.com"))
+            assert delivery.outcome is Outcome.DELIVERED, delivery.error
+            assert channel.send(reminder(key="rk-2")).outcome is Outcome.DELIVERED
+        international, plain = server.wait_for_messages(2)
+    assert international.rcpt_tos == ["émile@exämple.com"]
+    assert "SMTPUTF8" in international.mail_options
+    assert "To: émile@exämple.com\r\n".encode() in international.raw
+    assert parsed(international.raw)["To"] == "émile@exämple.com"
+    assert "SMTPUTF8" not in plain.mail_options and plain.rcpt_tos == ["alice@example.com"]
+    assert server.sessions == 1
+
+
+def test_an_international_address_is_dead_when_the_relay_lacks_smtputf8(
+    server: RecordingSmtpServer,
+) -> None:
+    """Without SMTPUTF8 at the relay an international address is refused for good, saying
+    why (address masked); nothing is sent, and the connection serves the next message."""
+    with closing(channel_for(server)) as channel:
+        delivery = channel.send(reminder(recipient="émile@exämple.com"))
+        expect(delivery, Outcome.PERMANENT, "SMTPUTF8")
+        assert delivery.error is not None and "émile" not in delivery.error
+        assert "é***@exämple.com" in delivery.error
+        assert channel.send(reminder(key="rk-2")).outcome is Outcome.DELIVERED
+    assert server.data_commands == 1 and server.sessions == 1
+
+
+def test_a_long_list_unsubscribe_url_survives_folding(server: RecordingSmtpServer) -> None:
+    """A signed unsubscribe URL longer than a header line arrives whole (RFC 8058 headers)."""
+    url = "https://reminders.example.com/u/" + "t0K3n" * 40
+    headers = {"Message-ID": "<rk-1@reminders.test>", "List-Unsubscribe": f"<{url}>",
+               "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}  # fmt: skip
+    with closing(channel_for(server)) as channel:
+        assert channel.send(reminder(headers=headers)).outcome is Outcome.DELIVERED
+    received = parsed(server.wait_for_messages(1)[0].raw)
+    assert "".join(str(received["List-Unsubscribe"]).split()) == f"<{url}>"
+    assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
 def test_missing_message_id_gets_one(server: RecordingSmtpServer) -> None:

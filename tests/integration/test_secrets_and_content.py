@@ -88,7 +88,8 @@ def test_no_command_prints_a_secret(
 
 
 def test_hostile_titles_arrive_as_plain_data(sqlite_engine: Engine, clock: ManualClock) -> None:
-    """Raw SMTP bytes: one recipient, no injected header, a one-line subject, the body intact."""
+    """Raw SMTP bytes: one recipient, no injected header, a one-line subject, the text part
+    intact and the HTML part with the title escaped."""
     with RecordingSmtpServer() as smtp:
         settings = load_settings(
             database_url=str(sqlite_engine.url), channel="smtp", mail_domain="reminders.test"
@@ -106,13 +107,18 @@ def test_hostile_titles_arrive_as_plain_data(sqlite_engine: Engine, clock: Manua
         services.scan()
         assert services.relay().relay_until_idle().counts == {"delivered": 1}
         smtp.wait_for_messages(1)
-    [(_sender, recipients, raw, _received_at)] = smtp.messages
+    [mail] = smtp.messages
+    recipients, raw = mail.rcpt_tos, mail.raw
     assert recipients == ["ada@example.com"]
     message = email.message_from_bytes(raw, policy=email.policy.SMTP)
     headers = {name.lower() for name in message}
     assert "bcc" not in headers and "x-evil" not in headers
     subject = str(message["Subject"])
     assert "\n" not in subject and "\r" not in subject and len(subject) < 250
-    body = message.get_content()
+    assert message.get_content_type() == "multipart/alternative"
+    text, html = (message.get_body(preferencelist=(kind,)) for kind in ("plain", "html"))
+    assert text is not None and html is not None
+    body = text.get_content()
     assert "Bcc: victim@example.net" in body and "<b>rent</b>" in body
-    assert message["Content-Type"].startswith("text/plain")
+    markup = html.get_content()
+    assert "<b>rent</b>" not in markup and "&lt;b&gt;rent&lt;/b&gt;" in markup

@@ -67,6 +67,16 @@ def test_the_relay_window_may_be_zero() -> None:
         ("REMINDERS_SCAN_CONNECTIONS", "0"),
         ("REMINDERS_RELAY_WINDOW", "30s"),  # not under half the 60 s lease
         ("REMINDERS_METRICS_HOST", "0.0.0.0:9191"),
+        ("REMINDERS_MAIL_FROM_NAME", "Reminders\r\nBcc: x@y.z"),
+        ("REMINDERS_MAIL_FROM_NAME", "R" * 79),
+        ("REMINDERS_TEMPLATE_DIR", "/nonexistent/templates"),
+        ("REMINDERS_TASK_URL", "https://app.example.com/tasks/"),  # no placeholder
+        ("REMINDERS_TASK_URL", "https://app.example.com/{task_id}/{task_id}"),
+        ("REMINDERS_TASK_URL", "ftp://app.example.com/tasks/{task_id}"),
+        ("REMINDERS_TASK_URL", "javascript:alert(1)//{task_id}"),
+        ("REMINDERS_TASK_URL", "https://app.example.com/{id}/{task_id}"),
+        ("REMINDERS_TASK_URL", "https://app.example.com/tasks/{task_id} x"),
+        ("REMINDERS_TASK_URL", "https://{task_id}.example.com/"),
     ],
 )
 def test_a_bad_value_names_its_variable_in_one_line(
@@ -92,6 +102,28 @@ def test_a_bad_secret_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REMINDERS_WEBHOOK_SECRET", "s3cr3t-value-long-enough-for-hmac")
     settings = load_settings(webhook_url="https://example.com/hook")
     assert settings.describe()["REMINDERS_WEBHOOK_SECRET"] == "***"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://app.example.com/tasks/{task_id}",
+        "http://localhost:3000/t?id={task_id}&from=mail",
+        " https://app.example.com/#/tasks/{task_id} ",
+    ],
+)
+def test_a_task_url_is_an_http_url_with_one_placeholder(url: str) -> None:
+    """REMINDERS_TASK_URL takes http(s) URLs with {task_id} once in the path, query or
+    fragment, trimmed; an empty value means no link."""
+    assert load_settings(task_url=url).task_url == url.strip()
+    assert load_settings(task_url=" ").task_url is None
+
+
+def test_the_from_name_defaults_to_reminders_and_may_be_any_language() -> None:
+    """The display name has a default, takes non-ASCII text and may be left empty."""
+    assert load_settings().mail_from_name == "Reminders"
+    assert load_settings(mail_from_name=" Rappels Émile ").mail_from_name == "Rappels Émile"
+    assert load_settings(mail_from_name="").mail_from_name == ""
 
 
 def test_empty_broker_url_means_in_process() -> None:

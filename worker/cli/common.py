@@ -22,6 +22,7 @@ from worker import migrate as migrations
 from worker.bootstrap import Services, bootstrap, database_timeouts
 from worker.db import make_engine
 from worker.errors import ConfigError, DatabaseNotReady, UsageError
+from worker.reminders.render import renderer_for
 from worker.settings import Settings, load_settings, parse_duration
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
@@ -45,8 +46,10 @@ def settings() -> Settings:
 
 def ready_services() -> Services:
     """Services on a reachable, migrated database whose tables fit the schema mapping; or
-    exit 1 saying which it is not (2 for a mapping that does not fit)."""
+    exit 1 saying which it is not (2 for a mapping that does not fit or a message template
+    that fails, checked first)."""
     config = settings()
+    renderer = renderer_for(config)
     engine = make_engine(config.database_url, timeouts=database_timeouts(config))
     current = migrations.current_revision(engine)
     if current != migrations.head_revision():
@@ -54,7 +57,7 @@ def ready_services() -> Services:
             f"the database is at revision {current or 'none'}, this version needs "
             f"{migrations.head_revision()}: run `reminders migrate`"
         )
-    return bootstrap(config, engine=engine)
+    return bootstrap(config, engine=engine, renderer=renderer)
 
 
 def first_line(error: BaseException | None) -> str:

@@ -1,25 +1,36 @@
 """A reminder's content, rendered as data for every channel.
 
-Titles, addresses and time zones come from the host application's rows: they are data.
-They go into a subject (one line, bounded), a plain-text body and a JSON document; never
-into a header name, markup or a format string.
+Titles, addresses, locales and time zones come from the host application's rows: they are
+data. They go into a subject (one line, bounded), a text part, an HTML part (escaped), a
+JSON document and a console line; never into a header name, markup or a format string.
+The words come from the templates (`worker.reminders.templates`) in the recipient's
+language (`worker.reminders.languages`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
 from outbox.channels.base import Message
 from outbox.masking import mask_email, one_line
+from worker.reminders.languages import LANGUAGES, Language, language_for
+from worker.reminders.links import LinkMaker, snooze_links
+from worker.reminders.templates import TemplateProblem, Templates, load_templates
+from worker.settings import Settings
 
 log = structlog.get_logger("worker.reminders.render")
 
 SUBJECT_TITLE_LIMIT = 120
+SUBJECT_LIMIT = 200
+#: The placeholder of ``REMINDERS_TASK_URL``.
+TASK_ID = "{task_id}"
 
 
 def owner_zone(name: str | None, *, user_id: int) -> tzinfo:
@@ -33,11 +44,10 @@ def owner_zone(name: str | None, *, user_id: int) -> tzinfo:
     return UTC
 
 
-def local_due(due_date: datetime, zone: tzinfo) -> str:
-    """The due time as the owner reads it: 'Sun 29 Mar 2026 03:30 CEST (UTC+02:00)'."""
-    local = due_date.astimezone(zone)
-    offset = local.strftime("%z")
-    return f"{local:%a %d %b %Y %H:%M} {local.tzname()} (UTC{offset[:3]}:{offset[3:]})"
+def local_due(due_date: datetime, zone: tzinfo, language: Language | None = None) -> str:
+    """The due time as the owner reads it, in their language (English by default):
+    'Sun, Mar 29, 2026, 3:30 AM CEST (UTC+02:00)'."""
+    return (language or language_for(None)).due(due_date.astimezone(zone))
 
 
 def short_line(text: str, limit: int) -> str:
@@ -67,31 +77,55 @@ class OwnerFacts(NamedTuple):
 
 @dataclass(frozen=True)
 class ReminderRenderer:
-    """Renders one reminder for every channel from the task and its owner."""
+    """Renders one reminder for every channel from the task and its owner.
+
+    ``task_url`` is ``REMINDERS_TASK_URL`` (with its ``{task_id}`` placeholder); ``links``
+    makes the unsubscribe and snooze links, and without it a reminder has neither.
+    """
 
     mail_domain: str
+    templates: Templates = field(default_factory=lambda: load_templates(None))
+    task_url: str | None = None
+    links: LinkMaker | None = None
 
     def render(self, key: str, task: TaskFacts, owner: OwnerFacts) -> Message:
         """The message for ``task``'s reminder under idempotency key ``key``."""
         assert task.due_date is not None  # the re-check cancels undated tasks first
-        due_text = local_due(task.due_date, owner_zone(owner.timezone, user_id=owner.id))
+        language = language_for(owner.locale)
+        local = task.due_date.astimezone(owner_zone(owner.timezone, user_id=owner.id))
+        due_text = language.due(local)
         title = short_line(task.title, SUBJECT_TITLE_LIMIT)
-        body = (
-            f"Your task is due soon.\n\n"
-            f"Task: {task.title}\n"
-            f"Due:  {due_text}\n\n"
-            f"You receive this because reminders are on for your account.\n"
-        )
+        unsubscribe = None if self.links is None else self.links.unsubscribe(owner.id, key)
+        context: dict[str, Any] = {
+            "key": key,
+            "task_id": task.id,
+            "title": task.title,
+            "short_title": title,
+            "due": due_text,
+            "due_date": local,
+            "task_url": self._task_url(task.id),
+            "unsubscribe_url": unsubscribe,
+            "snooze_links": [] if self.links is None else snooze_links(self.links, owner.id, key),
+        }
+        parts = self.templates.render(language, context)
+        headers = {
+            "Message-ID": f"<{key}@{self.mail_domain}>",
+            "X-Reminder-Key": key,
+            "X-Task-Id": str(task.id),
+            "Auto-Submitted": "auto-generated",  # RFC 3834: auto-responders do not answer
+            "X-Auto-Response-Suppress": "OOF, AutoReply",  # the same for Exchange
+            "List-Id": f"<reminders.{self.mail_domain}>",
+        }
+        if unsubscribe is not None:  # RFC 8058 one-click unsubscribe
+            headers["List-Unsubscribe"] = f"<{unsubscribe}>"
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         return Message(
             key=key,
             recipient=owner.email,
-            subject=f"Reminder: {title} is due {due_text}",
-            text=body,
-            headers={
-                "Message-ID": f"<{key}@{self.mail_domain}>",
-                "X-Reminder-Key": key,
-                "X-Task-Id": str(task.id),
-            },
+            subject=short_line(parts.subject, SUBJECT_LIMIT),
+            text=parts.text,
+            html=parts.html,
+            headers=headers,
             document={
                 "type": "task.due_soon",
                 "key": key,
@@ -105,3 +139,67 @@ class ReminderRenderer:
                 f"(task {task.id}, key {key})"
             ),
         )
+
+    def check(self) -> None:
+        """Render a sample reminder in every shipped language, with and without links.
+
+        Raises:
+            TemplateProblem: a template fails, naming its file and line.
+        """
+        sample = TaskFacts(42, "Sample task <&>", datetime(2026, 11, 28, 12, 0, tzinfo=UTC), True)
+        with_links = ReminderRenderer(
+            self.mail_domain, self.templates, self.task_url or "https://example.invalid/{task_id}",
+            _SampleLinks(),
+        )  # fmt: skip
+        for renderer in (self, with_links):
+            for code in LANGUAGES:
+                owner = OwnerFacts(7, "sample@example.invalid", "Europe/Paris", True, code)
+                try:
+                    renderer.render("due_soon-42-sample", sample, owner)
+                except TemplateProblem:
+                    raise
+                except Exception as error:  # any failure of a template is the template's
+                    raise self.templates.problem(error) from None
+
+    def _task_url(self, task_id: int) -> str | None:
+        return None if self.task_url is None else task_link(self.task_url, task_id)
+
+
+def task_link(template: str, task_id: object) -> str:
+    """``REMINDERS_TASK_URL`` for one task: its id, URL-encoded, in place of ``{task_id}``."""
+    return template.replace(TASK_ID, quote(str(task_id), safe=""))
+
+
+class _SampleLinks:
+    """Links for the sample render, so that the templates' link branches are checked too."""
+
+    def unsubscribe(self, user_id: int, key: str) -> str:
+        return f"https://example.invalid/unsubscribe/{user_id}/{key}"
+
+    def snooze(self, user_id: int, key: str, delay: timedelta) -> str:
+        return f"https://example.invalid/snooze/{user_id}/{key}/{int(delay.total_seconds())}"
+
+
+_warned: list[bool] = []
+
+
+def renderer_for(settings: Settings, links: LinkMaker | None = None) -> ReminderRenderer:
+    """The renderer the settings describe, its templates compiled and checked on a sample.
+
+    Logs one warning per process when SMTP mail goes out with ``localhost`` as its domain.
+
+    Raises:
+        TemplateProblem: a template fails to compile or to render the sample.
+    """
+    directory = None if settings.template_dir is None else Path(settings.template_dir).resolve()
+    renderer = ReminderRenderer(
+        settings.mail_domain, load_templates(directory), settings.task_url, links
+    )
+    renderer.check()
+    if settings.channel == "smtp" and settings.mail_domain == "localhost" and not _warned:
+        _warned.append(True)
+        log.warning(
+            "mail_domain_is_localhost",
+            hint="set REMINDERS_MAIL_DOMAIN to your domain: Message-IDs and List-Id use it",
+        )
+    return renderer

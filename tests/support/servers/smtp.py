@@ -23,6 +23,8 @@ class ReceivedMail(NamedTuple):
     rcpt_tos: list[str]
     raw: bytes
     received_at: float = 0.0
+    #: The client's MAIL FROM parameters, e.g. ``["SMTPUTF8", "BODY=8BITMIME"]``.
+    mail_options: tuple[str, ...] = ()
 
 
 class RecordingSmtpServer(Running):
@@ -33,7 +35,8 @@ class RecordingSmtpServer(Running):
     ``rcpt_replies`` maps a recipient to the reply its RCPT gets. ``sessions`` counts TCP
     connections; ``data_commands`` counts DATA commands, accepted or not.
     ``credentials=(user, password)`` makes AUTH available (over plain text too, for tests);
-    ``starttls`` offers STARTTLS with that context; ``implicit_tls`` wraps the port in TLS.
+    ``starttls`` offers STARTTLS with that context; ``implicit_tls`` wraps the port in TLS;
+    ``smtputf8`` offers SMTPUTF8 (RFC 6531: international addresses).
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class RecordingSmtpServer(Running):
         credentials: tuple[str, str] | None = None,
         starttls: ssl.SSLContext | None = None,
         implicit_tls: ssl.SSLContext | None = None,
+        smtputf8: bool = False,
     ) -> None:
         self.host = HOST
         self.port = 0
@@ -54,7 +58,11 @@ class RecordingSmtpServer(Running):
         self._credentials = credentials
         self._changed = threading.Condition()
         self._open: set[_RecordingSMTP] = set()
-        kwargs: dict[str, Any] = {"server_hostname": "mail.test", "ssl_context": implicit_tls}
+        kwargs: dict[str, Any] = {
+            "server_hostname": "mail.test",
+            "ssl_context": implicit_tls,
+            "enable_SMTPUTF8": smtputf8,
+        }
         if starttls is not None:
             kwargs["tls_context"] = starttls
         if credentials is not None:
@@ -126,7 +134,13 @@ class RecordingSmtpServer(Running):
             if self.data_replies:
                 return self.data_replies.popleft()
             raw = envelope.original_content or b""
-            mail = ReceivedMail(envelope.mail_from or "", list(envelope.rcpt_tos), raw, time.time())
+            mail = ReceivedMail(
+                envelope.mail_from or "",
+                list(envelope.rcpt_tos),
+                raw,
+                time.time(),
+                tuple(envelope.mail_options),
+            )
             self.messages.append(mail)
             self._changed.notify_all()
         return "250 2.0.0 OK"

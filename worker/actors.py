@@ -24,6 +24,7 @@ from outbox.masking import one_line
 from outbox.relay import Attempt
 from outbox.store import earliest_due
 from worker.bootstrap import Services, bootstrap, check_mapping
+from worker.bootstrap import needs_address as address_needed
 from worker.coalesce import Coalescer, Timing
 from worker.embedded import next_tick
 from worker.errors import ConfigError, DatabaseNotReady
@@ -204,7 +205,7 @@ def _observe_unremindable(built: Services, now: datetime) -> None:
     """Count the tasks in the scan's window that cannot be reminded; log a change once."""
     lookahead = built.settings.lookahead
     with built.session_factory.begin() as session:
-        needs_address = built.settings.channel == "smtp"
+        needs_address = address_needed(built.settings)
         found = count_unremindable(
             session, now, lookahead, host=built.host, needs_address=needs_address
         )

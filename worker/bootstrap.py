@@ -102,6 +102,12 @@ def check_mapping(settings: Settings) -> HostSchema:
         engine.dispose()
 
 
+def needs_address(settings: Settings) -> bool:
+    """Whether the channel sends to the owner's e-mail address (a webhook's document
+    carries the owner's id instead)."""
+    return settings.channel == "smtp"
+
+
 def database_timeouts(settings: Settings) -> DatabaseTimeouts:
     """The bounds of every statement and connection of a process."""
     return DatabaseTimeouts(statement=settings.db_statement_timeout.total_seconds())
@@ -207,7 +213,9 @@ def bootstrap(
         engine=engine,
         session_factory=make_session_factory(engine),
         host=host,
-        due_queries=seams.wrap_due_queries(due_queries(engine.dialect.name, host)),
+        due_queries=seams.wrap_due_queries(
+            due_queries(engine.dialect.name, host, needs_address=needs_address(settings))
+        ),
         clock=clock,
         make_channel=make_channel or channel_factory(settings, clock),
         renderer=renderer,

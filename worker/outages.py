@@ -23,6 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from outbox.masking import mask_emails_in, one_line
 from worker.errors import DatabaseNotReady
+from worker.reminders.host import MappingMismatch
 from worker.settings import hide_password
 
 #: A run of failures of one kind is logged again after this long, with the count since.
@@ -44,6 +45,8 @@ class FailureKind(StrEnum):
 
     UNREACHABLE = "unreachable"
     NOT_MIGRATED = "not_migrated"
+    #: The schema mapping no longer fits the database (a mapped column gone since start).
+    MAPPING = "mapping"
     ERROR = "error"
 
 
@@ -59,6 +62,8 @@ def database_failure(error: BaseException) -> Failure | None:
     """The database's failure behind ``error``, or None when it is not the database's."""
     if isinstance(error, DatabaseNotReady):
         return Failure(FailureKind.NOT_MIGRATED, reason_of(error))
+    if isinstance(error, MappingMismatch):
+        return Failure(FailureKind.MAPPING, reason_of(error))
     if isinstance(error, PoolTimeout):
         return Failure(FailureKind.UNREACHABLE, reason_of(error))
     if not isinstance(error, DBAPIError):

@@ -17,10 +17,18 @@ from worker.settings import Settings
 
 
 def make_services(
-    engine: Engine, clock: ManualClock, channel: Channel, **settings: Any
+    engine: Engine,
+    clock: ManualClock,
+    channel: Channel,
+    *,
+    channel_name: str | None = None,
+    **settings: Any,
 ) -> Services:
     """Services on ``engine`` with the test's clock and channel; ``settings`` override the
-    defaults by field name (``max_attempts=3``), parsed as the environment's would be."""
+    defaults by field name (``max_attempts=3``), parsed as the environment's would be;
+    ``channel_name`` is the REMINDERS_CHANNEL the services act for (``channel`` sends)."""
+    if channel_name is not None:
+        settings["channel"] = channel_name
     config = Settings(database_url=str(engine.url), **settings)
     return bootstrap(config, clock=clock, engine=engine, make_channel=lambda: channel)
 

@@ -290,7 +290,7 @@ def test_ticks_on_an_unmigrated_database_log_one_line_per_action(tmp_path: Path)
     assert sorted(event["event"] for event in ours) == ["relay_failed", "scan_failed"]
     for event in ours:
         assert event["kind"] == "not_migrated", event
-        assert "no such table" in event["reason"] and "reminders migrate" in event["reason"]
+        assert "not found" in event["reason"] and "reminders migrate" in event["reason"]
     assert not [event for event in events if event["level"] in ("warning", "error")][2:]
     (line,) = [x for x in done.stdout.splitlines() if x.startswith("REPORT ")]
     assert json.loads(line.removeprefix("REPORT ")) == {"dead": 0}
@@ -316,33 +316,49 @@ finally:
 def test_a_failed_scan_is_recorded_and_health_names_it_until_one_succeeds(
     tmp_path: Path,
 ) -> None:
-    """A scan that fails on a reachable database (its due column renamed away) leaves its
-    reason on the heartbeat: `reminders health` exits 1 naming it, until a scan succeeds."""
+    """A scan that fails on a reachable database (a host's trigger refuses the update) leaves
+    its reason on the heartbeat: `reminders health` exits 1 naming it, until a scan succeeds.
+    A mapped column renamed away after start is one line in the log, and health names it."""
     url = f"sqlite:///{tmp_path}/reminders.db"
     engine = make_engine(url)
     migrate.upgrade(engine)
     env = child_env(REMINDERS_DATABASE_URL=url, REMINDERS_BROKER_URL="")
     health = [str(DRAMATIQ.with_name("reminders")), "health"]
 
-    def tick() -> None:
+    def tick() -> str:
         done = run([sys.executable, "-c", ONE_TICK], env, tmp_path)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        return done.stdout + done.stderr
 
-    def rename(old: str, new: str) -> None:
+    def sql(statement: str) -> None:
         with engine.begin() as connection:
-            connection.exec_driver_sql(f"ALTER TABLE tasks RENAME COLUMN {old} TO {new}")
+            connection.exec_driver_sql(statement)
 
-    tick()
-    assert run(health, env, tmp_path).returncode == 0
-    rename("due_date", "deadline")
+    sql("INSERT INTO users (id, email) VALUES (1, 'a@example.com')")
+    tick()  # a scan that succeeds: a failure is recorded only after one
+    sql(
+        "CREATE TRIGGER host_says_no BEFORE UPDATE ON tasks "
+        "BEGIN SELECT RAISE(ABORT, 'the host says no'); END"
+    )
+    sql(
+        "INSERT INTO tasks (id, owner_id, title, due_date) "
+        "VALUES (1, 1, 't', strftime('%Y-%m-%d %H:%M:%f', 'now', '+1 hour'))"
+    )
     tick()
     unhealthy = run(health, env, tmp_path)
     assert unhealthy.returncode == 1
     assert "the last scan failed" in unhealthy.stderr
-    assert "no such column" in unhealthy.stderr and len(unhealthy.stderr.splitlines()) == 1
-    rename("deadline", "due_date")
+    assert "the host says no" in unhealthy.stderr and len(unhealthy.stderr.splitlines()) == 1
+    sql("DROP TRIGGER host_says_no")
     tick()
     assert run(health, env, tmp_path).returncode == 0
+
+    sql("ALTER TABLE tasks RENAME COLUMN due_date TO deadline")
+    log = tick()
+    assert '"kind": "mapping"' in log and "column tasks.due_date not found" in log, log
+    unhealthy = run(health, env, tmp_path)
+    assert unhealthy.returncode == 1 and len(unhealthy.stderr.splitlines()) == 1
+    assert "[tasks] due: column tasks.due_date not found" in unhealthy.stderr
     engine.dispose()
 
 
@@ -369,7 +385,13 @@ def test_tasks_that_cannot_be_reminded_are_logged_once(tmp_path: Path) -> None:
     add_task(services, 7, 1, datetime.now(UTC) + timedelta(hours=2))
     with engine.begin() as connection:
         connection.exec_driver_sql("UPDATE users SET email = ' ' WHERE id = 1")
-    env = child_env(REMINDERS_DATABASE_URL=url, REMINDERS_BROKER_URL="")
+    # The e-mail channel needs the address (nothing is sent: the task is not queued).
+    env = child_env(
+        REMINDERS_DATABASE_URL=url,
+        REMINDERS_BROKER_URL="",
+        REMINDERS_CHANNEL="smtp",
+        REMINDERS_SMTP_PORT="1",
+    )
 
     def lines() -> list[dict[str, object]]:
         done = run([sys.executable, "-c", THREE_TICKS], env, tmp_path)

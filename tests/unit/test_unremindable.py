@@ -85,7 +85,7 @@ def test_the_scan_leaves_them_waiting_until_the_owner_is_fixed(
 ) -> None:
     """The scan queues only the task it can remind; the others stay counted until their owner
     gets an address, and the next scan queues them."""
-    services = make_services(engine, clock, channel)
+    services = make_services(engine, clock, channel, channel_name="smtp")
     seed(services)
     assert services.scan().queued == 1
     assert counted(services).total == 2

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from outbox import admin
+from worker.bootstrap import needs_address
 from worker.cli import common
 from worker.cli.common import JsonOption
 from worker.reminders.heartbeat import read_heartbeat
@@ -42,7 +43,7 @@ def status(as_json: JsonOption = False) -> None:
             now,
             services.settings.lookahead,
             host=services.host,
-            needs_address=services.settings.channel == "smtp",
+            needs_address=needs_address(services.settings),
         )
     scanner_ms = None if beat is None else beat.clock_offset_ms
     clocks = common.Clocks(services.clock_offset(), scanner_ms, services.settings.max_clock_offset)

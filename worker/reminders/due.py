@@ -1,8 +1,9 @@
 """The statements that decide who is due for a reminder and queue it: one set per dialect.
 
 A task is due for a reminder when it is `awaiting_reminder` (open, dated, not yet reminded for
-the due date it has now), due within (now, now + lookahead], and its owner exists and wants
-reminders (tasks whose owner row is missing are counted by `worker.reminders.unremindable`).
+the due date it has now), due within (now, now + lookahead], and its owner exists, wants
+reminders and, on the e-mail channel, has an address (the others are counted by
+`worker.reminders.unremindable`).
 `due_queries` picks the set for a dialect once, at bootstrap: on PostgreSQL a batch is one
 statement; SQLite, which has no INSERT or UPDATE inside WITH, runs the same steps one by one.
 """
@@ -48,6 +49,7 @@ from worker.reminders.schema import (
     UserColumns,
     awaiting_reminder,
     due_instant,
+    owner_has_address,
     owner_wants_reminders,
 )
 
@@ -75,12 +77,21 @@ def due_within(
     return and_(window, moment > instant(after), moment <= instant(until))
 
 
-def due_ids(tasks: TaskColumns, users: UserColumns) -> ScalarSelect[int]:
-    """Up to ``limit`` due tasks, earliest first, locked; those another scanner holds skipped."""
+def due_ids(
+    tasks: TaskColumns, users: UserColumns, *, needs_address: bool = False
+) -> ScalarSelect[int]:
+    """Up to ``limit`` due tasks, earliest first, locked; those another scanner holds skipped.
+
+    ``needs_address``: the channel sends to the owner's e-mail address, so a task whose owner
+    has none waits (counted by `worker.reminders.unremindable`) until the owner has one.
+    """
+    wanted = [owner_wants_reminders(users)]
+    if needs_address:
+        wanted.append(owner_has_address(users))
     return (
         select(tasks.id)
         .join(users.table, users.id == tasks.owner_id)
-        .where(due_within(tasks, users, _NOW, _UNTIL), owner_wants_reminders(users))
+        .where(due_within(tasks, users, _NOW, _UNTIL), *wanted)
         .order_by(tasks.due)
         .limit(_LIMIT)
         .with_for_update(of=tasks.table, skip_locked=True)
@@ -160,9 +171,12 @@ class PostgresDueQueries(_RecordsScans):
     parallel: bool = field(default=True, init=False)
 
     @classmethod
-    def build(cls, host: HostSchema = REFERENCE_SCHEMA) -> PostgresDueQueries:
+    def build(
+        cls, host: HostSchema = REFERENCE_SCHEMA, *, needs_address: bool = False
+    ) -> PostgresDueQueries:
         """The statements for the host's tables."""
-        return cls(_queue_statement(host.tasks, host.users), _heartbeat(postgresql.insert))
+        batch = _queue_statement(host.tasks, host.users, needs_address=needs_address)
+        return cls(batch, _heartbeat(postgresql.insert))
 
     def queue_batch(
         self, session: Session, now: datetime, lookahead: timedelta, limit: int
@@ -184,14 +198,16 @@ class SqliteDueQueries(_RecordsScans):
     parallel: bool = field(default=False, init=False)
 
     @classmethod
-    def build(cls, host: HostSchema = REFERENCE_SCHEMA) -> SqliteDueQueries:
+    def build(
+        cls, host: HostSchema = REFERENCE_SCHEMA, *, needs_address: bool = False
+    ) -> SqliteDueQueries:
         """The statements for the host's tables (on SQLite, due columns hold instants)."""
         tasks, users = host.tasks, host.users
         if tasks.due_time.per_recipient:
             raise ValueError("on SQLite a due column holds instants")
         mark = (
             update(tasks.table)
-            .where(tasks.id.in_(due_ids(tasks, users)))
+            .where(tasks.id.in_(due_ids(tasks, users, needs_address=needs_address)))
             .values({tasks.reminder_sent_at: _NOW, tasks.reminder_due_at: tasks.due})
             .returning(tasks.id, tasks.due_time.instant(tasks.due, literal("UTC")))
         )
@@ -216,12 +232,15 @@ class SqliteDueQueries(_RecordsScans):
         return Batch(len(tasks), queued, superseded)
 
 
-def due_queries(dialect: str, host: HostSchema = REFERENCE_SCHEMA) -> DueQueries:
-    """The query set for the host's tables on ``dialect`` (``postgresql`` or ``sqlite``)."""
+def due_queries(
+    dialect: str, host: HostSchema = REFERENCE_SCHEMA, *, needs_address: bool = False
+) -> DueQueries:
+    """The query set for the host's tables on ``dialect`` (``postgresql`` or ``sqlite``);
+    ``needs_address`` for a channel that sends to the owner's e-mail address."""
     if dialect == "postgresql":
-        return PostgresDueQueries.build(host)
+        return PostgresDueQueries.build(host, needs_address=needs_address)
     if dialect == "sqlite":
-        return SqliteDueQueries.build(host)
+        return SqliteDueQueries.build(host, needs_address=needs_address)
     raise ValueError(f"no due queries for the {dialect!r} dialect")
 
 
@@ -230,7 +249,9 @@ def _window(now: datetime, lookahead: timedelta, limit: int) -> dict[str, Any]:
     return {"now": now, "until": now + lookahead, "limit": limit}
 
 
-def _queue_statement(tasks: TaskColumns, users: UserColumns) -> Select[int, int, int]:
+def _queue_statement(
+    tasks: TaskColumns, users: UserColumns, *, needs_address: bool
+) -> Select[int, int, int]:
     """The batch statement: mark the due tasks, insert their rows, cancel superseded ones.
 
     All parts of the statement see the rows as they were before it: ``stale`` (each
@@ -245,7 +266,8 @@ def _queue_statement(tasks: TaskColumns, users: UserColumns) -> Select[int, int,
         moment = due_time.instant(tasks.due, literal("UTC"))
     key = reminder_key_sql(tasks.id, moment)
     stale = superseded_ids(tasks.id, key, kind=REMINDER_KIND)
-    marking = update(tasks.table).where(tasks.id == any_(func.array(due_ids(tasks, users))))
+    ids = due_ids(tasks, users, needs_address=needs_address)
+    marking = update(tasks.table).where(tasks.id == any_(func.array(ids)))
     if due_time.per_recipient:
         # UPDATE … FROM the recipient: the moment depends on the recipient's zone.
         marking = marking.where(users.id == tasks.owner_id)

@@ -61,7 +61,9 @@ class Task(Base):
     __tablename__ = "tasks"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    owner_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
+    owner_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", name="tasks_owner_id_fkey")
+    )
     title: Mapped[str] = mapped_column(Text)
     due_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,10 +1,10 @@
 """Tasks that will not be reminded because of their owner row: missing, or without an address.
 
-The due query takes only tasks whose owner row exists (`worker.reminders.due`): a task whose
-owner row is gone (possible where the host's schema has no foreign key) stays unreminded. On
-the e-mail channel, a task whose owner's address is NULL or blank is queued but can only end
-dead (``invalid recipient: empty address``); a webhook's document needs no address. These
-are counted where the scan looks: tasks awaiting a reminder and due within the lookahead,
+The due query takes only tasks whose owner row exists and, on the e-mail channel, has an
+address (`worker.reminders.due`): a task whose owner row is gone (possible where the host's
+schema has no foreign key) or whose owner's address is NULL or blank stays unreminded until
+that is fixed (a webhook's document carries the owner's id and needs no address). These are
+counted where the scan looks: tasks awaiting a reminder and due within the lookahead,
 (now, now + lookahead]. A task that falls due unreminded leaves the count (no reminder is sent
 for a task already due), so the count says what can still be fixed. An owner who turned
 reminders off is not counted: that task is not reminded by choice.

@@ -26,6 +26,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, Engine, Table, inspect, text
+from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.schema import CreateIndex, CreateTable, DropIndex
 
 from outbox.types import UTCDateTime
@@ -201,10 +202,11 @@ def host_changes(connection: Connection, host: HostSchema) -> list[str]:
     dialect = connection.dialect
     quote = dialect.identifier_preparer
     inspector = inspect(connection)
-    existing = {
-        column["name"]: column["type"]
-        for column in inspector.get_columns(table.name, schema=table.schema)
-    }
+    try:
+        found = inspector.get_columns(table.name, schema=table.schema)
+    except NoSuchTableError:  # ``--sql`` on a database the migration would create it in
+        found = []
+    existing = {column["name"]: column["type"] for column in found}
     if not existing:  # the reference tables, created by this migration's first statements
         existing = {column.name: column.type for column in _table(Task).columns}
     statements: list[str] = []

@@ -184,3 +184,17 @@ def test_sqlite_upgrades_a_release_that_shared_alembic_version(tmp_path: Path) -
         check_host(connection, REFERENCE)
     assert "alembic_version" not in tables and "reminders_alembic_version" in tables
     assert migrate.run(engine).host == []
+
+
+def test_migrate_sql_on_an_empty_database_prints_everything_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    """``--sql`` on a database with nothing in it: the reference tables, the worker's tables
+    and its index, all printed; the database stays empty."""
+    engine = make_engine(f"sqlite:///{tmp_path}/empty.db")
+    sql = migrate.offline_sql(engine)
+    assert "CREATE TABLE users" in sql and "CREATE TABLE tasks" in sql
+    assert "CREATE TABLE outbox" in sql and "ix_tasks_awaiting_reminder" in sql
+    with engine.connect() as connection:
+        tables = connection.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))
+        assert list(tables) == []

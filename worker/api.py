@@ -1,4 +1,4 @@
-"""The Python API for a host application: ask the workers for a scan now.
+"""The Python API for a host application: ask the workers for a scan now; set reminder rules.
 
 The host changes a task in its own transaction; once that has committed, a nudge puts one
 message for the scan actor on the workers' broker, so the change is seen within seconds
@@ -9,6 +9,14 @@ instead of at the next scheduled tick::
     with Session(engine) as session, session.begin():
         session.add(task)
         nudge_after_commit(session)  # sent after the commit, not at all on rollback
+
+Reminder rules (`set_rule`, `set_default_rule`, `clear_rule`, `clear_default_rule`, `rules`,
+`effective_rule`) run on a SQLAlchemy ``Session`` the host gives, inside its transaction (the
+host commits), or on an ``Engine``, in a transaction of their own::
+
+    from worker.api import Rule, set_rule
+
+    set_rule(engine, Rule(before=(timedelta(hours=24), timedelta(hours=1))), user=42)
 
 Importing this module configures no logging, sets no global Dramatiq broker, connects to
 nothing and never exits the process: failures are exceptions from `worker.errors`. The
@@ -25,12 +33,35 @@ import dramatiq
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
+from worker.api_rules import (
+    Rule,
+    RuleChange,
+    clear_default_rule,
+    clear_rule,
+    effective_rule,
+    rules,
+    set_default_rule,
+    set_rule,
+)
 from worker.broker import build_sending_broker
 from worker.errors import BrokerNotConfigured, BrokerUnreachable, ReminderError
 from worker.queues import QUEUE, SCAN_ACTOR
 from worker.settings import Settings, hide_password, load_settings
 
-__all__ = ["close", "configure", "nudge", "nudge_after_commit"]
+__all__ = [
+    "Rule",
+    "RuleChange",
+    "clear_default_rule",
+    "clear_rule",
+    "close",
+    "configure",
+    "effective_rule",
+    "nudge",
+    "nudge_after_commit",
+    "rules",
+    "set_default_rule",
+    "set_rule",
+]
 
 #: Keys of ``Session.info``: a nudge is wanted at this transaction's commit; listeners are on.
 _WANTED = "reminders.nudge_wanted"

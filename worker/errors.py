@@ -22,6 +22,14 @@ class UsageError(ReminderError):
     """The command was used wrongly."""
 
 
+class InvalidRule(UsageError):
+    """The reminder rule is invalid."""
+
+
+class UnknownUser(UsageError):
+    """No user has this id in the host's users table."""
+
+
 class BrokerNotConfigured(ConfigError):
     """nudge() needs REMINDERS_BROKER_URL: with no broker, scans run only in `reminders run`."""
 

@@ -1,7 +1,8 @@
 """The least-privilege database role of the worker processes (PostgreSQL).
 
 The worker reads the host application's mapped tables (tasks, users, recipients), updates
-only the two columns of the tasks table it owns, and reads and writes its own tables. It
+only the two columns of the tasks table it owns, and reads and writes its own tables (the
+outbox, the scan heartbeat, the reminder rules: ``reminders rules`` may run as this role). It
 owns nothing, so it can neither change the schema nor touch any other table.
 """
 
@@ -13,7 +14,8 @@ from worker.errors import UsageError
 from worker.migrate import VERSION_TABLE
 from worker.reminders.mapping import REFERENCE, SchemaMapping
 
-WORKER_TABLES = ("outbox", "reminder_scan_heartbeat")
+WORKER_TABLES = ("outbox", "reminder_scan_heartbeat", "reminder_rules", "reminder_rule_leads")
+WORKER_SEQUENCES = ("outbox_id_seq", "reminder_rules_id_seq")
 
 
 def grant_statements(role: str, mapping: SchemaMapping = REFERENCE) -> list[str]:
@@ -34,7 +36,7 @@ def grant_statements(role: str, mapping: SchemaMapping = REFERENCE) -> list[str]
         # Column privileges: the due query's FOR UPDATE needs UPDATE on one column, no more.
         f"GRANT UPDATE (reminder_sent_at, reminder_due_at) ON {tasks} TO {who}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(WORKER_TABLES)} TO {who}",
-        f"GRANT USAGE, SELECT ON SEQUENCE outbox_id_seq TO {who}",
+        f"GRANT USAGE, SELECT ON SEQUENCE {', '.join(WORKER_SEQUENCES)} TO {who}",
     ]
 
 

@@ -65,7 +65,12 @@ def head_revision() -> str | None:
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or None when it was never migrated."""
     with engine.connect() as connection:
-        return _current(connection) or _shared_revision(connection)
+        return revision(connection)
+
+
+def revision(connection: Connection) -> str | None:
+    """The revision the database of ``connection`` is at, or None when it was never migrated."""
+    return _current(connection) or _shared_revision(connection)
 
 
 def _current(connection: Connection) -> str | None:

@@ -19,6 +19,8 @@ from worker.bootstrap import bootstrap
 from worker.db import make_engine
 from worker.errors import UsageError
 from worker.grants import grant_role
+from worker.reminders import rule_store
+from worker.reminders.rules import Rule
 from worker.settings import Settings
 
 
@@ -53,6 +55,28 @@ def test_the_worker_role_can_scan_and_relay(
     assert services.scan().queued == 1
     assert services.relay().relay_until_idle().counts == {"delivered": 1}
     assert len(channel.sent) == 1
+    engine.dispose()
+
+
+def test_the_worker_role_can_set_and_clear_rules(
+    postgres_url: str, postgres_engine: Engine, worker_role: str, clock: ManualClock
+) -> None:
+    """``reminders rules`` may run as the workers' role: a rule set (re-planning the owner's
+    tasks) and cleared again."""
+    owner = make_services(postgres_engine, clock, RecordingChannel())
+    add_user(owner, 1)
+    add_task(owner, 1, 1, clock.now() + timedelta(hours=1))
+    engine = make_engine(make_url(postgres_url).set(username=worker_role).render_as_string(False))
+    services = make_services(engine, clock, RecordingChannel())
+    assert services.scan().queued == 1
+    rule = Rule(before=(timedelta(hours=2), timedelta(0)))
+    with services.session_factory.begin() as session:
+        change = rule_store.set_rule(session, services.host, 1, rule, now=clock.now())
+        assert change.replanned == 1
+        assert rule_store.set_rule(session, services.host, None, rule, now=clock.now()).changed
+    with services.session_factory.begin() as session:
+        assert rule_store.clear_rule(session, services.host, 1).changed
+        assert rule_store.rules(session) == {None: rule}
     engine.dispose()
 
 

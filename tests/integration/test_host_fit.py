@@ -22,6 +22,7 @@ from worker import migrate
 from worker.bootstrap import Services, bootstrap
 from worker.db import make_engine
 from worker.errors import DatabaseNotReady
+from worker.grants import WORKER_TABLES
 from worker.reminders.host import MappingMismatch, check_host
 from worker.reminders.keys import reminder_key
 from worker.reminders.mapping import load_mapping
@@ -58,9 +59,13 @@ def catalogue(connection: Connection) -> dict[str, Any]:
     }
 
 
+#: The names the worker's rule tables give their indexes and constraints.
+WORKER_PREFIXES = tuple(f"{kind}_reminder_" for kind in ("ix", "pk", "uq", "ck", "fk"))
+
+
 def without_worker(found: dict[str, Any]) -> dict[str, Any]:
     """The catalogue less what belongs to the worker: its tables, columns and index."""
-    worker_tables = {"outbox", "reminder_scan_heartbeat", "reminders_alembic_version"}
+    worker_tables = {*WORKER_TABLES, "reminders_alembic_version"}
     worker_columns = {"reminder_sent_at", "reminder_due_at"}
     return {
         "columns": [
@@ -71,12 +76,14 @@ def without_worker(found: dict[str, Any]) -> dict[str, Any]:
             for i in found["indexes"]
             if "awaiting_reminder" not in i[0]
             and not i[0].startswith(("ix_outbox", "outbox"))
-            and not i[0].startswith(("reminder", "uq_outbox"))
+            and not i[0].startswith(("reminder", "uq_outbox", *WORKER_PREFIXES))
         ],
         "constraints": [
             c
             for c in found["constraints"]
-            if not c[0].startswith(("outbox", "reminder", "uq_outbox", "ck_outbox"))
+            if not c[0].startswith(
+                ("outbox", "reminder", "uq_outbox", "ck_outbox", *WORKER_PREFIXES)
+            )
         ],
         "alembic_version": found["alembic_version"],
     }
@@ -117,8 +124,7 @@ def test_migrate_changes_only_what_is_the_workers(todo_app: tuple[Engine, str]) 
         "accounts",
         "todo_items",
         "alembic_version",
-        "outbox",
-        "reminder_scan_heartbeat",
+        *WORKER_TABLES,
         "reminders_alembic_version",
     }
     added = {c[1]: c[2] for c in after["columns"] if c[0] == "todo_items"}

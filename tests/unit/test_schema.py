@@ -10,8 +10,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateIndex
 
 from outbox.table import outbox_table
+from worker.reminders import rule_store
 from worker.reminders.host import REFERENCE_SCHEMA
 from worker.reminders.schema import Base, awaiting_reminder
+
+# The rule tables are the worker's own, declared on the same metadata.
+assert rule_store.RuleRow.__table__ in Base.metadata.sorted_tables
 
 MODEL_INDEXES = sorted(
     (

@@ -1,11 +1,11 @@
-"""The ``reminders`` command: migrate, scan, relay, run, demo, and the outbox by hand."""
+"""The ``reminders`` command: migrate, scan, relay, run, demo, the outbox and the rules by hand."""
 
 from __future__ import annotations
 
 import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from worker.cli import health, outbox, service, status
+from worker.cli import health, outbox, rules, service, status
 from worker.cli.common import fail, first_line
 from worker.errors import ConfigError, ReminderError, UsageError
 from worker.logs import configure_logging
@@ -21,6 +21,7 @@ service.register(app)
 status.register(app)
 health.register(app)
 outbox.register(app)
+rules.register(app)
 
 
 def main() -> None:

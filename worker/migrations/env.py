@@ -9,6 +9,7 @@ from alembic import context
 
 from outbox.table import OutboxBase
 from worker.migrate import VERSION_TABLE
+from worker.reminders import rule_store  # noqa: F401  (its tables join Base.metadata)
 from worker.reminders.schema import Base
 
 metadata = [Base.metadata, OutboxBase.metadata]

@@ -347,8 +347,9 @@ def test_duplicate_emails_get_one_reminder_per_task(smtp_outcome: Outcome) -> No
 
 @pytest.mark.postgres
 def test_dead_rows_keep_a_masked_error(smtp_outcome: Outcome) -> None:
-    """A bad address ends dead at its first attempt with an error that does not repeat it."""
-    for task_id in (13, 14, 15, 16, 17):
+    """A bad address ends dead at its first attempt with an error that does not repeat it (an
+    empty one is not queued at all: task 13)."""
+    for task_id in (14, 15, 16, 17):
         row = smtp_outcome.rows[smtp_outcome.key(task_id)]
         assert (row.status, row.attempts) == (Status.DEAD, 1)
         assert row.last_error is not None

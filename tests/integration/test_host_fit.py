@@ -486,5 +486,5 @@ def test_an_all_day_task_is_due_at_nine_in_each_recipients_zone(
     assert services.scan().queued == 1
     services.relay().relay_until_idle()
     assert channel.sent[-1].key == reminder_key(2, moments[2])
-    assert "Thu 10 Dec 2026 09:00 PST" in channel.sent[-1].subject
+    assert "Thu, Dec 10, 2026, 9:00 AM PST" in channel.sent[-1].subject
     engine.dispose()

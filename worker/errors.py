@@ -26,6 +26,10 @@ class InvalidRule(UsageError):
     """The reminder rule is invalid."""
 
 
+class InvalidPreference(UsageError):
+    """The user's preference (quiet hours, digest time or pause) is invalid."""
+
+
 class UnknownUser(UsageError):
     """No user has this id in the host's users table."""
 

@@ -39,7 +39,7 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> date
 
 
 def local(
-    tz: ZoneInfo, year: int, month: int, day: int, hour: int = 0, minute: int = 0, *, fold: int = 0
+    tz: ZoneInfo, year: int, month: int, day: int, hour: int = 0, minute: int = 0, fold: int = 0
 ) -> datetime:
     """The instant (aware UTC) the clock in ``tz`` reads that date and time (``fold=1``: the
     second time, in a repeated hour)."""
@@ -218,12 +218,15 @@ DOC_EXAMPLES = [
     ("22:00-07:00", (2026, 12, 2, 20, 0), (2026, 12, 3, 20, 0), (2026, 12, 2, 20, 0)),
     ("22:00-07:00", (2026, 12, 2, 23, 0), (2026, 12, 3, 23, 0), (2026, 12, 3, 7, 0)),
     ("22:00-07:00", (2026, 12, 2, 23, 0), (2026, 12, 3, 0, 0), (2026, 12, 2, 21, 59)),
-    ("22:00-07:00", (2026, 12, 3, 6, 0), (2026, 12, 3, 7, 0), (2026, 12, 3, 7, 0)),
+    ("22:00-07:00", (2026, 12, 3, 6, 0), (2026, 12, 3, 7, 0), (2026, 12, 2, 21, 59)),
+    ("22:00-07:00", (2026, 12, 3, 7, 0), (2026, 12, 3, 7, 0), (2026, 12, 3, 7, 0)),
     ("22:00-07:00", (2026, 12, 2, 21, 0), (2026, 12, 2, 23, 0), (2026, 12, 2, 21, 0)),
     ("22:00-07:00", (2026, 12, 3, 2, 0), (2026, 12, 3, 1, 0), (2026, 12, 3, 7, 0)),
     ("22:00-07:00 mon-fri", (2026, 12, 6, 23, 0), (2026, 12, 7, 0, 0), (2026, 12, 6, 23, 0)),
     ("01:30-03:30", (2026, 3, 29, 1, 45), (2026, 3, 30, 1, 45), (2026, 3, 29, 3, 30)),
     ("01:00-02:30", (2026, 3, 29, 1, 45), (2026, 3, 30, 1, 45), (2026, 3, 29, 3, 0)),
+    ("22:00-02:30", (2026, 10, 25, 2, 15, 1), (2026, 10, 26, 2, 15), (2026, 10, 25, 2, 30, 1)),
+    ("22:00-02:30", (2026, 10, 25, 2, 45, 0), (2026, 10, 26, 2, 45), (2026, 10, 25, 2, 30, 1)),
 ]
 
 
@@ -398,8 +401,9 @@ def test_a_before_due_reminder_goes_out_outside_every_window_and_by_its_due_time
     at: tuple[ZoneInfo, datetime],
     lead: int,
 ) -> None:
-    """send_at never chooses a quiet instant, never one after the task is due, and is later
-    than the moment only by a hold, earlier only when the task falls due in the window."""
+    """send_at never chooses a quiet instant, nor one at or after the task's due time (unless
+    that is the moment itself), and is later than the moment only by a hold, earlier only
+    when the task falls due by the hold's end."""
     if start == end:
         return
     quiet, (tz, moment) = QuietHours(start, end, days), at
@@ -407,11 +411,13 @@ def test_a_before_due_reminder_goes_out_outside_every_window_and_by_its_due_time
     sent = send_at(moment, due, quiet, tz)
     assert window_at(sent, quiet, tz) is None
     assert not reads_quiet(sent, quiet, tz)
-    assert sent <= due
+    assert sent < due or sent == moment == due
     if sent > moment:
         assert sent == held_until(moment, quiet, tz)
     if sent < moment:
-        assert sent == pulled_forward(due, quiet, tz)
+        assert sent == pulled_forward(moment, quiet, tz)
+        if window_at(due, quiet, tz) is not None:
+            assert sent == pulled_forward(due, quiet, tz)
 
 
 @given(TIMES, TIMES, DAYS, zone_and_moment(), st.integers(1, 3 * 86400))

@@ -177,11 +177,12 @@ def send_at(moment: datetime, due: datetime, quiet: QuietHours | None, zone: Zon
     """When a reminder with moment ``moment`` for a task due at ``due`` goes out under
     ``quiet`` (aware UTC).
 
-    Outside every window: at its moment. Inside one: at the end of the window (`held_until`),
-    unless its task falls due before then, at or after the moment (a before-due reminder the
-    hold would make useless): then just before the window ``due`` falls in starts
-    (`pulled_forward`), which is earlier than the moment. An overdue nudge (moment after due)
-    is only held.
+    Outside every window: at its moment. Inside one: when the window ends (`held_until`),
+    unless its task falls due by then (at or after the moment): a before-due reminder the hold
+    would make useless goes out instead just before the window starts (`pulled_forward`),
+    earlier than its moment. That is the window its task falls due in, or, for a task due at
+    the very instant the window ends, the window right before it. An overdue nudge (its
+    moment after the due time) is only held.
     """
     instant = require_utc(moment)
     due_at = require_utc(due)
@@ -190,8 +191,8 @@ def send_at(moment: datetime, due: datetime, quiet: QuietHours | None, zone: Zon
     release = held_until(instant, quiet, zone)
     if release is None:
         return instant
-    if instant <= due_at < release:
-        early = pulled_forward(due_at, quiet, zone)
+    if instant <= due_at <= release:
+        early = pulled_forward(instant, quiet, zone)
         if early is not None:
             return early
     return release

@@ -239,3 +239,22 @@ def test_every_local_day_has_one_slot_and_slots_go_forward(
             digest_time = datetime.combine(day, schedule.at)
             assert reading(slot, tz) >= digest_time
             assert reading(slot - timedelta(seconds=1), tz) < digest_time
+
+
+# The digest rows of docs/quiet-hours.md, "Examples": (digest, moment, its slot), Berlin local.
+DOC_EXAMPLES = [
+    ("08:00", (2026, 12, 3, 20, 0), (2026, 12, 4, 8, 0)),
+    ("08:00", (2026, 12, 3, 8, 0), (2026, 12, 3, 8, 0)),
+    ("08:00 workdays", (2026, 12, 5, 12, 0), (2026, 12, 7, 8, 0)),
+    ("02:30", (2026, 3, 29, 3, 0), (2026, 3, 29, 3, 0)),
+]
+
+
+@pytest.mark.parametrize(("text", "moment", "slot"), DOC_EXAMPLES)
+def test_the_documented_examples_hold(
+    text: str, moment: tuple[int, int, int, int, int], slot: tuple[int, int, int, int, int]
+) -> None:
+    """Each digest row of the documentation's table of examples, as `slot_of` decides it."""
+    schedule = parse_digest(text)
+    assert schedule is not None
+    assert slot_of(local(BERLIN, *moment), schedule, BERLIN) == local(BERLIN, *slot)

@@ -93,3 +93,16 @@ def test_a_moment_is_paused_until_its_local_date_reaches_the_pause_date(
         assert paused(moment, until, tz)
     if paused(moment, until, tz):
         assert paused(moment - timedelta(days=1), until, tz)
+
+
+# The pause rows of docs/quiet-hours.md, "Examples": (moment, pause until, paused), Berlin.
+DOC_EXAMPLES = [
+    (datetime(2026, 12, 2, 23, 0), date(2026, 12, 3), True),
+    (datetime(2026, 12, 3, 0, 0), date(2026, 12, 3), False),
+]
+
+
+@pytest.mark.parametrize(("moment", "until", "expected"), DOC_EXAMPLES)
+def test_the_documented_examples_hold(moment: datetime, until: date, expected: bool) -> None:
+    """Each pause row of the documentation's table of examples, as `paused` decides it."""
+    assert paused(moment.replace(tzinfo=BERLIN), until, BERLIN) is expected

@@ -9,6 +9,10 @@ key is untouched, so a receiver that saw it before can tell. Two things are kept
 purpose: ``last_error`` (why the row died is what the operator is acting on; the next
 attempt overwrites it, and a delivery clears it) and ``lease_token`` (a fence counter
 must never go backwards, or a relay holding a stale claim could write again).
+
+Replay re-arms a row, never its usefulness: ``expires_at`` is kept, so a replayed row is
+sent only before it, and a row whose expiry has passed (an expired row, or a dead one of a
+task now due) is left alone, said so, since a claim would only expire it again unsent.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, delete, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, Row, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.clock import require_utc
@@ -27,7 +31,13 @@ from outbox.table import FINISHED, WAITING, OutboxRow, Status
 #: Statuses ``replay(status=...)`` accepts: rows that stopped without being delivered.
 REPLAYABLE_BY_STATUS = (Status.DEAD, Status.FAILED)
 #: Statuses a row named by id may be replayed from (never pending, never claimed).
-REPLAYABLE_BY_ID = (Status.DEAD, Status.FAILED, Status.DELIVERED, Status.CANCELLED)
+REPLAYABLE_BY_ID = (
+    Status.DEAD,
+    Status.FAILED,
+    Status.DELIVERED,
+    Status.CANCELLED,
+    Status.EXPIRED,
+)
 MAX_REPLAYED_BY = 200  # the column's width
 
 
@@ -40,6 +50,7 @@ class ReplayChange:
     status_before: str | None
     replayed: bool
     reason: str | None = None  # why the row was left alone
+    past_expiry: bool = False  # left alone because its expiry has passed
 
 
 def count_by_status(session: Session) -> dict[str, int]:
@@ -144,7 +155,8 @@ def replay(
     """Put rows back to pending, named by ``ids`` or by ``status`` (dead or failed), not both.
 
     By id, any row that is neither pending (nothing to do) nor claimed (in flight: its
-    relay may be sending it right now) is replayed; unknown ids are reported. The caller
+    relay may be sending it right now) is replayed; unknown ids are reported. A row whose
+    ``expires_at`` is at or before ``now`` is left alone (``past_expiry``). The caller
     commits; with ``dry_run`` nothing is written and the changes say what would happen.
     Raises ValueError when both or neither of ids and status are given, or status is not
     one of `REPLAYABLE_BY_STATUS`.
@@ -152,7 +164,13 @@ def replay(
     if (ids is None) == (status is None):
         raise ValueError("name the rows to replay by ids or by status, not both")
     now = require_utc(now)
-    columns = (OutboxRow.id, OutboxRow.idempotency_key, OutboxRow.status, OutboxRow.lease_owner)
+    columns = (
+        OutboxRow.id,
+        OutboxRow.idempotency_key,
+        OutboxRow.status,
+        OutboxRow.lease_owner,
+        OutboxRow.expires_at,
+    )
     query = select(*columns).order_by(OutboxRow.id).with_for_update()
     if status is not None:
         if status not in REPLAYABLE_BY_STATUS:
@@ -163,20 +181,10 @@ def replay(
         query = query.where(OutboxRow.id.in_(set(ids)))
     found = session.execute(query).all()
     rows = {row.id: row for row in found}
-    changes: dict[int, ReplayChange] = {}
-    for row_id in dict.fromkeys(ids if ids is not None else rows):  # keep order, drop repeats
-        row = rows.get(row_id)
-        if row is None:
-            changes[row_id] = ReplayChange(row_id, None, None, False, "no such row")
-        elif row.status == Status.CLAIMED:
-            owner = row.lease_owner or "a relay"
-            reason = f"claimed by {owner}: in flight, replay it once it is no longer claimed"
-            changes[row_id] = ReplayChange(row_id, row.idempotency_key, row.status, False, reason)
-        elif row.status == Status.PENDING:
-            reason = "already pending"
-            changes[row_id] = ReplayChange(row_id, row.idempotency_key, row.status, False, reason)
-        else:
-            changes[row_id] = ReplayChange(row_id, row.idempotency_key, row.status, True)
+    changes = {
+        row_id: _decide(row_id, rows.get(row_id), now)
+        for row_id in dict.fromkeys(ids if ids is not None else rows)  # in order, no repeats
+    }
     chosen = [change.id for change in changes.values() if change.replayed]
     if dry_run or not chosen:
         return list(changes.values())
@@ -189,6 +197,25 @@ def replay(
     return list(changes.values())
 
 
+def _decide(
+    row_id: int, row: Row[int, str, str, str | None, datetime | None] | None, now: datetime
+) -> ReplayChange:
+    """Whether replay puts the row with this id back, and why not when it does not."""
+    if row is None:
+        return ReplayChange(row_id, None, None, False, "no such row")
+    key, status = row.idempotency_key, row.status
+    if status == Status.CLAIMED:
+        owner = row.lease_owner or "a relay"
+        reason = f"claimed by {owner}: in flight, replay it once it is no longer claimed"
+        return ReplayChange(row_id, key, status, False, reason)
+    if status == Status.PENDING:
+        return ReplayChange(row_id, key, status, False, "already pending")
+    if row.expires_at is not None and row.expires_at <= now:
+        reason = f"expired at {row.expires_at.isoformat()}: no longer useful, never sent again"
+        return ReplayChange(row_id, key, status, False, reason, past_expiry=True)
+    return ReplayChange(row_id, key, status, True)
+
+
 def _put_back(session: Session, ids: list[int], by: str, now: datetime) -> set[int]:
     replayed: set[int] = set()
     for start in range(0, len(ids), 500):  # keep the IN list within every driver's limits
@@ -196,9 +223,11 @@ def _put_back(session: Session, ids: list[int], by: str, now: datetime) -> set[i
             update(OutboxRow)
             .where(OutboxRow.id.in_(ids[start : start + 500]))
             .where(OutboxRow.status.in_(REPLAYABLE_BY_ID))
+            .where(or_(OutboxRow.expires_at.is_(None), OutboxRow.expires_at > now))
             .values(
                 status=Status.PENDING,
                 attempts=0,
+                unfinished_claims=0,
                 available_at=now,
                 lease_owner=None,
                 delivered_at=None,

@@ -1,8 +1,10 @@
 """Adding messages to the outbox: the caller says what each one is, the outbox fills in the rest.
 
 A message is its idempotency key, its kind, its subject (the caller's id for what it is about,
-and ``subject_at``, the version of it) and the moment it becomes available for delivery. The
-rest of the row (status, attempts, lease, timestamps, replays) is the outbox's own.
+and ``subject_at``, the version of it), the moment it becomes available for delivery and,
+optionally, the moment it stops being useful (``expires_at``: never sent after it; None, the
+default, never expires). The rest of the row (status, attempts, lease, timestamps, replays)
+is the outbox's own.
 
 Two ways in, with the same rules:
 
@@ -65,6 +67,7 @@ class NewMessage:
     subject_id: int
     subject_at: datetime | None
     available_at: datetime
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,6 +79,7 @@ class NewRows:
     subject_id: SQLColumnExpression[int]
     subject_at: SQLColumnExpression[Any]
     available_at: SQLColumnExpression[Any]
+    expires_at: SQLColumnExpression[Any] | None = None  # None: the rows never expire
 
 
 def insert_selected(
@@ -92,7 +96,9 @@ def insert_selected(
         "status": literal(Status.PENDING.value),
         "attempts": literal(0),
         "available_at": rows.available_at,
+        "expires_at": null() if rows.expires_at is None else rows.expires_at,
         "lease_token": literal(0),
+        "unfinished_claims": literal(0),
         "created_at": now,
         "updated_at": now,
         "replay_count": literal(0),
@@ -187,7 +193,9 @@ class ValuesEnqueue:
                 "status": Status.PENDING,
                 "attempts": 0,
                 "available_at": message.available_at,
+                "expires_at": message.expires_at,
                 "lease_token": 0,
+                "unfinished_claims": 0,
                 "created_at": now,
                 "updated_at": now,
                 "replay_count": 0,
@@ -215,7 +223,8 @@ class ValuesEnqueue:
 
 
 def _rearming(insert: postgresql.Insert | sqlite.Insert) -> postgresql.Insert | sqlite.Insert:
-    """ON CONFLICT on the key: only a cancelled row is armed again, as the new row says."""
+    """ON CONFLICT on the key: only a cancelled row is armed again, as the new row says
+    (its availability and expiry included)."""
     return insert.on_conflict_do_update(
         index_elements=[OutboxRow.idempotency_key],
         where=OutboxRow.status == Status.CANCELLED,
@@ -223,6 +232,8 @@ def _rearming(insert: postgresql.Insert | sqlite.Insert) -> postgresql.Insert | 
             "status": Status.PENDING,
             "attempts": 0,
             "available_at": insert.excluded.available_at,
+            "expires_at": insert.excluded.expires_at,
+            "unfinished_claims": 0,
             "updated_at": insert.excluded.updated_at,
             "last_error": null(),  # None here would make SQLAlchemy insert row by row
         },

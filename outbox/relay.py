@@ -26,8 +26,25 @@ from outbox.clock import Clock
 from outbox.masking import mask_email
 from outbox.report import Attempt, AttemptOutcome, RelayReport, log_round
 from outbox.retry import RetryPolicy
-from outbox.store import Claim, Verdict, claim_due_rows, extend_leases, record, release
-from outbox.verdicts import Judged, cancelled, describe, judge, out_of_attempts
+from outbox.store import (
+    EXPIRED_UNSENT,
+    Claim,
+    Verdict,
+    claim_due_rows,
+    expire_due_rows,
+    extend_leases,
+    record,
+    release,
+)
+from outbox.verdicts import (
+    Judged,
+    cancelled,
+    describe,
+    expired,
+    judge,
+    out_of_attempts,
+    past_expiry,
+)
 
 __all__ = [
     "FIRST_CLAIM",
@@ -44,6 +61,8 @@ __all__ = [
 LEASE_MARGIN = timedelta(seconds=5)
 #: Rows in a relay run's first claim; later claims follow what the rounds could send.
 FIRST_CLAIM = 10
+#: Most rows past their expiry one claim ends as expired (the rest, at the next claims).
+EXPIRE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -73,8 +92,9 @@ class _Round:
 
     kept: list[Claim]  # still held: the group, then the rows waiting behind it
     lost: list[Claim]  # leases lost before sending: another relay may hold them now
-    spent: list[Judged]  # out of attempts: dead, unsent
+    spent: list[Judged]  # out of attempts (dead) or past their expiry (expired), unsent
     group: list[Claim]  # the head of `kept`, re-checked this round
+    expired: list[Claim] = field(default_factory=list)  # expired by the claim, to report
     ready: list[tuple[Claim, Message]] = field(default_factory=list)  # to send, in order
     attempts: list[Attempt] = field(default_factory=list)  # committed, to report
 
@@ -168,16 +188,20 @@ class Relay:
         self._recorded(round_.attempts, judged, held)
         reason = "lease lost before sending"
         round_.attempts += [Attempt.of(c, AttemptOutcome.FENCED, reason) for c in round_.lost]
+        gone = AttemptOutcome.EXPIRED
+        round_.attempts += [Attempt.of(c, gone, EXPIRED_UNSENT) for c in round_.expired]
         return round_
 
     def _hold(self, session: Session, batch: _Batch, now: datetime, *, claiming: bool) -> _Round:
         """The rows this relay holds for the round.
 
-        Waiting rows keep their leases (renewed when short); once none waits, a new batch is
-        claimed. A row out of attempts (its worker died every time) is spent: dead, unsent.
+        Waiting rows keep their leases (renewed when short); once none waits, the rows due
+        past their expiry are expired and a new batch is claimed. A row out of claims (its
+        worker died every time) is spent, dead, and one past its expiry expired, both unsent.
         """
         waiting, size = batch.waiting, batch.group
         lost: list[Claim] = []
+        gone: list[Claim] = []
         if waiting and not self._lease_left(waiting[0], now):
             kept = extend_leases(session, waiting, now + self.lease)
             ids = {claim.id for claim in kept}
@@ -185,16 +209,24 @@ class Relay:
         elif waiting or not claiming:
             kept = waiting
         else:
+            gone = expire_due_rows(session, now, EXPIRE_BATCH)
             # About what the last round could send, so that a slow receiver's rows stay
             # free for other relays; a fast one's claims double up to the batch size.
             limit = min(self.batch_size, batch.group or FIRST_CLAIM)
             kept = claim_due_rows(session, now, now + self.lease, self.owner, limit)
             size = len(kept)
-        most = self.policy.max_attempts
-        spent = [Judged(out_of_attempts(claim)) for claim in kept if claim.attempts > most]
+        spent: list[Judged] = []
+        for claim in kept:
+            if self.policy.out_of_claims(
+                claim.attempts, claim.unfinished_claims, expiring=claim.expires_at is not None
+            ):
+                spent.append(Judged(out_of_attempts(claim)))
+            elif past_expiry(claim, now):
+                spent.append(Judged(expired(claim)))
         if spent:
-            kept = [claim for claim in kept if claim.attempts <= most]
-        return _Round(kept=kept, lost=lost, spent=spent, group=kept[:size])
+            ended = {item.verdict.claim.id for item in spent}
+            kept = [claim for claim in kept if claim.id not in ended]
+        return _Round(kept=kept, lost=lost, spent=spent, group=kept[:size], expired=gone)
 
     def _lease_left(self, claim: Claim, now: datetime) -> bool:
         margin = min(LEASE_MARGIN, self.lease / 4)
@@ -228,6 +260,9 @@ class Relay:
             if sent and (now - started >= self.window or not self._lease_left(claim, now)):
                 break
             batch.waiting.remove(claim)
+            if past_expiry(claim, now):  # held past its expiry, behind slower sends
+                batch.unrecorded.append(Judged(expired(claim)))
+                continue
             batch.unrecorded.append(self._send(claim, message))
             sent += 1
         batch.group = max(1, 2 * sent)  # enough re-checked rows for the next round

@@ -22,6 +22,7 @@ class AttemptOutcome(StrEnum):
     CANCELLED = "cancelled"  # the domain's re-check said not to send it
     FENCED = "fenced"  # the lease was lost: nothing written, the row is another relay's
     RELEASED = "released"  # given back unattempted, the relay stopping
+    EXPIRED = "expired"  # not sent: its expiry came first (at its claim, or before a retry)
 
     @property
     def level(self) -> str:
@@ -29,7 +30,7 @@ class AttemptOutcome(StrEnum):
         return "warning" if self in _WORTH_A_LOOK else "info"
 
 
-_WORTH_A_LOOK = frozenset((AttemptOutcome.DEAD, AttemptOutcome.FENCED))
+_WORTH_A_LOOK = frozenset((AttemptOutcome.DEAD, AttemptOutcome.FENCED, AttemptOutcome.EXPIRED))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Every query the relay runs on the outbox: claim under a lease, then record, fenced.
 
 A claim bumps the row's ``lease_token``; every later write names the token it holds, so a
-relay whose lease expired (and whose row another relay re-claimed) changes nothing.
+relay whose lease expired (and whose row another relay re-claimed) changes nothing. A row
+whose ``expires_at`` has passed is never claimed: `expire_due_rows` ends it first.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal,
+    or_,
     select,
     update,
 )
@@ -43,6 +46,8 @@ class Claim:
     lease_token: int
     lease_expires_at: datetime
     created_at: datetime
+    expires_at: datetime | None = None  # never sent at or after it; None: never expires
+    unfinished_claims: int = 0  # claims in a row before this one that recorded no outcome
 
 
 _NOW = bindparam("now", type_=UTCDateTime())
@@ -54,7 +59,11 @@ _CLAIM = (
     .where(
         OutboxRow.id.in_(
             select(OutboxRow.id)
-            .where(OutboxRow.status.in_(ACTIVE), OutboxRow.available_at <= _NOW)
+            .where(
+                OutboxRow.status.in_(ACTIVE),
+                OutboxRow.available_at <= _NOW,
+                or_(OutboxRow.expires_at.is_(None), OutboxRow.expires_at > _NOW),
+            )
             .order_by(OutboxRow.available_at, OutboxRow.id)
             .limit(bindparam("limit", type_=Integer()))
             .with_for_update(skip_locked=True)
@@ -64,6 +73,10 @@ _CLAIM = (
     .values(
         status=Status.CLAIMED,
         attempts=OutboxRow.attempts + 1,
+        # Still claimed when claimed again: the last attempt's lease ran out unrecorded.
+        unfinished_claims=case(
+            (OutboxRow.status == Status.CLAIMED, OutboxRow.unfinished_claims + 1), else_=0
+        ),
         lease_token=OutboxRow.lease_token + 1,
         lease_owner=bindparam("owner", type_=String()),
         available_at=bindparam("lease_until", type_=UTCDateTime()),
@@ -80,6 +93,51 @@ _CLAIM = (
         OutboxRow.lease_token,
         OutboxRow.available_at,
         OutboxRow.created_at,
+        OutboxRow.expires_at,
+        OutboxRow.unfinished_claims,
+    )
+)
+
+#: Why a row expired unsent, before its last error, if any.
+EXPIRED_UNSENT = "expired before it could be sent"
+
+#: Parameters: now, limit. The rows a claim would take but whose expiry has passed: by
+#: ix_outbox_expiring, so the cost follows the expired rows, not the backlog. Only what a
+#: claim could take (available_at <= now): a live lease is never touched.
+_EXPIRE = (
+    update(OutboxRow)
+    .where(
+        OutboxRow.id.in_(
+            select(OutboxRow.id)
+            .where(
+                OutboxRow.status.in_(ACTIVE),
+                OutboxRow.expires_at <= _NOW,
+                OutboxRow.available_at <= _NOW,
+            )
+            .limit(bindparam("limit", type_=Integer()))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(
+        status=Status.EXPIRED,
+        last_error=literal(EXPIRED_UNSENT, Text())
+        + func.coalesce(literal("; last error: ", Text()) + OutboxRow.last_error, ""),
+        lease_owner=None,
+        updated_at=_NOW,
+    )
+    .returning(
+        OutboxRow.id,
+        OutboxRow.idempotency_key,
+        OutboxRow.kind,
+        OutboxRow.subject_id,
+        OutboxRow.subject_at,
+        OutboxRow.attempts,
+        OutboxRow.lease_token,
+        OutboxRow.available_at,
+        OutboxRow.created_at,
+        OutboxRow.expires_at,
+        OutboxRow.unfinished_claims,
     )
 )
 
@@ -98,10 +156,22 @@ def claim_due_rows(
     return sorted((Claim(*row) for row in rows), key=lambda c: (c.created_at, c.id))
 
 
+def expire_due_rows(session: Session, now: datetime, limit: int) -> list[Claim]:
+    """End as ``expired``, unsent, up to ``limit`` rows a claim at ``now`` could take whose
+    ``expires_at`` is at or before ``now``; return them as they now are, to report.
+
+    ``now`` is the time the claims use (the database server's, as the caller's clock tells
+    it), so a host whose clock is off expires nothing early; rows under a live lease are
+    left to their relay, which checks the expiry itself before each send.
+    """
+    rows = session.connection().execute(_EXPIRE, {"now": now, "limit": limit})
+    return sorted((Claim(*row) for row in rows), key=lambda c: (c.created_at, c.id))
+
+
 @dataclass(frozen=True)
 class Verdict:
     """How a claimed row ends this attempt: delivered, failed (retried at ``retry_at``),
-    dead or cancelled, with the error or reason to keep."""
+    dead, cancelled or expired, with the error or reason to keep."""
 
     claim: Claim
     status: Status

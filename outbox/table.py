@@ -14,8 +14,10 @@ from outbox.types import BigIntId, UTCDateTime
 class Status(StrEnum):
     """Where a row is in its life.
 
-    pending -> claimed -> delivered | failed (retried later) | dead | cancelled.
-    A claimed row belongs to one relay until its lease (``available_at``) expires.
+    pending -> claimed -> delivered | failed (retried later) | dead | cancelled | expired.
+    A claimed row belongs to one relay until its lease (``available_at``) expires. A row
+    whose ``expires_at`` has passed is never sent: it ends ``expired`` (at its claim, or
+    when its next attempt would start after it).
     """
 
     PENDING = "pending"
@@ -24,6 +26,7 @@ class Status(StrEnum):
     DELIVERED = "delivered"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
 #: Rows a relay may still pick up (a claimed row once its lease has expired).
@@ -50,6 +53,7 @@ class OutboxBase(DeclarativeBase):
 
 _active_sql = "status IN ('pending', 'failed', 'claimed')"
 _finished_sql = "status IN ('delivered', 'cancelled')"
+_expiring_sql = f"{_active_sql} AND expires_at IS NOT NULL"
 
 
 class OutboxRow(OutboxBase):
@@ -77,10 +81,16 @@ class OutboxRow(OutboxBase):
     replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     replayed_by: Mapped[str | None] = mapped_column(String(200))
     replay_count: Mapped[int] = mapped_column(default=0)
+    # When the message stops being useful: never sent after it (NULL: never expires).
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Claims in a row whose attempt never recorded an outcome (their worker died): what ends
+    # a row with an expiry, which no count of failed attempts does, that kills every worker.
+    unfinished_claims: Mapped[int] = mapped_column(default=0, server_default=text("0"))
 
     __table_args__ = (
         CheckConstraint(
-            "status IN ('pending', 'claimed', 'failed', 'delivered', 'dead', 'cancelled')",
+            "status IN ('pending', 'claimed', 'failed', 'delivered', 'dead', 'cancelled', "
+            "'expired')",
             name="status",
         ),
         Index(
@@ -89,6 +99,13 @@ class OutboxRow(OutboxBase):
             "id",
             postgresql_where=text(_active_sql),
             sqlite_where=text(_active_sql),
+        ),
+        # The claim expires what is due past its expiry without reading the live rows.
+        Index(
+            "ix_outbox_expiring",
+            "expires_at",
+            postgresql_where=text(_expiring_sql),
+            sqlite_where=text(_expiring_sql),
         ),
         # Purge deletes finished rows by age without reading the live ones.
         Index(

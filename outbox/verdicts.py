@@ -1,4 +1,5 @@
-"""How an attempt's answer decides its row: delivered, retried later, dead or cancelled.
+"""How an attempt's answer decides its row: delivered, retried later, dead, cancelled or
+expired.
 
 Pure decisions: time and the retry policy are parameters, nothing here reads the clock or
 the database.
@@ -13,7 +14,7 @@ from outbox.channels.base import Delivery, Outcome
 from outbox.masking import mask_emails_in
 from outbox.report import Attempt, AttemptOutcome
 from outbox.retry import RetryPolicy
-from outbox.store import Claim, Verdict
+from outbox.store import EXPIRED_UNSENT, Claim, Verdict
 from outbox.table import Status
 
 MAX_ERROR_LENGTH = 2000
@@ -25,6 +26,7 @@ _REPORTED_AS = {
     Status.FAILED: AttemptOutcome.RETRY,
     Status.DEAD: AttemptOutcome.DEAD,
     Status.CANCELLED: AttemptOutcome.CANCELLED,
+    Status.EXPIRED: AttemptOutcome.EXPIRED,
 }
 
 
@@ -51,13 +53,16 @@ class Judged:
 
 
 def judge(claim: Claim, delivery: Delivery, policy: RetryPolicy, now: datetime) -> Verdict:
-    """What an attempt's answer means for its row: delivered, retried later, or dead."""
+    """What an attempt's answer means for its row: delivered, retried later, dead, or
+    expired (a row with an expiry whose next attempt would start at or after it)."""
     if delivery.outcome is Outcome.DELIVERED:
         return Verdict(claim, Status.DELIVERED)
     error = mask_emails_in(delivery.error or "unknown error")[:MAX_ERROR_LENGTH]
     if delivery.outcome is Outcome.PERMANENT:
         return Verdict(claim, Status.DEAD, error)
-    next_at = policy.next_attempt(claim.attempts, now, delivery.retry_after)
+    next_at = policy.next_attempt(claim.attempts, now, delivery.retry_after, claim.expires_at)
+    if next_at is None and claim.expires_at is not None:
+        return expired(claim, f"expires before its next attempt; last error: {error}")
     if next_at is None:
         return Verdict(claim, Status.DEAD, f"gave up after {claim.attempts} attempts: {error}")
     return Verdict(claim, Status.FAILED, error, next_at)
@@ -67,6 +72,16 @@ def out_of_attempts(claim: Claim) -> Verdict:
     """Dead unsent: the row was claimed once too often (its worker died every time)."""
     error = f"gave up after {claim.attempts - 1} attempts: the last one never finished"
     return Verdict(claim, Status.DEAD, error)
+
+
+def expired(claim: Claim, reason: str = EXPIRED_UNSENT) -> Verdict:
+    """Expired unsent: its expiry came before its send could start."""
+    return Verdict(claim, Status.EXPIRED, reason[:MAX_ERROR_LENGTH])
+
+
+def past_expiry(claim: Claim, now: datetime) -> bool:
+    """Whether a send of ``claim`` starting at ``now`` would start too late to help."""
+    return claim.expires_at is not None and now >= claim.expires_at
 
 
 def cancelled(claim: Claim, reason: str) -> Verdict:

@@ -160,7 +160,12 @@ class Services:
             channel=self.seams.wrap_channel(self.make_channel()),
             prepare=self.seams.wrap_prepare(reminder_preparer(self.renderer, self.host)),
             clock=self.clock,
-            policy=RetryPolicy(settings.max_attempts, settings.retry_base, settings.retry_cap),
+            policy=RetryPolicy(
+                settings.max_attempts,
+                settings.retry_base,
+                settings.retry_cap,
+                cap_until_expiry=settings.retry_cap_until_expiry,
+            ),
             owner=worker_id(),
             lease=settings.lease,
             batch_size=settings.relay_batch,

@@ -49,6 +49,12 @@ class ServiceMetrics:
             ["channel", "outcome"],
             registry=reg,
         )
+        self.expired = Counter(
+            "reminders_expired",
+            "Outbox rows that expired unsent: their task fell due (or their expiry passed) "
+            "before a send could start.",
+            registry=reg,
+        )
         self.latency = Histogram(
             "reminders_delivery_latency_seconds",
             "From the moment a reminder became due to be sent to the receiver's acceptance.",
@@ -109,12 +115,15 @@ class ServiceMetrics:
     def observe_attempt(
         self, channel: str, attempt: Attempt, now: datetime, lookahead: timedelta
     ) -> None:
-        """Count one delivery attempt; for an accepted one, how long after it became due.
+        """Count one delivery attempt (an expired row also as expired); for an accepted one,
+        how long after it became due.
 
         A reminder becomes due when its due date enters the lookahead window, or when the
         row was created if that is later (a task created or moved inside the window).
         """
         self.deliveries.labels(channel=channel, outcome=attempt.outcome).inc()
+        if attempt.outcome == AttemptOutcome.EXPIRED:
+            self.expired.inc()
         if attempt.outcome != AttemptOutcome.DELIVERED or attempt.subject_at is None:
             return
         became_due = attempt.subject_at - lookahead

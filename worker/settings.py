@@ -158,6 +158,7 @@ class Settings(BaseSettings):
     scan_connections: int = Field(default=2, ge=1, le=16)
     retry_base: Duration = timedelta(seconds=30)
     retry_cap: Duration = timedelta(hours=1)
+    retry_cap_until_expiry: Duration = timedelta(minutes=15)
     max_clock_offset: Duration = timedelta(seconds=2)
 
     @field_validator("database_url")

@@ -68,10 +68,12 @@ def test_the_service_series_are_served_before_any_message(
         "reminders_queued_total 0.0",
         "reminders_scan_tasks_marked_total 0.0",
         "reminders_scan_duration_seconds_count 0.0",
+        "reminders_expired_total 0.0",
         "reminders_delivery_latency_seconds_count 0.0",
         'reminders_deliveries_total{channel="smtp",outcome="delivered"} 0.0',
         'reminders_deliveries_total{channel="smtp",outcome="dead"} 0.0',
         'reminders_deliveries_total{channel="smtp",outcome="retry"} 0.0',
+        'reminders_deliveries_total{channel="smtp",outcome="expired"} 0.0',
     ):
         assert series in metrics.splitlines(), f"{series!r} not served:\n{metrics}"
 

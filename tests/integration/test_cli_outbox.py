@@ -32,6 +32,8 @@ ANSWERS = {
     "failed": Delivery.retry("451 try again later"),
     "dead": Delivery.permanent("550 mailbox unavailable"),
     "cancelled": None,
+    # The next attempt would come after the task is due: the row expires.
+    "expired": Delivery.retry("451 try again later", retry_after=timedelta(hours=2)),
 }
 
 
@@ -66,7 +68,8 @@ def as_json(result: subprocess.CompletedProcess[str]) -> Any:
 
 
 def seed(engine: Engine, *outcomes: str, age: timedelta = MINUTE) -> dict[str, int]:
-    """One reminder per outcome (pending, delivered, failed, dead, cancelled), ``age`` old.
+    """One reminder per outcome (pending, delivered, failed, dead, cancelled, expired),
+    ``age`` old.
 
     Returns the outbox id of each outcome's row.
     """
@@ -138,6 +141,29 @@ def test_replay_by_status_with_a_dry_run_changes_nothing(
     assert run(url, "outbox", "replay", "--status", "dead", cwd=tmp_path).returncode == 0
     empty = run(url, "outbox", "replay", "--status", "dead", cwd=tmp_path)
     assert (empty.returncode, empty.stdout.strip()) == (0, "nothing to replay: no dead row")
+
+
+def test_expired_rows_are_counted_listed_and_not_replayed(
+    engine: Engine, url: str, tmp_path: Path
+) -> None:
+    """`status` counts expired rows, `outbox list --status expired` shows them with the
+    reason, and replaying one whose task is due by now fails with one line, the row left
+    expired."""
+    ids = seed(engine, "expired", "delivered", age=2 * HOUR)
+    status = as_json(run(url, "status", "--json", cwd=tmp_path))
+    assert (status["counts"]["expired"], status["counts"]["delivered"]) == (1, 1)
+    human = run(url, "status", cwd=tmp_path, COLUMNS="200")
+    assert human.returncode == 0 and "expired" in human.stdout
+    listed = as_json(run(url, "outbox", "list", "--status", "expired", "--json", cwd=tmp_path))
+    [row] = listed["rows"]
+    assert (row["id"], row["status"]) == (ids["expired"], "expired")
+    assert row["last_error"].startswith("expires before its next attempt")
+    assert row["expires_at"].endswith("+00:00")
+    refused = run(url, "outbox", "replay", str(ids["expired"]), cwd=tmp_path, COLUMNS="200")
+    assert refused.returncode == 1
+    assert "no longer useful" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    after = as_json(run(url, "outbox", "show", str(ids["expired"]), "--json", cwd=tmp_path))
+    assert (after["status"], after["replay_count"]) == ("expired", 0)
 
 
 def test_purge_keeps_pending_failed_and_dead_rows(engine: Engine, url: str, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from tests.support.db import add_task, add_user
 from worker.bootstrap import Services, bootstrap
 from worker.db import make_engine
 from worker.reminders.keys import reminder_key
+from worker.reminders.scan import scan_due_tasks
 from worker.reminders.schema import ScanHeartbeat
 from worker.settings import Settings
 
@@ -170,10 +171,16 @@ def test_a_skewed_host_never_takes_a_live_lease(hosts: dict[str, Host], holder: 
     finds nothing to claim; the holder's delivery is recorded, not fenced."""
     owner, other = hosts[holder], hosts["ahead" if holder == "behind" else "behind"]
     add_user(owner.services, 1)
-    # A row that has waited 200 s (through an outage, say): due on every host's clock.
+    # A row that has waited 200 s (through an outage, say): due on every host's clock; its
+    # task is due in a minute, so the reminder is still useful (it would expire otherwise).
     queued_at = datetime.now(UTC) - timedelta(seconds=200)
-    add_task(owner.services, 1, 1, queued_at + LOOKAHEAD - timedelta(seconds=1))
-    assert owner.services.scan(now=queued_at).queued == 1
+    due = queued_at + timedelta(seconds=260)
+    add_task(owner.services, 1, 1, due)
+    built = owner.services
+    scan = scan_due_tasks(
+        built.session_factory, built.due_queries, queued_at, due - queued_at, batch_size=10
+    )
+    assert scan.queued == 1
     owner.channel.hold = threading.Event()
     reports: list[RelayReport] = []
     sending = threading.Thread(target=lambda: reports.append(owner.relay()))
@@ -189,3 +196,31 @@ def test_a_skewed_host_never_takes_a_live_lease(hosts: dict[str, Host], holder: 
     with owner.services.session_factory() as session:
         row = session.execute(select(OutboxRow.status, OutboxRow.attempts)).one()
     assert (row.status, row.attempts) == (Status.DELIVERED, 1)
+
+
+def test_skewed_hosts_expire_rows_on_the_servers_clock(hosts: dict[str, Host]) -> None:
+    """The host 150 s ahead delivers a row whose task is due in 60 s (past due on its own
+    clock); the host 150 s behind never sends one whose task was due 60 s ago (still a
+    minute and a half ahead on its own clock): that row ends expired."""
+    ahead, behind = hosts["ahead"], hosts["behind"]
+    add_user(ahead.services, 1)
+    now = datetime.now(UTC)
+    queued_at = now - timedelta(seconds=200)
+    built = ahead.services
+
+    def queue(task_id: int, due: datetime) -> None:
+        add_task(built, task_id, 1, due)
+        lookahead = due - queued_at
+        scan = scan_due_tasks(built.session_factory, built.due_queries, queued_at, lookahead, 10)
+        assert scan.queued == 1
+
+    useful = now + timedelta(seconds=60)
+    queue(1, useful)
+    assert dict(ahead.relay().counts) == {"delivered": 1}
+    queue(2, now - timedelta(seconds=60))
+    assert dict(behind.relay().counts) == {"expired": 1}
+
+    assert ahead.channel.keys() == [reminder_key(1, useful)] and behind.channel.keys() == []
+    with built.session_factory() as session:
+        found = dict(session.execute(select(OutboxRow.subject_id, OutboxRow.status)).all())
+    assert found == {1: Status.DELIVERED, 2: Status.EXPIRED}

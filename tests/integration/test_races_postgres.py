@@ -666,7 +666,8 @@ def test_one_scan_after_a_long_outage_queues_every_task_still_ahead_and_none_pas
     clock: ManualClock,
     channel: RecordingChannel,
 ) -> None:
-    """After 20 h without scans, one scan queues exactly the tasks due in (now, now + 24h]."""
+    """After 20 h without scans, one scan queues exactly the tasks due in (now, now + 24h];
+    the relay sends what is still ahead, none for a task already due."""
     due_dates: dict[int, datetime] = {}
 
     def add(task_id: int, due: datetime) -> None:
@@ -698,10 +699,13 @@ def test_one_scan_after_a_long_outage_queues_every_task_still_ahead_and_none_pas
     assert all(r.subject_at == due_dates[r.subject_id] > now for r in new_rows)
     never_marked = set(due_dates) - set(marked_tasks(host_database))
     assert never_marked == set(range(45, 49)) | set(range(101, 120)) | {300}
-    # The relay, down as long, then delivers everything queued before and after, once each.
+    # The relay, down as long, then delivers everything still ahead, queued before and after,
+    # once each; the reminders of the tasks that fell due meanwhile expire unsent.
     report = services.relay().relay_until_idle()
-    assert report.counts == Counter(delivered=24 + 41)
-    assert len(channel.keys) == len(set(channel.keys)) == 65
+    assert report.counts == Counter(delivered=4 + 41, expired=20)
+    assert len(channel.keys) == len(set(channel.keys)) == 45
+    sent = {r.subject_id for r in outbox_rows(services.engine) if r.status == Status.DELIVERED}
+    assert sent == set(range(21, 25)) | expected
 
 
 # --- (g) a poison row -----------------------------------------------------------------------
@@ -709,10 +713,11 @@ def test_one_scan_after_a_long_outage_queues_every_task_still_ahead_and_none_pas
 
 @REFERENCE_ONLY
 @pytest.mark.parametrize("where", ["prepare", "send"])
-def test_a_poison_row_ends_dead_after_max_attempts_and_the_others_flow(
+def test_a_poison_row_is_retried_until_its_task_is_due_then_expires_and_the_others_flow(
     host_database: HostDatabase, clock: ManualClock, channel: RecordingChannel, where: str
 ) -> None:
-    """A row whose prepare or send raises is retried up to max attempts, then dead; others flow."""
+    """A row whose prepare or send raises is retried, past max attempts and at most the cap
+    apart, while its task is not due, then expired; others flow."""
     host = host_database
     services = services_on(host, clock, channel, max_attempts=3)
     with host.engine.begin() as connection:
@@ -744,17 +749,22 @@ def test_a_poison_row_ends_dead_after_max_attempts_and_the_others_flow(
 
     reports = [relay.relay_until_idle()]
     assert reports[0].counts == Counter(delivered=4, retry=1)
+    due = clock.now() + 3 * HOUR
     while reports[-1].next_attempt_at is not None:
-        assert len(reports) < 5, "the poison row is retried forever"
+        assert len(reports) < 40, "the poison row is retried past its task's due time"
+        assert reports[-1].next_attempt_at - clock.now() <= services.settings.retry_cap_until_expiry
         clock.set(reports[-1].next_attempt_at)
         reports.append(relay.relay_until_idle())
 
-    assert [r.counts for r in reports[1:]] == [Counter(retry=1), Counter(dead=1)]
-    # Each attempt: the round's re-check, then (prepare only) the row's own re-check.
-    assert tries == [poison] * (6 if where == "prepare" else 3)
+    assert clock.now() < due
+    assert {tuple(r.counts.items()) for r in reports[1:-1]} == {(("retry", 1),)}
+    assert reports[-1].counts == Counter(expired=1)
     row = row_for(host.engine, poison)
-    assert (row.status, row.attempts) == (Status.DEAD, 3)
-    assert (row.last_error or "").startswith("gave up after 3 attempts: RuntimeError: ")
+    assert row.status == Status.EXPIRED and row.attempts == len(reports) > 3
+    # Each attempt: the round's re-check, then (prepare only) the row's own re-check.
+    assert tries == [poison] * (2 * row.attempts if where == "prepare" else row.attempts)
+    assert (row.last_error or "").startswith("expires before its next attempt; last error: ")
+    assert "RuntimeError: " in (row.last_error or "")
     delivered = [k for k in channel.keys if k != poison]
     assert len(delivered) == len(set(delivered)) == 4
     others = [r for r in outbox_rows(host.engine) if r.idempotency_key != poison]

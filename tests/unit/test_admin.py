@@ -69,7 +69,7 @@ def read(sessions: sessionmaker[Session], row_id: int) -> OutboxRow:
 
 
 def test_counts_name_every_status(sessions: sessionmaker[Session]) -> None:
-    """Counts list all six statuses, zero where no row has it."""
+    """Counts list all seven statuses, zero where no row has it."""
     put(sessions, Status.DEAD)
     put(sessions, Status.DEAD)
     put(sessions, Status.PENDING)
@@ -82,6 +82,7 @@ def test_counts_name_every_status(sessions: sessionmaker[Session]) -> None:
         "delivered": 0,
         "dead": 2,
         "cancelled": 0,
+        "expired": 0,
     }
 
 
@@ -247,7 +248,7 @@ def test_a_replayed_dead_reminder_is_delivered_again_with_its_key(engine: Engine
     services.scan()
     assert services.relay().relay_until_idle().counts == {"dead": 1}
     with services.session_factory.begin() as session:
-        [change] = admin.replay(session, None, Status.DEAD, by="ops", now=clock.advance(HOUR))
+        [change] = admin.replay(session, None, Status.DEAD, by="ops", now=clock.advance(HOUR / 2))
     assert services.relay().relay_until_idle().counts == {"delivered": 1}
     assert channel.keys == [change.key, change.key]
     row = read(services.session_factory, change.id)

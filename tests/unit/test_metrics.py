@@ -77,3 +77,16 @@ def test_unremindable_tasks_and_failures_are_published() -> None:
     assert value("reminders_unremindable_tasks", {"reason": "no_address"}) == 0
     assert value("reminders_failures_total", {"action": "scan", "kind": "unreachable"}) == 2
     assert value("reminders_failures_total", {"action": "relay", "kind": "not_migrated"}) == 1
+
+
+def test_an_expired_row_is_counted_as_expired_and_as_its_outcome() -> None:
+    """Each expired row adds one to reminders_expired and to its channel's expired outcome."""
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    expired = Attempt(1, "k", 0, AttemptOutcome.EXPIRED, subject_at=T0, created_at=T0)
+    metrics.observe_attempt("smtp", expired, T0, timedelta(hours=24))
+    metrics.observe_attempt("smtp", expired, T0, timedelta(hours=24))
+    value = registry.get_sample_value
+    assert value("reminders_expired_total") == 2
+    assert value("reminders_deliveries_total", {"channel": "smtp", "outcome": "expired"}) == 2
+    assert value("reminders_delivery_latency_seconds_count") == 0

@@ -85,19 +85,58 @@ def test_a_transient_failure_backs_off_then_delivers(
     assert len(channel.sent) == 2
 
 
-def test_attempts_run_out_and_the_row_is_dead_with_its_last_error(
+def test_a_failing_reminder_outlives_max_attempts_and_expires_with_its_last_error(
     services: Services, clock: ManualClock, channel: RecordingChannel
 ) -> None:
-    """After max_attempts transient failures the row is dead and keeps the last error."""
+    """A reminder is retried past max_attempts while its task is not due; when its next
+    attempt would come after the due time, it ends expired (not dead) with its last error."""
     queue(services, clock, 1)
     channel.script = [Delivery.retry(f"451 busy {n}") for n in range(1, 4)]
+    channel.script.append(Delivery.retry("451 busy 4", retry_after=2 * HOUR))
     for _ in range(3):
         services.relay().relay_until_idle()
-        clock.advance(2 * HOUR)
-    dead = row(services)
-    assert (dead.status, dead.attempts) == (Status.DEAD, 3)
-    assert dead.last_error == "gave up after 3 attempts: 451 busy 3"
+        clock.advance(timedelta(minutes=10))
+    waiting = row(services)
+    assert (waiting.status, waiting.attempts) == (Status.FAILED, 3)
+    assert services.relay().relay_until_idle().counts == {"expired": 1}
+    ended = row(services)
+    assert (ended.status, ended.attempts) == (Status.EXPIRED, 4)
+    assert ended.last_error == "expires before its next attempt; last error: 451 busy 4"
     assert services.relay().relay_until_idle().claimed == 0
+    assert len(channel.sent) == 4
+
+
+def test_a_reminder_not_delivered_before_its_task_fell_due_ends_expired(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """A reminder whose receiver says "try later" until the task is due is retried at each
+    next attempt, none at or after the due time, and ends expired, never delivered."""
+    queue(services, clock, 1)
+    due = clock.now() + HOUR
+    while True:
+        channel.script = [Delivery.retry("421 try later")]
+        services.relay().relay_until_idle()
+        current = row(services)
+        if current.status != Status.FAILED:
+            break
+        clock.set(current.available_at)
+    assert (current.status, current.expires_at) == (Status.EXPIRED, due)
+    assert current.attempts == len(channel.sent) > services.settings.max_attempts
+    assert clock.now() < due
+    assert services.relay().relay_until_idle().claimed == 0
+
+
+def test_a_reminder_first_relayed_once_its_task_is_due_is_never_sent(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """Queued while its task was ahead, but relayed only once the task is due (the relays
+    were down): the row expires at claim time, and nothing is sent."""
+    queue(services, clock, 1)
+    clock.advance(HOUR)
+    assert services.relay().relay_until_idle().counts == {"expired": 1}
+    assert channel.sent == []
+    ended = row(services)
+    assert (ended.status, ended.attempts) == (Status.EXPIRED, 0)
 
 
 def test_a_permanent_refusal_is_dead_at_once(
@@ -123,7 +162,8 @@ def test_retry_after_postpones_the_next_attempt(
 def test_a_poison_row_does_not_block_the_others(
     services: Services, clock: ManualClock, channel: RecordingChannel
 ) -> None:
-    """A row whose send raises is retried and ends dead; every other row is delivered."""
+    """A row whose send raises is retried (past max_attempts, its task not yet due) and ends
+    expired when its task falls due; every other row is delivered."""
     queue(services, clock, 1, 2, 3)
 
     def explode(message: Message) -> None:
@@ -133,10 +173,14 @@ def test_a_poison_row_does_not_block_the_others(
     channel.on_send = explode
     for _ in range(4):
         services.relay().relay_until_idle()
-        clock.advance(2 * HOUR)
+        clock.advance(timedelta(minutes=10))
+    clock.advance(HOUR)
+    assert services.relay().relay_until_idle().counts == {"expired": 1}
     states = dict(statuses(services))
-    assert sorted(states.values()) == [Status.DEAD, Status.DELIVERED, Status.DELIVERED]
-    assert "RuntimeError: renderer bug" in (row(services, 2).last_error or "")
+    assert sorted(states.values()) == [Status.DELIVERED, Status.DELIVERED, Status.EXPIRED]
+    poison = row(services, 2)
+    assert poison.attempts == 4
+    assert "RuntimeError: renderer bug" in (poison.last_error or "")
 
 
 @pytest.mark.parametrize(

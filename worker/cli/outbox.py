@@ -153,15 +153,19 @@ def replay(
 ) -> None:
     """Put rows back to pending: attempts 0, due now, same key; records who and when.
 
-    Name rows by ID (dead, failed, delivered or cancelled) or by --status dead|failed.
+    Name rows by ID (dead, failed, delivered, cancelled or expired) or by --status dead|failed.
 
     A claimed row is in flight and is never replayed; last_error stays until the next attempt.
+
+    The row keeps its expiry: one past it (expired, or its task now due) is left alone, since
+    it could only expire again unsent.
 
     Reads REMINDERS_DATABASE_URL.
 
     Exit 0 when every row named is replayed or already pending (or --status matches none).
 
-    Exit 1 when an ID is unknown or claimed (the other rows are replayed all the same).
+    Exit 1 when an ID is unknown, claimed or past its expiry (the other rows are replayed all
+    the same); with --status, rows past their expiry are listed as left alone, exit 0.
 
     Exit 2 for bad usage: IDs and --status together, neither, or another status.
     """
@@ -177,7 +181,13 @@ def replay(
         changes = admin.replay(
             session, row_ids or None, wanted, by=who, now=services.clock.now(), dry_run=dry_run
         )
-    failed = [c for c in changes if not c.replayed and c.status_before != Status.PENDING]
+    failed = [
+        c
+        for c in changes
+        if not c.replayed
+        and c.status_before != Status.PENDING
+        and not (c.past_expiry and wanted is not None)
+    ]
     if as_json:
         common.print_json(
             {
@@ -219,7 +229,7 @@ def purge(
 ) -> None:
     """Delete delivered and cancelled rows last updated longer ago than --older-than.
 
-    Pending, claimed, failed and dead rows are never deleted.
+    Pending, claimed, failed, dead and expired rows are never deleted.
 
     Each batch is its own short transaction; progress goes to stderr when it is a terminal.
 

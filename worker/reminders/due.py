@@ -221,7 +221,14 @@ class SqliteDueQueries(_RecordsScans):
         # The due query only returns dated tasks.
         keys = {task_id: reminder_key(task_id, due) for task_id, due in tasks if due}
         messages = [
-            NewMessage(keys[task_id], REMINDER_KIND, task_id, due_date, available_at=now)
+            NewMessage(
+                keys[task_id],
+                REMINDER_KIND,
+                task_id,
+                due_date,
+                available_at=now,
+                expires_at=due_date,
+            )
             for task_id, due_date in tasks
             if task_id in keys
         ]
@@ -287,6 +294,7 @@ def _queue_statement(
         subject_id=marked.c.id,
         subject_at=marked.c.due_at,
         available_at=_NOW,
+        expires_at=marked.c.due_at,  # a reminder of a task already due helps no one
     )
     queued = insert_selected(rows, _NOW, dialect="postgresql").cte("queued")
     stale_ids = select(func.unnest(marked.c.stale)).scalar_subquery()

@@ -85,3 +85,40 @@ def test_purge_refuses_an_empty_batch(sessions: sessionmaker[Session]) -> None:
     """A batch size below one is an error, not an endless loop."""
     with pytest.raises(ValueError, match="batch_size"):
         admin.purge(sessions, timedelta(days=1), T0, batch_size=0)
+
+
+def test_replay_keeps_the_expiry_and_leaves_rows_past_it(
+    sessions: sessionmaker[Session],
+    make_relay: MakeRelay,
+    channel: RecordingChannel,
+) -> None:
+    """A dead row still before its expiry is replayed, its expiry kept, and delivered; an
+    expired row, or a dead one past its expiry, is left alone with the reason, unchanged."""
+    useful_until = T0 + 2 * HOUR
+    [useful] = add_rows(sessions, 1, status=Status.DEAD, expires_at=useful_until)
+    [expired] = add_rows(sessions, 2, status=Status.EXPIRED, expires_at=T0 - HOUR)
+    [late] = add_rows(sessions, 3, status=Status.DEAD, expires_at=T0 + HOUR)
+    now = T0 + HOUR
+    with sessions.begin() as session:
+        by_id = admin.replay(session, [useful, expired, late], None, by="ops", now=now)
+    assert [(c.id, c.replayed, c.past_expiry) for c in by_id] == [
+        (useful, True, False),
+        (expired, False, True),
+        (late, False, True),
+    ]
+    assert (
+        by_id[1].reason
+        == f"expired at {(T0 - HOUR).isoformat()}: no longer useful, never sent again"
+    )
+    replayed = row(sessions, useful)
+    assert (replayed.status, replayed.expires_at) == (Status.PENDING, useful_until)
+    assert (row(sessions, expired).status, row(sessions, late).status) == (
+        Status.EXPIRED,
+        Status.DEAD,
+    )
+    assert row(sessions, expired).replay_count == 0
+    with sessions.begin() as session:
+        [by_status] = admin.replay(session, None, Status.DEAD, by="ops", now=now)
+    assert (by_status.id, by_status.replayed, by_status.past_expiry) == (late, False, True)
+    assert make_relay(clock=ManualClock(now)).relay_until_idle().counts == {"delivered": 1}
+    assert [m.recipient for m in channel.sent] == ["user1@example.com"]

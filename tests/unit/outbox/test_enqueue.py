@@ -37,6 +37,7 @@ from tests.support.clock import T0
 from worker.db import make_session_factory
 
 LATER = T0 + timedelta(minutes=5)
+HOUR = timedelta(hours=1)
 KIND = "note_edited"
 
 notes_metadata = MetaData()
@@ -102,6 +103,37 @@ def test_the_outbox_fills_in_its_own_columns(
     assert (first["status"], first["attempts"], first["lease_token"]) == (Status.PENDING, 0, 0)
     assert (first["created_at"], first["updated_at"], first["replay_count"]) == (T0, T0, 0)
     assert first["lease_owner"] is None and first["last_error"] is None
+    assert first["expires_at"] is None  # by default a message never expires
+
+
+def test_an_expiry_is_written_and_a_rearmed_row_takes_the_new_one(
+    engine: Engine, sessions: sessionmaker[Session]
+) -> None:
+    """``expires_at`` given as a value or as SQL is the row's; re-arming a cancelled key
+    takes the new message's expiry."""
+    enqueue = values_enqueue(engine)
+    first = NewMessage("note-1-v1", KIND, 1, T0, available_at=T0, expires_at=LATER)
+    with sessions.begin() as session:
+        enqueue.enqueue(session, [first], now=T0)
+    assert rows(sessions)["note-1-v1"]["expires_at"] == LATER
+    set_status(sessions, "note-1-v1", Status.CANCELLED)
+    again = NewMessage("note-1-v1", KIND, 1, T0, available_at=T0, expires_at=LATER + HOUR)
+    with sessions.begin() as session:
+        assert enqueue.enqueue(session, [again], now=LATER) == 1
+    assert rows(sessions)["note-1-v1"]["expires_at"] == LATER + HOUR
+    add_notes(sessions, 2)
+    now = literal(LATER, UTCDateTime())
+    selected = NewRows(
+        key=note_key(notes.c.version),
+        kind=literal(KIND),
+        subject_id=notes.c.id,
+        subject_at=notes.c.edited_at,
+        available_at=now,
+        expires_at=notes.c.edited_at,
+    )
+    with sessions.begin() as session:
+        session.execute(insert_selected(selected, now, dialect=engine.dialect.name))
+    assert rows(sessions)["note-2-v1"]["expires_at"] == T0
 
 
 @pytest.mark.parametrize(

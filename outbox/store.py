@@ -43,6 +43,8 @@ class Claim:
     lease_token: int
     lease_expires_at: datetime
     created_at: datetime
+    recipient_id: int | None = None
+    offset_seconds: int | None = None
 
 
 _NOW = bindparam("now", type_=UTCDateTime())
@@ -80,6 +82,8 @@ _CLAIM = (
         OutboxRow.lease_token,
         OutboxRow.available_at,
         OutboxRow.created_at,
+        OutboxRow.recipient_id,
+        OutboxRow.offset_seconds,
     )
 )
 

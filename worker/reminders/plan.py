@@ -53,6 +53,7 @@ from worker.reminders.schema import owner_has_address, owner_wants_reminders
 #: How long a reminder at or after the due moment stays worth sending.
 LATE_LIFETIME = timedelta(hours=24)
 
+
 def _numbers(top: int) -> Any:
     """1 to ``top``, as a recursive CTE: the nudges of a rule are numbered by it."""
     first = select(literal_column("1").label("n")).cte("reminder_nudge_number", recursive=True)

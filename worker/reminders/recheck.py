@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
@@ -65,7 +65,7 @@ class RecheckQueries:
             tasks.reminder_due_at,
         ).where(tasks.id.in_(bindparam("ids", expanding=True)))
         user_ids: Any = bindparam("user_ids", expanding=True)
-        user_query: Select[Any] = select(
+        user_query = select(
             users.id,
             users.email,
             users.timezone,
@@ -87,7 +87,13 @@ class RecheckQueries:
             .join(every, every.c.rule_id == rules.rule_id)
             .where(users.id.in_(user_ids))
         )
-        return cls(task_query, user_query, listed, offsets, int(lookahead.total_seconds()))
+        return cls(
+            task_query,
+            cast(Select[Any], user_query),
+            listed,
+            offsets,
+            int(lookahead.total_seconds()),
+        )
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,9 @@ LATE_LIFETIME = timedelta(hours=24)
 
 def _numbers(top: int) -> Any:
     """1 to ``top``, as a recursive CTE: the nudges of a rule are numbered by it."""
-    first = select(literal_column("1").label("n")).cte("reminder_nudge_number", recursive=True)
+    first = select(literal_column("1").label("n")).cte(
+        "reminder_nudge_number", recursive=True, nesting=True
+    )
     return first.union_all(select(first.c.n + 1).where(first.c.n < top))
 
 

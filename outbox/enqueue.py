@@ -68,6 +68,8 @@ class NewMessage:
     subject_at: datetime | None
     available_at: datetime
     expires_at: datetime | None = None
+    recipient_id: int | None = None
+    offset_seconds: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,13 +82,20 @@ class NewRows:
     subject_at: SQLColumnExpression[Any]
     available_at: SQLColumnExpression[Any]
     expires_at: SQLColumnExpression[Any] | None = None  # None: the rows never expire
+    recipient_id: SQLColumnExpression[Any] | None = None
+    offset_seconds: SQLColumnExpression[Any] | None = None
 
 
 def insert_selected(
-    rows: NewRows, now: SQLColumnExpression[Any], *, dialect: str
+    rows: NewRows,
+    now: SQLColumnExpression[Any],
+    *,
+    dialect: str,
+    where: ColumnElement[bool] | None = None,
 ) -> ReturningInsert[int]:
-    """INSERT of ``rows`` as of ``now``, re-arming cancelled keys; RETURNING the id of each
-    row now pending (inserted or re-armed). Embed it as a CTE (PostgreSQL) or execute it.
+    """INSERT of ``rows`` (those for which ``where`` holds) as of ``now``, re-arming cancelled
+    keys; RETURNING the id of each row now pending (inserted or re-armed). Embed it as a CTE
+    (PostgreSQL) or execute it.
     """
     columns: dict[str, SQLColumnExpression[Any]] = {
         "idempotency_key": rows.key,
@@ -103,8 +112,14 @@ def insert_selected(
         "updated_at": now,
         "replay_count": literal(0),
     }
+    if rows.recipient_id is not None:
+        columns["recipient_id"] = rows.recipient_id
+    if rows.offset_seconds is not None:
+        columns["offset_seconds"] = rows.offset_seconds
     # In key order: consecutive rows land next to each other in the key's unique index.
     selected = select(*columns.values()).order_by(rows.key)
+    if where is not None:
+        selected = selected.where(where)
     insert = _INSERTS[dialect](OutboxRow).from_select(list(columns), selected)
     return _rearming(insert).returning(OutboxRow.id)
 
@@ -150,6 +165,7 @@ class ValuesEnqueue:
 
     insert: ReturningInsert[int]
     cancel: Update
+    cancel_until: Update
     listed: Callable[[Sequence[Any]], Any]  # a list as the value of one parameter
 
     @classmethod
@@ -177,8 +193,10 @@ class ValuesEnqueue:
                 updated_at=bindparam("now", type_=UTCDateTime()),
             )
         )
+        until = bindparam("until", type_=UTCDateTime())
+        cancel_until = cancel.where(OutboxRow.available_at <= until)
         insert = _rearming(_INSERTS[dialect](OutboxRow)).returning(OutboxRow.id)
-        return cls(insert, cancel, listed)
+        return cls(insert, cancel, cancel_until, listed)
 
     def enqueue(self, session: Session, messages: Sequence[NewMessage], now: datetime) -> int:
         """Insert ``messages`` as of ``now``; return how many rows are now pending."""
@@ -199,6 +217,8 @@ class ValuesEnqueue:
                 "created_at": now,
                 "updated_at": now,
                 "replay_count": 0,
+                "recipient_id": message.recipient_id,
+                "offset_seconds": message.offset_seconds,
             }
             for message in messages
         ]
@@ -220,6 +240,31 @@ class ValuesEnqueue:
             "now": now,
         }
         return session.connection().execute(self.cancel, values).rowcount
+
+    def cancel_others(
+        self,
+        session: Session,
+        subjects: Sequence[int],
+        keys: Sequence[str],
+        *,
+        kind: str,
+        reason: str,
+        now: datetime,
+        until: datetime,
+    ) -> int:
+        """Cancel the waiting rows of ``kind`` of ``subjects`` meant for ``until`` or before
+        whose keys are none of ``keys``; return how many."""
+        if not subjects:
+            return 0
+        values = {
+            "subjects": self.listed(list(subjects)),
+            "keys": self.listed(list(keys)),
+            "of_kind": kind,
+            "reason": reason,
+            "now": now,
+            "until": until,
+        }
+        return session.connection().execute(self.cancel_until, values).rowcount
 
 
 def _rearming(insert: postgresql.Insert | sqlite.Insert) -> postgresql.Insert | sqlite.Insert:

@@ -48,6 +48,8 @@ class Claim:
     created_at: datetime
     expires_at: datetime | None = None  # never sent at or after it; None: never expires
     unfinished_claims: int = 0  # claims in a row before this one that recorded no outcome
+    recipient_id: int | None = None
+    offset_seconds: int | None = None
 
 
 _NOW = bindparam("now", type_=UTCDateTime())
@@ -95,6 +97,8 @@ _CLAIM = (
         OutboxRow.created_at,
         OutboxRow.expires_at,
         OutboxRow.unfinished_claims,
+        OutboxRow.recipient_id,
+        OutboxRow.offset_seconds,
     )
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, MetaData, String, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from outbox.types import BigIntId, UTCDateTime
@@ -67,6 +67,10 @@ class OutboxRow(OutboxBase):
     # What the message is about (the domain's id) and which version of it (a due date).
     subject_id: Mapped[int] = mapped_column(BigInteger, index=True)
     subject_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Whom it goes to (the domain's id; None: the subject's own recipient), and when it is
+    # meant for relative to ``subject_at``: ``subject_at - offset_seconds`` (None: at once).
+    recipient_id: Mapped[int | None] = mapped_column(BigInteger)
+    offset_seconds: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20), default=Status.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     # Next attempt time; for a claimed row, the moment its lease expires.

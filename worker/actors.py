@@ -268,9 +268,17 @@ def _relay(built: Services) -> None:
     with built.session_factory() as session:
         next_at = earliest_due(session)
     now = built.clock.now()
-    # A row due before the next tick gets a wake-up of its own (a retry after 30 s should
-    # not wait for an hourly tick); later rows are the tick's sweep's, so that wake-ups never
-    # pile up while a row waits.
+    # A row due before the next tick gets a wake-up of its own, at its moment (a reminder
+    # is sent on the second, a retry after 30 s does not wait for an hourly tick); later
+    # rows are the next tick's relay's, so that wake-ups never pile up while a row waits.
     if next_at is not None and next_at < next_tick(SETTINGS.scan_cron, now):
-        wait = max((next_at - now).total_seconds(), MIN_WAKE_UP_SECONDS)
-        relay_outbox.send_with_options(delay=int(wait * 1000))
+        relay_outbox.send_with_options(delay=wake_up_delay_ms(next_at, now))
+
+
+def wake_up_delay_ms(next_at: datetime, now: datetime) -> int:
+    """How long to wait for a row due at ``next_at``: until then (a millisecond past it, so
+    that the claim finds it due), or, for a row due already (held by another relay),
+    `MIN_WAKE_UP_SECONDS`."""
+    if next_at <= now:
+        return int(MIN_WAKE_UP_SECONDS * 1000)
+    return int((next_at - now).total_seconds() * 1000) + 1

@@ -7,7 +7,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,11 +16,12 @@ from outbox.channels.base import Channel
 from outbox.channels.console import ConsoleChannel
 from outbox.channels.smtp import SmtpChannel
 from outbox.channels.webhook import WebhookChannel
-from outbox.clock import Clock, SystemClock
+from outbox.clock import Clock, SystemClock, require_utc
 from outbox.relay import Attempt, Relay
 from outbox.retry import RetryPolicy
 from outbox.server_clock import SAME_CLOCK, Offset, ServerClock, database_clock
 from worker.db import DatabaseTimeouts, make_engine, make_session_factory
+from worker.embedded import next_tick
 from worker.reminders.due import DueQueries, due_queries
 from worker.reminders.host import HostSchema, check_host
 from worker.reminders.mapping import load_mapping
@@ -102,6 +103,19 @@ def check_mapping(settings: Settings) -> HostSchema:
         engine.dispose()
 
 
+#: How much later than the next tick the scan plans: time for that tick's scan to run.
+PLAN_MARGIN = timedelta(seconds=30)
+
+
+def plan_ahead(settings: Settings, now: datetime) -> timedelta:
+    """How far ahead of ``now`` a scan plans reminders: past the tick after next, so that
+    every moment is planned (and its wake-up set) one whole tick before it comes, even if
+    one scan is late or lost."""
+    first = next_tick(settings.scan_cron, now)
+    second = next_tick(settings.scan_cron, first)
+    return (second - now) + PLAN_MARGIN
+
+
 def needs_address(settings: Settings) -> bool:
     """Whether the channel sends to the owner's e-mail address (a webhook's document
     carries the owner's id instead)."""
@@ -140,13 +154,13 @@ class Services:
 
     def scan(self, now: datetime | None = None) -> ScanResult:
         """Queue every reminder due now (or at ``now``)."""
-        now = now or self.clock.now()
+        now = require_utc(now or self.clock.now())
         offset = self.clock_offset()
         return scan_due_tasks(
             self.session_factory,
             self.due_queries,
             now,
-            self.settings.lookahead,
+            plan_ahead(self.settings, now),
             self.settings.scan_batch,
             connections=self.settings.scan_connections,
             clock_offset=None if offset is None else offset.offset,
@@ -158,7 +172,9 @@ class Services:
         return Relay(
             session_factory=self.session_factory,
             channel=self.seams.wrap_channel(self.make_channel()),
-            prepare=self.seams.wrap_prepare(reminder_preparer(self.renderer, self.host)),
+            prepare=self.seams.wrap_prepare(
+                reminder_preparer(self.renderer, self.host, lookahead=settings.lookahead)
+            ),
             clock=self.clock,
             policy=RetryPolicy(
                 settings.max_attempts,
@@ -219,7 +235,12 @@ def bootstrap(
         session_factory=make_session_factory(engine),
         host=host,
         due_queries=seams.wrap_due_queries(
-            due_queries(engine.dialect.name, host, needs_address=needs_address(settings))
+            due_queries(
+                engine.dialect.name,
+                host,
+                needs_address=needs_address(settings),
+                lookahead=settings.lookahead,
+            )
         ),
         clock=clock,
         make_channel=make_channel or channel_factory(settings, clock),

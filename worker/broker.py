@@ -99,6 +99,20 @@ class BrokerTimeouts:
         return urlunsplit(parts._replace(query=urlencode({**defaults, **query})))
 
 
+#: How long an idle Redis consumer waits before it looks at its queue again, at most
+#: (dramatiq's own default is a second): a delayed wake-up for a reminder's moment is
+#: moved to the queue and picked up within about twice this.
+IDLE_POLL_MS = 100
+
+
+class PromptRedisBroker(RedisBroker):
+    """A Redis broker whose idle consumers poll every `IDLE_POLL_MS` at most."""
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        """A consumer of ``queue_name`` that waits at most `IDLE_POLL_MS` when idle."""
+        return super().consume(queue_name, prefetch=prefetch, timeout=min(timeout, IDLE_POLL_MS))
+
+
 class StopRelaysOnShutdown(dramatiq.Middleware):
     """Tell running relays to stop between rows when the worker shuts down."""
 
@@ -134,7 +148,7 @@ def build_broker(
     elif url.startswith(("redis://", "rediss://")):
         client = redis.Redis.from_url(url, **bounds.redis_options())
         # dramatiq's RedisBroker.__init__ has no annotations.
-        broker = RedisBroker(  # type: ignore[no-untyped-call]
+        broker = PromptRedisBroker(  # type: ignore[no-untyped-call]
             client=client, heartbeat_timeout=HEARTBEAT_TIMEOUT_MS
         )
     else:

@@ -25,7 +25,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Connection, Engine, Table, inspect, text
+from sqlalchemy import Column, Connection, Engine, Index, Table, inspect, text
 from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.schema import CreateIndex, CreateTable, DropIndex
 
@@ -234,7 +234,9 @@ def host_changes(connection: Connection, host: HostSchema) -> list[str]:
                 f"ALTER TABLE {quote.format_table(table)} ALTER COLUMN "
                 f"{quote.format_column(column)} TYPE {spelled} USING NULL"
             )
-    statements += _index_changes(connection, host, rebuilt=bool(statements))
+    rebuilt = bool(statements)
+    for index in host.indexes:
+        statements += _index_changes(connection, host, index, rebuilt=rebuilt)
     return statements
 
 
@@ -246,10 +248,11 @@ def _same_type(found: object, spelled: str, dialect: object) -> bool:
     return str(current).upper() == spelled.upper()
 
 
-def _index_changes(connection: Connection, host: HostSchema, *, rebuilt: bool) -> list[str]:
-    """Create the worker's partial index, or rebuild it where its definition changed; the
-    comment on it (PostgreSQL) fingerprints the definition it was built with."""
-    index = host.index
+def _index_changes(
+    connection: Connection, host: HostSchema, index: Index, *, rebuilt: bool
+) -> list[str]:
+    """Create one of the worker's partial indexes, or rebuild it where its definition
+    changed; the comment on it (PostgreSQL) fingerprints the definition it was built with."""
     table = host.tasks.table
     create = _ddl(connection, CreateIndex(index))
     fingerprint = INDEX_COMMENT + hashlib.sha256(create.encode()).hexdigest()[:16]
@@ -260,23 +263,25 @@ def _index_changes(connection: Connection, host: HostSchema, *, rebuilt: bool) -
     comment = [f"COMMENT ON INDEX {name} IS '{fingerprint}'"]
     if connection.dialect.name != "postgresql":
         comment = []
-    found = _index_state(connection, host)
+    found = _index_state(connection, host, index)
     if found is None:
         return [create, *comment]
     defined, noted = found
     if connection.dialect.name == "postgresql":
         if noted == fingerprint and not rebuilt:
             return []
-        if noted is None and host.is_reference and not rebuilt:
+        if noted is None and host.is_reference and index is host.index and not rebuilt:
             return comment  # built by a release before the comment, to the same definition
     elif defined == create and not rebuilt:
         return []
     return [_ddl(connection, DropIndex(index)), create, *comment]
 
 
-def _index_state(connection: Connection, host: HostSchema) -> tuple[str, str | None] | None:
-    """The worker's index as the database has it (definition, comment), or None."""
-    index, table = host.index, host.tasks.table
+def _index_state(
+    connection: Connection, host: HostSchema, index: Index
+) -> tuple[str, str | None] | None:
+    """One of the worker's indexes as the database has it (definition, comment), or None."""
+    table = host.tasks.table
     if connection.dialect.name == "postgresql":
         row = connection.execute(
             text(

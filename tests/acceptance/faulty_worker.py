@@ -149,6 +149,13 @@ class FaultyDueQueries:
             die_here("scan", "*")
         return counts
 
+    def plan_window(self, session: Session, now: datetime, ahead: timedelta) -> int:
+        """The real window, then one chance to die per planned row."""
+        queued = self.inner.plan_window(session, now, ahead)
+        for _ in range(queued):
+            die_here("scan", "*")
+        return queued
+
     def record_scan(
         self,
         session: Session,

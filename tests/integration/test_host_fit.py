@@ -75,6 +75,7 @@ def without_worker(found: dict[str, Any]) -> dict[str, Any]:
             i
             for i in found["indexes"]
             if "awaiting_reminder" not in i[0]
+            and "open_due" not in i[0]
             and not i[0].startswith(("ix_outbox", "outbox"))
             and not i[0].startswith(("reminder", "uq_outbox", *WORKER_PREFIXES))
         ],
@@ -136,6 +137,13 @@ def test_migrate_changes_only_what_is_the_workers(todo_app: tuple[Engine, str]) 
             "CREATE INDEX ix_todo_items_awaiting_reminder ON public.todo_items USING btree "
             "(deadline) WHERE (((status = 'done'::text) IS NOT TRUE) AND (deadline IS NOT NULL) "
             "AND (reminder_due_at IS DISTINCT FROM deadline))",
+        )
+    ]
+    assert [i for i in after["indexes"] if "open_due" in i[0]] == [
+        (
+            "ix_todo_items_open_due",
+            "CREATE INDEX ix_todo_items_open_due ON public.todo_items USING btree "
+            "(deadline) WHERE (((status = 'done'::text) IS NOT TRUE) AND (deadline IS NOT NULL))",
         )
     ]
     # Idempotent: a second run changes nothing, runs no statement on the host's tables.
@@ -287,8 +295,9 @@ def test_a_mapped_task_is_reminded_at_the_instant_of_its_wall_time(
     app = host_database.app
     services, channel = services_on(host_database, clock)
     lookahead = services.settings.lookahead
-    # Just inside the window and just outside it, after Berlin's clocks went forward (wall
-    # times 01:59 CET and 03:01 CEST are two minutes apart).
+    # One reminder due now and one a minute later, after Berlin's clocks went forward (wall
+    # times 01:59 CET and 03:01 CEST are two minutes apart): the second is planned for its
+    # moment and sent then, not before.
     summer = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
     clock.set(summer - lookahead + timedelta(minutes=30))
     inside = summer + timedelta(minutes=29)
@@ -298,11 +307,11 @@ def test_a_mapped_task_is_reminded_at_the_instant_of_its_wall_time(
         app.add_task(connection, 1, 1, inside)
         app.add_task(connection, 2, 1, outside)
         app.add_task(connection, 3, 1, inside, completed=True)
-    assert services.scan().queued == 1
+    assert services.scan().queued == 2
     services.relay().relay_until_idle()
     assert [m.key for m in channel.sent] == [reminder_key(1, inside)]
     clock.advance(timedelta(minutes=2))
-    assert services.scan().queued == 1
+    assert services.scan().queued == 0
     with host_database.engine.begin() as connection:
         app.move(connection, 1, inside + timedelta(hours=1))  # out of the window: nothing
     services.relay().relay_until_idle()
@@ -410,16 +419,17 @@ def test_a_changed_completion_rule_rebuilds_only_the_workers_index(
         )
     )
     rerun = migrate.run(engine, load_mapping(changed))
-    assert [s.split(" ")[0:2] for s in rerun.host] == [
+    # Both of the worker's indexes hold the completion rule.
+    assert [s.split(" ")[0:2] for s in rerun.host] == 2 * [
         ["DROP", "INDEX"],
         ["CREATE", "INDEX"],
         ["COMMENT", "ON"],
     ]
     with engine.connect() as connection:
-        definition = connection.execute(
-            text("SELECT indexdef FROM pg_indexes WHERE indexname LIKE '%awaiting%'")
-        ).scalar_one()
-    assert "'dropped'" in definition
+        definitions = connection.execute(
+            text("SELECT indexdef FROM pg_indexes WHERE indexname LIKE 'ix_todo_items_%'")
+        ).scalars()
+        assert all("'dropped'" in definition for definition in definitions)
     assert migrate.run(engine, load_mapping(changed)).host == []
 
 
@@ -444,7 +454,8 @@ def test_an_all_day_task_is_due_at_nine_in_each_recipients_zone(
     empty_postgres_url: str, tmp_path: Path, clock: ManualClock
 ) -> None:
     """A ``date`` due column: each task is due at 09:00 on its day in its owner's zone (UTC
-    for a zone PostgreSQL does not know); the scan, the key and the send-time re-check agree."""
+    for a zone PostgreSQL does not know), and reminded 24 h (a day on the wall clock) before;
+    the key holds the date, the re-check agrees."""
     engine = make_engine(empty_postgres_url)
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE people (id INT PRIMARY KEY, email TEXT, zone TEXT)"))
@@ -470,21 +481,21 @@ def test_an_all_day_task_is_due_at_nine_in_each_recipients_zone(
     channel = RecordingChannel()
     settings = Settings(database_url=empty_postgres_url, schema_file=str(schema_file))
     services = bootstrap(settings, clock=clock, engine=engine, make_channel=lambda: channel)
-    moments = {
-        1: datetime(2026, 12, 9, 20, 0, tzinfo=UTC),  # 09:00 NZDT (UTC+13)
-        2: datetime(2026, 12, 10, 17, 0, tzinfo=UTC),  # 09:00 PST (UTC-8)
-        3: datetime(2026, 12, 10, 9, 0, tzinfo=UTC),  # unknown zone: UTC
-        4: datetime(2026, 12, 10, 9, 0, tzinfo=UTC),  # no zone: UTC
-    }
-    clock.set(datetime(2026, 12, 9, 10, 0, tzinfo=UTC))  # the window ends 12-10 10:00 UTC
+    day = datetime(2026, 12, 10, tzinfo=UTC)  # the key's due date: the date itself
+    # 10:00 UTC on 12-09: past the moments of 1, 3, 4 (12-08 20:00, 12-09 09:00 twice).
+    clock.set(datetime(2026, 12, 9, 10, 0, tzinfo=UTC))
     assert services.scan().queued == 3
     services.relay().relay_until_idle()
     assert sorted(m.key for m in channel.sent) == sorted(
-        reminder_key(task, moments[task]) for task in (1, 3, 4)
+        reminder_key(task, day) for task in (1, 3, 4)
     )
-    clock.advance(timedelta(hours=7, minutes=1))  # now 17:01: the window holds 12-10 17:00
+    # 09:00 PST on 12-09 is 17:00 UTC: planned by the scan before it, sent at it.
+    clock.set(datetime(2026, 12, 9, 16, 59, tzinfo=UTC))
     assert services.scan().queued == 1
     services.relay().relay_until_idle()
-    assert channel.sent[-1].key == reminder_key(2, moments[2])
+    assert len(channel.sent) == 3
+    clock.set(datetime(2026, 12, 9, 17, 0, tzinfo=UTC))
+    services.relay().relay_until_idle()
+    assert channel.sent[-1].key == reminder_key(2, day)
     assert "Thu, Dec 10, 2026, 9:00 AM PST" in channel.sent[-1].subject
     engine.dispose()

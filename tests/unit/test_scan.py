@@ -34,12 +34,13 @@ def services(engine: Engine, clock: ManualClock, channel: RecordingChannel) -> S
 def test_only_open_tasks_due_within_the_window_of_opted_in_owners_are_queued(
     services: Services, clock: ManualClock
 ) -> None:
-    """The window is (now, now + 24h]; completed, undated, overdue and opted-out are left out."""
+    """A reminder 24 h ahead of each open task of an opted-in owner, its moment before the
+    scan's horizon; completed, undated, overdue and opted-out are left out."""
     now = clock.now()
     add_task(services, 1, 1, now + HOUR)
-    add_task(services, 2, 1, now + 24 * HOUR)  # closed end: included
-    # SQLite compares its timestamp text to the millisecond (outbox.types.instant).
-    add_task(services, 3, 1, now + 24 * HOUR + timedelta(milliseconds=1))
+    add_task(services, 2, 1, now + 24 * HOUR)
+    # Beyond the horizon (the tick after next, and a margin): planned by a later scan.
+    add_task(services, 3, 1, now + 24 * HOUR + 10 * timedelta(minutes=1))
     add_task(services, 4, 1, now)  # open end: excluded
     add_task(services, 5, 1, now - HOUR)
     add_task(services, 6, 1, None)

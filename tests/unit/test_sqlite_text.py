@@ -54,7 +54,7 @@ def test_due_dates_written_with_plain_sql_are_reminded_once(
 
 
 @pytest.mark.parametrize(
-    "written", ["2026-11-28T11:00:00", "2026-11-28T12:30:00+01:00", "2026-11-29T12:00:00.001Z"]
+    "written", ["2026-11-28T11:00:00", "2026-11-28T12:30:00+01:00", "2026-11-29T12:10:00.001Z"]
 )
 def test_spellings_outside_the_window_are_not_queued(
     services: Services, sqlite_engine: Engine, written: str

@@ -32,6 +32,9 @@ from sqlalchemy import (
     select,
     table,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
 from outbox.types import UTCDateTime, at, instant
@@ -44,6 +47,8 @@ ALL_DAY_AT = time(9, 0)
 _ANY_OFFSET = timedelta(hours=15)
 #: How far a zone's wall time may run back across a change of its offset.
 _ANY_SHIFT = timedelta(hours=3)
+
+_DAY_SECONDS = 86400
 
 _timezone_names = table("pg_timezone_names", column("name", String))
 
@@ -71,8 +76,31 @@ class DueTime(Protocol):
         """Whether `instant` depends on the recipient's zone."""
         ...
 
-    def instant(self, due: ColumnElement[Any], zone: ColumnElement[str]) -> ColumnElement[datetime]:
-        """The moment ``due`` stands for, for a recipient in ``zone`` (a zone name column)."""
+    def instant(
+        self, due: ColumnElement[Any], zone: ColumnElement[str], at: Any = None
+    ) -> ColumnElement[datetime]:
+        """The moment ``due`` stands for, for a recipient in ``zone`` (a zone name column);
+        ``at``, the local time of day of an all-day task (None: `ALL_DAY_AT`)."""
+        ...
+
+    def key_instant(self, due: ColumnElement[Any]) -> ColumnElement[datetime]:
+        """The due value as one instant whatever the recipient: the reminder key's due date
+        (a date: its midnight UTC)."""
+        ...
+
+    def moment(
+        self, due: ColumnElement[Any], zone: ColumnElement[str], at: Any, offset: Any
+    ) -> ColumnElement[datetime]:
+        """The moment of a reminder ``offset`` seconds before the due moment (negative:
+        after it). For an all-day task it is counted on the recipient's wall clock, so that
+        ``1d`` before is the day before at the same local time, whatever DST does."""
+        ...
+
+    def offset_window(
+        self, due: ColumnElement[Any], after: Any, until: Any, offset: Any
+    ) -> ColumnElement[bool]:
+        """On the raw column, a range that holds every row with a reminder ``offset``
+        seconds before its due moment in (after, until] (it may hold more)."""
         ...
 
     def window(self, due: ColumnElement[Any], after: Any, until: Any) -> ColumnElement[bool]:
@@ -97,12 +125,27 @@ class InstantDue:
     def stored_type(self) -> TypeEngine[Any]:
         return UTCDateTime()
 
-    def instant(self, due: ColumnElement[Any], zone: ColumnElement[str]) -> ColumnElement[datetime]:
+    def instant(
+        self, due: ColumnElement[Any], zone: ColumnElement[str], at: Any = None
+    ) -> ColumnElement[datetime]:
         return due
+
+    def key_instant(self, due: ColumnElement[Any]) -> ColumnElement[datetime]:
+        return due
+
+    def moment(
+        self, due: ColumnElement[Any], zone: ColumnElement[str], at: Any, offset: Any
+    ) -> ColumnElement[datetime]:
+        return shifted(due, -offset)
 
     def window(self, due: ColumnElement[Any], after: Any, until: Any) -> ColumnElement[bool]:
         moment = instant(due)
         return and_(moment > instant(after), moment <= instant(until))
+
+    def offset_window(
+        self, due: ColumnElement[Any], after: Any, until: Any, offset: Any
+    ) -> ColumnElement[bool]:
+        return self.window(due, shifted(after, offset), shifted(until, offset))
 
     def same(self, due: ColumnElement[Any], value: Any) -> ColumnElement[bool]:
         return instant(due) == at(value)
@@ -121,8 +164,23 @@ class LocalDue:
     def stored_type(self) -> TypeEngine[Any]:
         return DateTime(timezone=False)
 
-    def instant(self, due: ColumnElement[Any], zone: ColumnElement[str]) -> ColumnElement[datetime]:
+    def instant(
+        self, due: ColumnElement[Any], zone: ColumnElement[str], at: Any = None
+    ) -> ColumnElement[datetime]:
         return func.timezone(self.zone, due, type_=UTCDateTime())
+
+    def key_instant(self, due: ColumnElement[Any]) -> ColumnElement[datetime]:
+        return self.instant(due, literal("UTC"))
+
+    def moment(
+        self, due: ColumnElement[Any], zone: ColumnElement[str], at: Any, offset: Any
+    ) -> ColumnElement[datetime]:
+        return shifted(self.instant(due, zone), -offset)
+
+    def offset_window(
+        self, due: ColumnElement[Any], after: Any, until: Any, offset: Any
+    ) -> ColumnElement[bool]:
+        return self.window(due, shifted(after, offset), shifted(until, offset))
 
     def window(self, due: ColumnElement[Any], after: Any, until: Any) -> ColumnElement[bool]:
         shift = literal(_ANY_SHIFT, Interval())
@@ -148,10 +206,32 @@ class DateDue:
     def stored_type(self) -> TypeEngine[Any]:
         return Date()
 
-    def instant(self, due: ColumnElement[Any], zone: ColumnElement[str]) -> ColumnElement[datetime]:
-        hour = timedelta(hours=self.at.hour, minutes=self.at.minute)
-        local = cast(due, DateTime()) + literal(hour, Interval())
+    def instant(
+        self, due: ColumnElement[Any], zone: ColumnElement[str], at: Any = None
+    ) -> ColumnElement[datetime]:
+        return func.timezone(known_zone(zone), self._local(due, at), type_=UTCDateTime())
+
+    def key_instant(self, due: ColumnElement[Any]) -> ColumnElement[datetime]:
+        return func.timezone("UTC", cast(due, DateTime()), type_=UTCDateTime())
+
+    def moment(
+        self, due: ColumnElement[Any], zone: ColumnElement[str], at: Any, offset: Any
+    ) -> ColumnElement[datetime]:
+        local = self._local(due, at) - offset * literal(timedelta(seconds=1), Interval())
         return func.timezone(known_zone(zone), local, type_=UTCDateTime())
+
+    def offset_window(
+        self, due: ColumnElement[Any], after: Any, until: Any, offset: Any
+    ) -> ColumnElement[bool]:
+        # The local time of day may be any: a day more on the early side.
+        return self.window(due, shifted(after, offset - _DAY_SECONDS), shifted(until, offset))
+
+    def _local(self, due: ColumnElement[Any], at: Any) -> ColumnElement[Any]:
+        """The wall time an all-day task is due at: its date at ``at`` (None: `at`)."""
+        if at is None:
+            hour = timedelta(hours=self.at.hour, minutes=self.at.minute)
+            return cast(due, DateTime()) + literal(hour, Interval())
+        return cast(due, DateTime()) + cast(at, Interval())
 
     def window(self, due: ColumnElement[Any], after: Any, until: Any) -> ColumnElement[bool]:
         def utc_date(moment: Any, by: timedelta) -> ColumnElement[Any]:
@@ -162,6 +242,29 @@ class DateDue:
 
     def same(self, due: ColumnElement[Any], value: Any) -> ColumnElement[bool]:
         return due == literal(value, Date())
+
+
+def shifted(moment: Any, seconds: Any) -> ColumnElement[datetime]:
+    """``moment`` plus ``seconds`` (a number or an integer column), as an instant."""
+    return _Shifted(moment, seconds)
+
+
+class _Shifted(FunctionElement[datetime]):
+    type = UTCDateTime()
+    name = "shifted"
+    inherit_cache = True
+
+
+@compiles(_Shifted)
+def _shifted(element: _Shifted, compiler: SQLCompiler, **kw: Any) -> str:
+    moment, seconds = (compiler.process(c, **kw) for c in element.clauses.clauses)
+    return f"({moment} + ({seconds}) * INTERVAL '1 second')"
+
+
+@compiles(_Shifted, "sqlite")
+def _shifted_sqlite(element: _Shifted, compiler: SQLCompiler, **kw: Any) -> str:
+    moment, seconds = (compiler.process(c, **kw) for c in element.clauses.clauses)
+    return f"strftime('%Y-%m-%d %H:%M:%f', {moment}, ({seconds}) || ' seconds')"
 
 
 def known_zone(zone: ColumnElement[str]) -> ColumnElement[str]:

@@ -42,7 +42,12 @@ from outbox.types import UTCDateTime
 from worker.errors import ConfigError, DatabaseNotReady
 from worker.reminders.due_time import DateDue, DueTime, InstantDue, LocalDue
 from worker.reminders.mapping import REFERENCE, SchemaMapping
-from worker.reminders.schema import TaskColumns, UserColumns, awaiting_reminder_index
+from worker.reminders.schema import (
+    TaskColumns,
+    UserColumns,
+    awaiting_reminder_index,
+    planned_reminder_index,
+)
 
 #: The columns the worker adds to the host's tasks table, and writes.
 WORKER_COLUMNS = ("reminder_sent_at", "reminder_due_at")
@@ -61,6 +66,15 @@ class HostSchema:
     users: UserColumns
     #: The partial index on the due column of the tasks awaiting a reminder.
     index: Index
+    #: The partial index on the due column of the open, dated tasks.
+    planned_index: Index
+    #: The host's table of more recipients per task, columns ``task`` and ``user``.
+    recipients: Table | None = None
+
+    @property
+    def indexes(self) -> tuple[Index, ...]:
+        """The worker's indexes on the host's tasks table."""
+        return (self.index, self.planned_index)
 
     @property
     def is_reference(self) -> bool:
@@ -124,7 +138,24 @@ def host_schema(mapping: SchemaMapping, due_time: DueTime) -> HostSchema:
         enabled=owner.c.reminder_enabled,
         locale=owner.c.reminder_locale,
     )
-    return HostSchema(mapping, tasks, users, awaiting_reminder_index(tasks))
+    recipients = None
+    if mapping.recipients is not None:
+        r = mapping.recipients
+        recipients = Table(
+            r.table,
+            MetaData(),
+            Column(r.task, BigInteger, key="task"),
+            Column(r.user, BigInteger, key="user"),
+            schema=r.schema,
+        )
+    return HostSchema(
+        mapping,
+        tasks,
+        users,
+        awaiting_reminder_index(tasks),
+        planned_reminder_index(tasks),
+        recipients,
+    )
 
 
 #: The reference schema: the default mapping, its due column ``timestamp with time zone``.

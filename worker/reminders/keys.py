@@ -1,4 +1,12 @@
-"""A reminder's idempotency key: ``due_soon-YYYYMMDDTHHMMSS[.ffffff]Z-<id>``, defined once.
+"""A reminder's idempotency key: ``due_soon-YYYYMMDDTHHMMSS[.ffffff]Z-<id>[-o<offset>][-u<user>]``,
+defined once.
+
+One key per (task, due date, reminder of the rule, recipient): the offset (seconds before the
+due moment; negative for an overdue nudge) and the recipient are left out where they are the
+built-in rule's lead time and the task's owner, so that the one reminder a task had before rules
+existed keeps its key. The due date is the task's due value as stored (a date column: that
+date at midnight UTC), so that a recipient's zone or an all-day hour changing does not give
+a reminder already sent a new key.
 
 `reminder_key` is the definition. PostgreSQL's scan writes keys in SQL (`reminder_key_sql`), so
 that no row of a batch goes through Python; tests hold it equal to `reminder_key` for any task
@@ -32,6 +40,25 @@ def reminder_key(task_id: int, due_date: datetime, kind: str = REMINDER_KIND) ->
     due = require_utc(due_date)
     stamp = f"{due.year}{due:%m%dT%H%M%S}" + (f".{due.microsecond:06d}" if due.microsecond else "")
     return f"{kind}-{stamp}Z-{task_id}"
+
+
+def reminder_variant(offset: int, recipient: int, owner: int, *, legacy_offset: int) -> str:
+    """The key's tail after the task id: which reminder of the task, for whom."""
+    tail = "" if offset == legacy_offset else f"-o{offset}"
+    return tail + ("" if recipient == owner else f"-u{recipient}")
+
+
+def reminder_variant_sql(
+    offset: SQLColumnExpression[int],
+    recipient: SQLColumnExpression[int],
+    owner: SQLColumnExpression[int],
+    *,
+    legacy_offset: int,
+) -> ColumnElement[str]:
+    """`reminder_variant` in SQL."""
+    by_offset = case((offset == legacy_offset, ""), else_="-o" + cast(offset, String))
+    by_recipient = case((recipient == owner, ""), else_="-u" + cast(recipient, String))
+    return by_offset + by_recipient
 
 
 def reminder_key_sql(

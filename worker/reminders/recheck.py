@@ -1,14 +1,19 @@
-"""The relay's re-check before each send: the task and its owner as they are now.
+"""The relay's re-check before each send: the task, the recipient and the rule as they are now.
 
-A claimed reminder is sent only if its task still exists, is open, is due when the reminder
-says, and its owner still wants reminders. "Open" and "wants reminders" are the rules the
-due query uses (`worker.reminders.schema`), evaluated by the database, not rewritten here.
+A claimed reminder is sent only if its task still exists, is open and has the due date the
+reminder is keyed by, its recipient is still one (the owner, or listed for the task), still
+wants reminders, and the recipient's rule still has the reminder's offset. "Open" and "wants
+reminders" are the rules the scan uses (`worker.reminders.schema`), evaluated by the database,
+not rewritten here. A row queued before rules existed (no recipient, no offset) goes to the
+task's owner and is not held to a rule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
@@ -16,90 +21,179 @@ from sqlalchemy.orm import Session
 from outbox.channels.base import Message
 from outbox.relay import Cancel, Prepare
 from outbox.store import Claim
-from worker.reminders.due import forget_reminder
+from worker.reminders import plan
+from worker.reminders.due import DEFAULT_LOOKAHEAD, forget_reminder
 from worker.reminders.host import REFERENCE_SCHEMA, HostSchema
+from worker.reminders.keys import reminder_key, reminder_variant
 from worker.reminders.render import OwnerFacts, ReminderRenderer, TaskFacts
-from worker.reminders.schema import (
-    TaskColumns,
-    due_instant,
-    owner_wants_reminders,
-    task_open,
-)
-
-#: Where a row of `recheck_query` splits: the task's facts, its marker, the owner's facts.
-_MARKER, _OWNER = 4, 5
+from worker.reminders.rule_store import rule_sql
+from worker.reminders.rules import builtin_rule
+from worker.reminders.schema import owner_wants_reminders, task_open
 
 
-def recheck_query(host: HostSchema) -> Select[Any]:
-    """The `TaskFacts`, the ``reminder_due_at`` and the `OwnerFacts` of the tasks whose ids
-    are ``ids`` (no owner row: NULLs), the rules' verdicts as boolean columns.
-    """
-    tasks, users = host.tasks, host.users
-    return (
-        select(
+class _Task(NamedTuple):
+    """A claimed reminder's task as it is now."""
+
+    id: int
+    title: str
+    open: bool
+    owner_id: int
+    due_key: datetime | None  # the due value as the key has it
+    marker: Any  # the task's reminder_due_at
+
+
+@dataclass(frozen=True, eq=False)
+class RecheckQueries:
+    """The re-check's statements for one host's tables, built once."""
+
+    tasks: Select[Any]
+    users: Select[Any]
+    listed: Select[Any] | None
+    offsets: Select[Any]
+    legacy_offset: int
+
+    @classmethod
+    def build(cls, host: HostSchema, lookahead: timedelta) -> RecheckQueries:
+        """The statements; ``lookahead`` the built-in rule's lead time."""
+        tasks, users = host.tasks, host.users
+        task_query = select(
             tasks.id,
             tasks.title,
-            due_instant(tasks, users).label("due_at"),
             task_open(tasks).label("task_open"),
+            tasks.owner_id,
+            tasks.due_time.key_instant(tasks.due).label("due_key"),
             tasks.reminder_due_at,
+        ).where(tasks.id.in_(bindparam("ids", expanding=True)))
+        user_ids: Any = bindparam("user_ids", expanding=True)
+        user_query = select(
             users.id,
             users.email,
             users.timezone,
             owner_wants_reminders(users).label("wants_reminders"),
             users.locale,
+        ).where(users.id.in_(user_ids))
+        listed = None
+        if host.recipients is not None:
+            r = host.recipients.c
+            listed = select(r.task, r.user).where(
+                r.task.in_(bindparam("ids", expanding=True)), r.user.in_(user_ids)
+            )
+        rules = rule_sql(builtin_rule(lookahead))
+        every = plan.offsets(rules)
+        offsets = (
+            select(users.id, every.c.offset_seconds)
+            .select_from(users.table)
+            .outerjoin(rules.own, rules.own.c.user_id == users.id)
+            .join(every, every.c.rule_id == rules.rule_id)
+            .where(users.id.in_(user_ids))
         )
-        .outerjoin(users.table, users.id == tasks.owner_id)
-        .where(tasks.id.in_(bindparam("ids", expanding=True)))
-    )
+        return cls(
+            task_query,
+            cast(Select[Any], user_query),
+            listed,
+            offsets,
+            int(lookahead.total_seconds()),
+        )
 
 
-class _Current(NamedTuple):
-    """A claimed reminder's task and owner as they are now."""
+@dataclass(frozen=True)
+class _Now:
+    """Everything the batch's re-checks read, as it is now."""
 
-    task: TaskFacts
-    marker: Any  # the task's reminder_due_at
-    owner: OwnerFacts | None
+    tasks: Mapping[int, _Task]
+    users: Mapping[int, OwnerFacts]
+    listed: frozenset[tuple[int, int]]
+    offsets: Mapping[int, frozenset[int]]
 
 
-def reminder_preparer(renderer: ReminderRenderer, host: HostSchema = REFERENCE_SCHEMA) -> Prepare:
-    """The relay's re-check: cancel unless the task is still open, due then, owner opted in."""
+def reminder_preparer(
+    renderer: ReminderRenderer,
+    host: HostSchema = REFERENCE_SCHEMA,
+    *,
+    lookahead: timedelta = DEFAULT_LOOKAHEAD,
+) -> Prepare:
+    """The relay's re-check: cancel unless the reminder still stands, else render it."""
     # Plain columns, not ORM objects: the re-check runs for every message the relay sends.
-    query = recheck_query(host)
+    queries = RecheckQueries.build(host, lookahead)
 
     def prepare(session: Session, claims: Sequence[Claim]) -> dict[int, Message | Cancel]:
-        ids = sorted({claim.subject_id for claim in claims})
-        current: dict[int, _Current] = {}
-        for row in session.connection().execute(query, {"ids": ids}):
-            # No owner row joined: NULLs.
-            owner = None if row[_OWNER] is None else OwnerFacts(*row[_OWNER:])
-            current[row[0]] = _Current(TaskFacts(*row[:_MARKER]), row[_MARKER], owner)
+        now = _read(session, queries, claims)
         return {
-            claim.id: _recheck(session, renderer, host.tasks, claim, current) for claim in claims
+            claim.id: _recheck(session, renderer, host, claim, now, queries.legacy_offset)
+            for claim in claims
         }
 
     return prepare
 
 
-def _recheck(
+def _read(session: Session, queries: RecheckQueries, claims: Sequence[Claim]) -> _Now:
+    connection = session.connection()
+    ids = sorted({claim.subject_id for claim in claims})
+    tasks = {row[0]: _Task(*row) for row in connection.execute(queries.tasks, {"ids": ids})}
+    user_ids = sorted(
+        {claim.recipient_id for claim in claims if claim.recipient_id is not None}
+        | {task.owner_id for task in tasks.values()}
+    )
+    users = {
+        row[0]: OwnerFacts(*row)
+        for row in connection.execute(queries.users, {"user_ids": user_ids})
+    }
+    listed: frozenset[tuple[int, int]] = frozenset()
+    if queries.listed is not None:
+        found = connection.execute(queries.listed, {"ids": ids, "user_ids": user_ids})
+        listed = frozenset((task, user) for task, user in found)
+    offsets: dict[int, set[int]] = {}
+    for user, offset in connection.execute(queries.offsets, {"user_ids": user_ids}):
+        offsets.setdefault(user, set()).add(offset)
+    return _Now(tasks, users, listed, {user: frozenset(o) for user, o in offsets.items()})
+
+
+def _recheck(  # noqa: PLR0917  (the batch's facts, passed on)
     session: Session,
     renderer: ReminderRenderer,
-    tasks: TaskColumns,
+    host: HostSchema,
     claim: Claim,
-    current: Mapping[int, _Current],
+    now: _Now,
+    legacy_offset: int,
 ) -> Message | Cancel:
-    if claim.subject_id not in current:
+    task = now.tasks.get(claim.subject_id)
+    if task is None:
         return Cancel("task deleted")
-    task, marker, owner = current[claim.subject_id]
-    if owner is None:  # possible where the host's schema has no foreign key
-        return Cancel("owner deleted")
+    user_id = task.owner_id if claim.recipient_id is None else claim.recipient_id
+    user = now.users.get(user_id)
     reason = None
-    if not task.open:
+    who = "owner" if user_id == task.owner_id else "recipient"
+    if user is None:  # possible where the host's schema has no foreign key
+        reason = f"{who} deleted"
+    elif not task.open:
         reason = "task completed"
-    elif task.due_date != claim.subject_at:
+    elif not _same_due(claim, task, user_id, legacy_offset):
         reason = "due date moved"
-    elif not owner.wants_reminders:
-        reason = "owner turned notifications off"
+    elif user_id != task.owner_id and (task.id, user_id) not in now.listed:
+        reason = "no longer a recipient"
+    elif not user.wants_reminders:
+        reason = f"{who} turned notifications off"
+    elif claim.offset_seconds is not None and claim.offset_seconds not in now.offsets.get(
+        user_id, frozenset()
+    ):
+        reason = "no longer in the recipient's rule"
     if reason is None:
-        return renderer.render(claim.key, task, owner)
-    forget_reminder(session, tasks, task.id, marker)
+        assert user is not None
+        facts = TaskFacts(task.id, task.title, claim.subject_at, task.open)
+        return renderer.render(claim.key, facts, user)
+    # The scan may plan the task again: it plans only what still stands, so that a
+    # reminder cancelled here is not armed again unless its task or recipient came back.
+    forget_reminder(session, host.tasks, task.id, task.marker)
     return Cancel(reason)
+
+
+def _same_due(claim: Claim, task: _Task, user_id: int, legacy_offset: int) -> bool:
+    """Whether the task is still due when the claim's key says."""
+    if task.due_key is None:
+        return False
+    if claim.offset_seconds is None:  # queued before rules: keyed by the due moment alone
+        return claim.subject_at == task.due_key or claim.key == reminder_key(task.id, task.due_key)
+    variant = reminder_variant(
+        claim.offset_seconds, user_id, task.owner_id, legacy_offset=legacy_offset
+    )
+    return claim.key == reminder_key(task.id, task.due_key) + variant

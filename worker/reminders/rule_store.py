@@ -26,13 +26,11 @@ from typing import Any, cast
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    Column,
     ColumnElement,
     ForeignKey,
     FromClause,
     Index,
     Integer,
-    MetaData,
     Select,
     Subquery,
     Table,
@@ -264,7 +262,7 @@ def replan_after_rule_change(session: Session, host: HostSchema, user_id: int | 
     re-planned one is not sent twice.
     """
     tasks = host.tasks
-    recipients = _recipients(host)
+    recipients = host.recipients
     if user_id is not None:
         covered: ColumnElement[bool] = tasks.owner_id == user_id
         if recipients is not None:
@@ -360,20 +358,6 @@ def rule_settings() -> Select[int, int | None, int | None, int, time]:
 
 def _has_own_rule(user: ColumnElement[int]) -> ColumnElement[bool]:
     return exists().where(_rules.c.user_id == user)
-
-
-def _recipients(host: HostSchema) -> Table | None:
-    """The host's recipients table, (task, user), when the mapping names one."""
-    mapped = host.mapping.recipients
-    if mapped is None:
-        return None
-    return Table(
-        mapped.table,
-        MetaData(),
-        Column(mapped.task, BigInteger, key="task"),
-        Column(mapped.user, BigInteger, key="user"),
-        schema=mapped.schema,
-    )
 
 
 def _scope(user_id: int | None) -> ColumnElement[bool]:

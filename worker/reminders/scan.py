@@ -1,4 +1,4 @@
-"""The scan: queue one reminder per due task, in the same transaction that marks the task."""
+"""The scan: plan the reminders that come due, each batch in one transaction with its marks."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class ScanResult:
     """What one scan did."""
 
     queued: int  # outbox rows now pending that were not before
-    marked: int  # tasks whose reminder_sent_at was set
+    marked: int  # tasks marked as planned for their due date
     superseded: int  # waiting rows cancelled because their task's due date moved
     batches: int
     duration: timedelta
@@ -50,13 +50,13 @@ class _Batches:
     session_factory: sessionmaker[Session]
     queries: DueQueries
     now: datetime
-    lookahead: timedelta
+    ahead: timedelta
     size: int
 
     def queue_one(self) -> _Tally:
         """One batch in one transaction: the tasks' marks and their outbox rows together."""
         with self.session_factory.begin() as session:
-            batch = self.queries.queue_batch(session, self.now, self.lookahead, self.size)
+            batch = self.queries.queue_batch(session, self.now, self.ahead, self.size)
         return _Tally(*batch, batches=1)
 
     def drain(self, stop: threading.Event) -> _Tally:
@@ -88,7 +88,7 @@ def scan_due_tasks(
     session_factory: sessionmaker[Session],
     queries: DueQueries,
     now: datetime,
-    lookahead: timedelta,
+    ahead: timedelta,
     batch_size: int,
     *,
     connections: int = 1,
@@ -110,7 +110,7 @@ def scan_due_tasks(
     The heartbeat records ``clock_offset``, how far the database's clock is ahead of the
     scanning host's (None: unknown), for ``reminders status`` and ``health``.
     """
-    batches = _Batches(session_factory, queries, require_utc(now), lookahead, batch_size)
+    batches = _Batches(session_factory, queries, require_utc(now), ahead, batch_size)
     started = time.perf_counter()
     total = batches.queue_one()
     if total.marked == batch_size:
@@ -118,6 +118,8 @@ def scan_due_tasks(
             total += batches.drain_side_by_side(connections)
         else:
             total += batches.drain(threading.Event())
+    with session_factory.begin() as session:
+        total += _Tally(queued=queries.plan_window(session, batches.now, ahead))
     duration = timedelta(seconds=time.perf_counter() - started)
     with session_factory.begin() as session:
         milliseconds = duration.total_seconds() * 1000

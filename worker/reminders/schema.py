@@ -95,6 +95,9 @@ class ScanHeartbeat(Base):
     # How many tasks the last scan found that cannot be reminded (None: not counted yet);
     # the process that changes it logs the change, so that it is logged once.
     unremindable: Mapped[int | None]
+    # Every reminder whose moment is at or before this is planned (None: nothing yet): the
+    # next scan plans the moments after it.
+    planned_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,6 +169,19 @@ def awaiting_reminder(tasks: TaskColumns) -> ColumnElement[bool]:
         tasks.due.is_not(None),
         distinct_from(tasks.reminder_due_at, tasks.due),
     )
+
+
+def planned_reminder(tasks: TaskColumns) -> ColumnElement[bool]:
+    """Open and dated: a task whose reminders the scan plans as their moments come."""
+    return and_(task_open(tasks), tasks.due.is_not(None))
+
+
+def planned_reminder_index(tasks: TaskColumns) -> Index:
+    """The partial index on the due date of the open, dated tasks (added to the table): the
+    scan reads the tasks with a reminder moment in its window through it."""
+    predicate = planned_reminder(tasks)
+    name = f"ix_{tasks.table.name}_open_due"
+    return Index(name, tasks.due, postgresql_where=predicate, sqlite_where=predicate)
 
 
 def awaiting_reminder_index(tasks: TaskColumns) -> Index:

@@ -36,3 +36,7 @@ class BrokerNotConfigured(ConfigError):
 
 class BrokerUnreachable(ReminderError):
     """The broker did not take the nudge; the next scheduled scan does its work."""
+
+
+class InvalidPreference(UsageError):
+    """The preference is invalid."""

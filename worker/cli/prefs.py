@@ -14,7 +14,6 @@ import typer
 
 from worker.cli import common
 from worker.cli.common import JsonOption
-from worker.cli.rules import _user_id
 from worker.errors import UsageError
 from worker.reminders import preference_store
 from worker.reminders.preferences import ALL_KINDS, PreferenceEdit, Preferences
@@ -87,7 +86,7 @@ def set_prefs(
     Exit 0 when set (also when unchanged), 1 when the database fails, 2 for bad input: then
     nothing changes.
     """
-    user_id = _user_id(user)
+    user_id = common.user_id(user)
     edit = PreferenceEdit(
         quiet=quiet,
         quiet_days=quiet_days,
@@ -117,7 +116,7 @@ def show_prefs(user: UserOption, as_json: JsonOption = False) -> None:
 
     Exit 0 when done, 1 when the database fails, 2 for bad usage.
     """
-    user_id = _user_id(user)
+    user_id = common.user_id(user)
     services = common.ready_services()
     with services.session_factory() as session:
         found = preference_store.preferences(session, user_id)
@@ -136,7 +135,7 @@ def clear_prefs(user: UserOption) -> None:
     Exit 0 when cleared (also when there were none), 1 when the database fails, 2 for bad
     usage.
     """
-    user_id = _user_id(user)
+    user_id = common.user_id(user)
     services = common.ready_services()
     with services.session_factory.begin() as session:
         cleared = preference_store.clear_preferences(session, user_id)

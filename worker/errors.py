@@ -40,3 +40,15 @@ class BrokerUnreachable(ReminderError):
 
 class InvalidPreference(UsageError):
     """The preference is invalid."""
+
+
+class LinkRefused(ReminderError):
+    """The link is not valid."""
+
+
+class ForgedLink(LinkRefused):
+    """The link's signature does not match: it was not made by this service, or was altered."""
+
+
+class ExpiredLink(LinkRefused):
+    """The link has expired."""

@@ -50,7 +50,8 @@ def test_rotation_signs_with_the_first_and_verifies_with_all() -> None:
 
 def _payload(token: str) -> list[object]:
     body = token.split(".", maxsplit=1)[0]
-    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    document: list[object] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    return document
 
 
 def _with_payload(token: str, document: list[object]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import replace
-from datetime import date, time
+from datetime import date, time, timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -13,9 +13,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, MetaData, func, select
 
 from outbox.masking import mask_url
+from outbox.table import OutboxRow, Status
 from tests.support.channels import RecordingChannel
 from tests.support.clock import T0, ManualClock
-from tests.support.db import add_user, make_services
+from tests.support.db import add_task, add_user, make_services
 from worker.bootstrap import Services
 from worker.errors import InvalidPreference, UnknownUser
 from worker.reminders import preference_store
@@ -245,3 +246,42 @@ def test_the_preferences_table_is_the_migration(engine: Engine) -> None:
             },
         )
         assert compare_metadata(context, models) == []
+
+
+def test_the_recheck_cancels_the_reminder_of_a_user_who_unsubscribed(
+    engine: Engine, clock: ManualClock
+) -> None:
+    """Queued before the opt-out, cancelled at send with the reason; others still go out."""
+    channel = RecordingChannel()
+    services = make_services(engine, clock, channel)
+    add_user(services, 1)
+    add_user(services, 2)
+    add_task(services, 10, 1, T0 + timedelta(hours=2))
+    add_task(services, 20, 2, T0 + timedelta(hours=2))
+    assert services.scan().queued == 2
+    edit(services, 1, PreferenceEdit(unsubscribe=True))
+    assert services.relay().relay_until_idle().counts == {"delivered": 1, "cancelled": 1}
+    assert [message.recipient for message in channel.sent] == ["user2@example.com"]
+    with services.session_factory() as session:
+        cancelled = session.execute(
+            select(OutboxRow.status, OutboxRow.last_error).where(OutboxRow.subject_id == 10)
+        ).one()
+    assert tuple(cancelled) == (Status.CANCELLED, OPTED_OUT)
+
+
+def test_the_recheck_hands_the_users_channel_url_to_the_channel(
+    engine: Engine, clock: ManualClock
+) -> None:
+    """The message of a user with a channel URL carries it; another user's carries none."""
+    channel = RecordingChannel()
+    services = make_services(engine, clock, channel)
+    add_user(services, 1)
+    add_user(services, 2)
+    add_task(services, 10, 1, T0 + timedelta(hours=2))
+    add_task(services, 20, 2, T0 + timedelta(hours=2))
+    edit(services, 1, PreferenceEdit(channel=SECRET_URL))
+    services.scan()
+    services.relay().relay_until_idle()
+    urls = {message.recipient: message.channel_url for message in channel.sent}
+    assert urls == {"user1@example.com": SECRET_URL, "user2@example.com": None}
+    assert SECRET_URL not in repr(channel.sent)

@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from outbox.channels.base import Message
 from outbox.types import UTCDateTime
 from worker.errors import UnknownUser
 from worker.reminders.host import HostSchema
@@ -86,6 +87,12 @@ class Screen:
 
     refusal: str | None = None
     channel_url: str | None = None
+
+    def addressed(self, message: Message) -> Message:
+        """``message`` with the user's channel URL, for a channel that delivers to it."""
+        if self.channel_url is None:
+            return message
+        return replace(message, channel_url=self.channel_url)
 
 
 def preferences(session: Session, user_id: int) -> Preferences:

@@ -1,7 +1,9 @@
 """The relay's re-check before each send: the task and its owner as they are now.
 
 A claimed reminder is sent only if its task still exists, is open, is due when the reminder
-says, and its owner still wants reminders. "Open" and "wants reminders" are the rules the
+says, its owner still wants reminders, and has not unsubscribed from its kind (the worker's
+preferences, `worker.reminders.preference_store.screen`, which also gives the owner's own
+channel URL). "Open" and "wants reminders" are the rules the
 due query uses (`worker.reminders.schema`), evaluated by the database, not rewritten here.
 """
 
@@ -16,6 +18,7 @@ from sqlalchemy.orm import Session
 from outbox.channels.base import Message
 from outbox.relay import Cancel, Prepare
 from outbox.store import Claim
+from worker.reminders import preference_store
 from worker.reminders.due import forget_reminder
 from worker.reminders.host import REFERENCE_SCHEMA, HostSchema
 from worker.reminders.render import OwnerFacts, ReminderRenderer, TaskFacts
@@ -92,6 +95,7 @@ def _recheck(
     task, marker, owner = current[claim.subject_id]
     if owner is None:  # possible where the host's schema has no foreign key
         return Cancel("owner deleted")
+    screen = preference_store.screen(session, owner.id, claim.kind)
     reason = None
     if not task.open:
         reason = "task completed"
@@ -99,7 +103,9 @@ def _recheck(
         reason = "due date moved"
     elif not owner.wants_reminders:
         reason = "owner turned notifications off"
+    elif screen.refusal is not None:
+        reason = screen.refusal
     if reason is None:
-        return renderer.render(claim.key, task, owner)
+        return screen.addressed(renderer.render(claim.key, task, owner))
     forget_reminder(session, tasks, task.id, marker)
     return Cancel(reason)

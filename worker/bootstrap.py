@@ -12,18 +12,20 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from outbox.channels.apprise import AppriseChannel
 from outbox.channels.base import Channel
 from outbox.channels.console import ConsoleChannel
 from outbox.channels.smtp import SmtpChannel
 from outbox.channels.webhook import WebhookChannel
 from outbox.clock import Clock, SystemClock
-from outbox.relay import Attempt, Relay
+from outbox.relay import Attempt, Prepare, Relay
 from outbox.retry import RetryPolicy
 from outbox.server_clock import SAME_CLOCK, Offset, ServerClock, database_clock
 from worker.db import DatabaseTimeouts, make_engine, make_session_factory
 from worker.reminders.due import DueQueries, due_queries
 from worker.reminders.host import HostSchema, check_host
 from worker.reminders.mapping import load_mapping
+from worker.reminders.own_channels import requiring_channel_url
 from worker.reminders.recheck import reminder_preparer
 from worker.reminders.render import ReminderRenderer, renderer_for
 from worker.reminders.scan import ScanResult, scan_due_tasks
@@ -51,6 +53,8 @@ def channel_factory(settings: Settings, clock: Clock | None = None) -> ChannelFa
             timeout=timeout,
             clock=clock,
         )
+    if settings.channel == "apprise":
+        return lambda: AppriseChannel(timeout=timeout)
     if settings.channel == "webhook":
         assert settings.webhook_url is not None  # checked by Settings
         url, secrets = settings.webhook_url, settings.webhook_secrets
@@ -158,7 +162,7 @@ class Services:
         return Relay(
             session_factory=self.session_factory,
             channel=self.seams.wrap_channel(self.make_channel()),
-            prepare=self.seams.wrap_prepare(reminder_preparer(self.renderer, self.host)),
+            prepare=self.seams.wrap_prepare(self._prepare()),
             clock=self.clock,
             policy=RetryPolicy(settings.max_attempts, settings.retry_base, settings.retry_cap),
             owner=worker_id(),
@@ -171,6 +175,11 @@ class Services:
             on_record=self.seams.on_record,
             subject_key="task_id",
         )
+
+    def _prepare(self) -> Prepare:
+        """The re-check; on the users' own channels, without a URL a reminder is cancelled."""
+        prepare = reminder_preparer(self.renderer, self.host)
+        return requiring_channel_url(prepare) if self.settings.channel == "apprise" else prepare
 
 
 def bootstrap(

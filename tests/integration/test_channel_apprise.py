@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import structlog
@@ -32,9 +33,9 @@ def apprise_url(port: int, secret: str = "s3cr3t") -> str:
     return f"json://user:{secret}@127.0.0.1:{port}/hooks/reminders"
 
 
-def services_for(engine: Engine, clock: ManualClock, **settings: object) -> Services:
+def services_for(engine: Engine, clock: ManualClock, **settings: Any) -> Services:
     """Services on the apprise channel, with the settings given."""
-    config = Settings(database_url=str(engine.url), channel="apprise", **settings)  # type: ignore[arg-type]
+    config = Settings(database_url=str(engine.url), channel="apprise", **settings)
     return bootstrap(config, clock=clock, engine=engine)
 
 

@@ -55,7 +55,7 @@ def test_preferences_are_set_shown_and_cleared(url: str, engine: Engine, tmp_pat
         "channel": "json://***",
     }
     ok(run(url, "prefs", "set", "--user", "1", "--unsubscribe", cwd=tmp_path))
-    assert stored(engine)[0].opted_out == "*"
+    assert stored(engine)[0][1] == "*"  # opted_out: every kind
     assert "cleared" in ok(run(url, "prefs", "clear", "--user", "1", cwd=tmp_path))
     assert stored(engine) == []
 

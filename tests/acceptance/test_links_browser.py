@@ -136,3 +136,24 @@ def test_the_unsubscribe_button_works_in_chromium_without_csp_violations(
     assert violations == []
     assert not [line for line in console if "Content Security Policy" in line]
     assert opted_out() == [("*",)]
+
+
+def test_serve_without_a_link_secret_stops_with_one_line(tmp_path: Path) -> None:
+    """No REMINDERS_LINK_SECRET: `reminders serve` exits 2 naming it, before listening."""
+    url = f"sqlite:///{tmp_path}/reminders.db"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMINDERS_")}
+    done = subprocess.run(
+        [REMINDERS, "serve", "--port", str(free_port())],
+        env=env | {"REMINDERS_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "reminders: REMINDERS_LINK_SECRET: required by `reminders serve` (it checks links)"
+    ]

@@ -12,7 +12,7 @@ Quiet hours, digests and pauses are stored here; the send-time re-check uses the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any, cast
@@ -110,17 +110,39 @@ def preferences_for(session: Session, user_ids: Iterable[int]) -> dict[int, Pref
     return {row.user_id: _preferences(row) for row in rows}
 
 
+@dataclass(frozen=True)
+class Screens:
+    """The send-time facts of a batch's users: their opt-outs and channel URLs, read once."""
+
+    found: Mapping[int, tuple[frozenset[str], str | None]]
+
+    def screen(self, user_id: int, kind: str) -> Screen:
+        """The verdict of the user's preferences on a reminder of ``kind``: refused when the
+        user opted out of it, with the user's channel URL otherwise."""
+        if user_id not in self.found:
+            return Screen()
+        opted_out, channel_url = self.found[user_id]
+        if Preferences(user_id, opted_out).opted_out_of(kind):
+            return Screen(refusal=OPTED_OUT)
+        return Screen(channel_url=channel_url)
+
+
+def screens(session: Session, user_ids: Iterable[int]) -> Screens:
+    """The send-time facts of these users, in one query (none when no id is given)."""
+    ids = sorted(set(user_ids))
+    if not ids:
+        return Screens({})
+    rows = session.execute(
+        select(_table.c.user_id, _table.c.opted_out, _table.c.channel_url).where(
+            _table.c.user_id.in_(ids)
+        )
+    )
+    return Screens({row[0]: (decode_kinds(row[1]), row[2]) for row in rows})
+
+
 def screen(session: Session, user_id: int, kind: str) -> Screen:
-    """The send-time verdict of the user's preferences on a reminder of ``kind``: refused
-    when the user opted out of it, with the user's channel URL otherwise."""
-    found = session.execute(
-        select(_table.c.opted_out, _table.c.channel_url).where(_table.c.user_id == user_id)
-    ).first()
-    if found is None:
-        return Screen()
-    if Preferences(user_id, decode_kinds(found.opted_out)).opted_out_of(kind):
-        return Screen(refusal=OPTED_OUT)
-    return Screen(channel_url=found.channel_url)
+    """The send-time verdict on one reminder of ``kind`` to ``user_id`` (see `Screens`)."""
+    return screens(session, [user_id]).screen(user_id, kind)
 
 
 def save_preferences(
@@ -220,6 +242,7 @@ __all__ = [
     "PreferencesRow",
     "Recipient",
     "Screen",
+    "Screens",
     "clear_preferences",
     "edit_preferences",
     "opt_out",
@@ -228,6 +251,7 @@ __all__ = [
     "recipient",
     "save_preferences",
     "screen",
+    "screens",
 ]
 
 

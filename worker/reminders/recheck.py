@@ -2,9 +2,9 @@
 
 A claimed reminder is sent only if its task still exists, is open, is due when the reminder
 says, its owner still wants reminders, and has not unsubscribed from its kind (the worker's
-preferences, `worker.reminders.preference_store.screen`, which also gives the owner's own
-channel URL). "Open" and "wants reminders" are the rules the
-due query uses (`worker.reminders.schema`), evaluated by the database, not rewritten here.
+preferences, `worker.reminders.preference_store.screens`, read once per batch; they also give
+the owner's own channel URL). "Open" and "wants reminders" are the rules the due query uses
+(`worker.reminders.schema`), evaluated by the database, not rewritten here.
 """
 
 from __future__ import annotations
@@ -76,8 +76,11 @@ def reminder_preparer(renderer: ReminderRenderer, host: HostSchema = REFERENCE_S
             # No owner row joined: NULLs.
             owner = None if row[_OWNER] is None else OwnerFacts(*row[_OWNER:])
             current[row[0]] = _Current(TaskFacts(*row[:_MARKER]), row[_MARKER], owner)
+        owners = (facts.owner.id for facts in current.values() if facts.owner is not None)
+        wanted = preference_store.screens(session, owners)
         return {
-            claim.id: _recheck(session, renderer, host.tasks, claim, current) for claim in claims
+            claim.id: _recheck(session, renderer, host.tasks, claim, current, wanted=wanted)
+            for claim in claims
         }
 
     return prepare
@@ -89,13 +92,15 @@ def _recheck(
     tasks: TaskColumns,
     claim: Claim,
     current: Mapping[int, _Current],
+    *,
+    wanted: preference_store.Screens,
 ) -> Message | Cancel:
     if claim.subject_id not in current:
         return Cancel("task deleted")
     task, marker, owner = current[claim.subject_id]
     if owner is None:  # possible where the host's schema has no foreign key
         return Cancel("owner deleted")
-    screen = preference_store.screen(session, owner.id, claim.kind)
+    screen = wanted.screen(owner.id, claim.kind)
     reason = None
     if not task.open:
         reason = "task completed"

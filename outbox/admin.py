@@ -283,3 +283,43 @@ def purge(
             progress(total)
         if deleted < batch_size:
             return total
+
+
+@dataclass(frozen=True)
+class Postponed:
+    """What `postpone` found: the row's status (None: no row has the key), whether it is
+    postponed, and when it is due now."""
+
+    status: str | None
+    postponed: bool
+    available_at: datetime | None = None
+
+
+def postpone(session: Session, key: str, until: datetime, *, now: datetime) -> Postponed:
+    """Make the waiting (pending or failed) row of ``key`` due no earlier than ``until``.
+
+    A claimed row is being sent, a delivered, dead or cancelled one is over: they are left
+    as they are. Postponing to a moment the row is already due after changes nothing but
+    counts as postponed. The caller commits.
+    """
+    until, now = require_utc(until), require_utc(now)
+    row = session.execute(
+        select(OutboxRow.id, OutboxRow.status, OutboxRow.available_at)
+        .where(OutboxRow.idempotency_key == key)
+        .with_for_update()
+    ).first()
+    if row is None:
+        return Postponed(None, postponed=False)
+    if row.status not in WAITING:
+        return Postponed(row.status, postponed=False, available_at=row.available_at)
+    later = max(until, row.available_at)
+    done = session.execute(
+        update(OutboxRow)
+        .where(OutboxRow.id == row.id, OutboxRow.status.in_(WAITING))
+        .values(available_at=later, updated_at=now)
+        .returning(OutboxRow.id),
+        execution_options={"synchronize_session": False},
+    ).first()
+    if done is None:  # claimed between the read and the write (SQLite has no row lock)
+        return Postponed(Status.CLAIMED, postponed=False, available_at=row.available_at)
+    return Postponed(row.status, postponed=True, available_at=later)

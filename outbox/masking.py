@@ -35,6 +35,18 @@ def mask_emails_in(text: str) -> str:
     return _ADDRESS.sub(lambda match: mask_email(match.group()), text)
 
 
+def mask_url(url: str) -> str:
+    """Return only the scheme of ``url``: ``tgram://***``.
+
+    A notification URL (Apprise's) carries its credentials anywhere in it, in the user
+    part, the host, the path or the query, so nothing but the service's scheme is kept.
+    """
+    scheme, separator, _ = url.partition("://")
+    if not separator or not scheme.isascii() or not scheme.replace("+", "").isalnum():
+        return "***"
+    return f"{scheme[:20].lower()}://***"
+
+
 def one_line(text: str) -> str:
     """Return ``text`` with every line break and control character replaced by a space.
 

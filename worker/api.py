@@ -18,6 +18,11 @@ host commits), or on an ``Engine``, in a transaction of their own::
 
     set_rule(engine, Rule(before=(timedelta(hours=24), timedelta(hours=1))), user=42)
 
+Users' preferences (`set_preferences`, `preferences`, `clear_preferences`) run the same way,
+in the forms of ``reminders prefs set``::
+
+    set_preferences(engine, user=42, quiet="22:00-07:00", channel="ntfy://my-topic")
+
 Importing this module configures no logging, sets no global Dramatiq broker, connects to
 nothing and never exits the process: failures are exceptions from `worker.errors`. The
 broker connection is built from the ``REMINDERS_*`` environment on the first nudge (or from
@@ -33,6 +38,13 @@ import dramatiq
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
+from worker.api_preferences import (
+    PreferenceEdit,
+    Preferences,
+    clear_preferences,
+    preferences,
+    set_preferences,
+)
 from worker.api_rules import (
     Rule,
     RuleChange,
@@ -49,17 +61,22 @@ from worker.queues import QUEUE, SCAN_ACTOR
 from worker.settings import Settings, hide_password, load_settings
 
 __all__ = [
+    "PreferenceEdit",
+    "Preferences",
     "Rule",
     "RuleChange",
     "clear_default_rule",
+    "clear_preferences",
     "clear_rule",
     "close",
     "configure",
     "effective_rule",
     "nudge",
     "nudge_after_commit",
+    "preferences",
     "rules",
     "set_default_rule",
+    "set_preferences",
     "set_rule",
 ]
 

@@ -12,12 +12,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from outbox.channels.apprise import AppriseChannel
 from outbox.channels.base import Channel
 from outbox.channels.console import ConsoleChannel
 from outbox.channels.smtp import SmtpChannel
 from outbox.channels.webhook import WebhookChannel
 from outbox.clock import Clock, SystemClock, require_utc
-from outbox.relay import Attempt, Relay
+from outbox.relay import Attempt, Prepare, Relay
 from outbox.retry import RetryPolicy
 from outbox.server_clock import SAME_CLOCK, Offset, ServerClock, database_clock
 from worker.db import DatabaseTimeouts, make_engine, make_session_factory
@@ -25,6 +26,7 @@ from worker.embedded import next_tick
 from worker.reminders.due import DueQueries, due_queries
 from worker.reminders.host import HostSchema, check_host
 from worker.reminders.mapping import load_mapping
+from worker.reminders.own_channels import requiring_channel_url
 from worker.reminders.recheck import reminder_preparer
 from worker.reminders.render import ReminderRenderer, renderer_for
 from worker.reminders.scan import ScanResult, scan_due_tasks
@@ -52,6 +54,8 @@ def channel_factory(settings: Settings, clock: Clock | None = None) -> ChannelFa
             timeout=timeout,
             clock=clock,
         )
+    if settings.channel == "apprise":
+        return lambda: AppriseChannel(timeout=timeout)
     if settings.channel == "webhook":
         assert settings.webhook_url is not None  # checked by Settings
         url, secrets = settings.webhook_url, settings.webhook_secrets
@@ -172,9 +176,7 @@ class Services:
         return Relay(
             session_factory=self.session_factory,
             channel=self.seams.wrap_channel(self.make_channel()),
-            prepare=self.seams.wrap_prepare(
-                reminder_preparer(self.renderer, self.host, lookahead=settings.lookahead)
-            ),
+            prepare=self.seams.wrap_prepare(self._prepare()),
             clock=self.clock,
             policy=RetryPolicy(
                 settings.max_attempts,
@@ -192,6 +194,12 @@ class Services:
             on_record=self.seams.on_record,
             subject_key="task_id",
         )
+
+    def _prepare(self) -> Prepare:
+        """The re-check; on the users' own channels, without a URL a reminder is cancelled."""
+        lookahead = self.settings.lookahead
+        prepare = reminder_preparer(self.renderer, self.host, lookahead=lookahead)
+        return requiring_channel_url(prepare) if self.settings.channel == "apprise" else prepare
 
 
 def bootstrap(

@@ -27,7 +27,7 @@ class InvalidRule(UsageError):
 
 
 class InvalidPreference(UsageError):
-    """The user's preference (quiet hours, digest time or pause) is invalid."""
+    """A user's preference (quiet hours, digest time, pause, channel) is invalid."""
 
 
 class UnknownUser(UsageError):
@@ -40,3 +40,15 @@ class BrokerNotConfigured(ConfigError):
 
 class BrokerUnreachable(ReminderError):
     """The broker did not take the nudge; the next scheduled scan does its work."""
+
+
+class LinkRefused(ReminderError):
+    """The link is not valid."""
+
+
+class ForgedLink(LinkRefused):
+    """The link's signature does not match: it was not made by this service, or was altered."""
+
+
+class ExpiredLink(LinkRefused):
+    """The link has expired."""

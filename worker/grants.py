@@ -14,7 +14,13 @@ from worker.errors import UsageError
 from worker.migrate import VERSION_TABLE
 from worker.reminders.mapping import REFERENCE, SchemaMapping
 
-WORKER_TABLES = ("outbox", "reminder_scan_heartbeat", "reminder_rules", "reminder_rule_leads")
+WORKER_TABLES = (
+    "outbox",
+    "reminder_scan_heartbeat",
+    "reminder_rules",
+    "reminder_rule_leads",
+    "reminder_preferences",
+)
 WORKER_SEQUENCES = ("outbox_id_seq", "reminder_rules_id_seq")
 
 

@@ -104,6 +104,18 @@ def task_url(value: str) -> str:
     return text
 
 
+def public_url(value: str) -> str:
+    """``value`` as the base of the links: an http(s) URL with a host, no query or fragment,
+    without its trailing slash."""
+    text = value.strip().rstrip("/")
+    parsed = urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("must be an http:// or https:// URL, as in https://reminders.example.com")
+    if parsed.query or parsed.fragment or not text.isprintable() or any(c.isspace() for c in text):
+        raise ValueError("must be a URL without spaces, query or fragment")
+    return text
+
+
 def _empty_is_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
@@ -125,7 +137,7 @@ class Settings(BaseSettings):
     broker_url: OptionalText = None
     scan_schedule: Cron = "* * * * *"
     lookahead: Duration = timedelta(hours=24)
-    channel: Literal["console", "smtp", "webhook"] = "console"
+    channel: Literal["console", "smtp", "webhook", "apprise"] = "console"
 
     smtp_host: str = "localhost"
     smtp_port: int = Field(default=25, ge=1, le=65535)
@@ -138,6 +150,13 @@ class Settings(BaseSettings):
     mail_domain: str = "localhost"
     template_dir: OptionalText = None
     task_url: OptionalText = None
+
+    public_url: OptionalText = None
+    link_secret: OptionalSecret = None
+    link_lifetime: Duration = timedelta(days=30)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    http_timeout: Duration = timedelta(seconds=10)
 
     webhook_url: OptionalText = None
     webhook_secret: OptionalSecret = None
@@ -209,7 +228,12 @@ class Settings(BaseSettings):
             raise ValueError("must be a host name")
         return value
 
-    @field_validator("metrics_host")
+    @field_validator("public_url")
+    @classmethod
+    def _public(cls, value: str | None) -> str | None:
+        return None if value is None else public_url(value)
+
+    @field_validator("metrics_host", "http_host")
     @classmethod
     def _listen_address(cls, value: str) -> str:
         text = value.strip()
@@ -242,6 +266,17 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.channel == "webhook":
             self._check_webhook()
+        if self.public_url is not None and self.link_secret is None:
+            raise ValueError(
+                "REMINDERS_LINK_SECRET: required when REMINDERS_PUBLIC_URL is set (it signs "
+                "the links)"
+            )
+        for one in self.link_secrets:
+            if len(one.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"REMINDERS_LINK_SECRET: each secret must be at least {MIN_SECRET_BYTES} "
+                    f"bytes, one is {len(one.encode())}"
+                )
         if self.relay_window >= self.lease / 2:
             raise ValueError("REMINDERS_RELAY_WINDOW: must be shorter than half of REMINDERS_LEASE")
         if self.smtp_starttls and self.smtp_ssl:
@@ -280,6 +315,15 @@ class Settings(BaseSettings):
         return [] if self.webhook_secret is None else self.webhook_secret.get_secret_value().split()
 
     @property
+    def link_secrets(self) -> list[str]:
+        """The link secrets, comma-separated: the first signs, every one verifies."""
+        if self.link_secret is None:
+            return []
+        return [
+            one.strip() for one in self.link_secret.get_secret_value().split(",") if one.strip()
+        ]
+
+    @property
     def scan_cron(self) -> CronSpec:
         """The scan schedule as periodiq's cron object (Sunday fixed, see `parse_cron`)."""
         return parse_cron(self.scan_schedule)
@@ -299,7 +343,7 @@ class Settings(BaseSettings):
         return shown
 
 
-_SECRET_FIELDS = {"smtp_password", "webhook_secret"}
+_SECRET_FIELDS = {"smtp_password", "webhook_secret", "link_secret"}
 _URL_FIELDS = {"database_url", "broker_url"}  # shown with the password of their user hidden
 
 

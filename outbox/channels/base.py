@@ -18,6 +18,8 @@ class Message:
     channels that send markup; the others ignore it). ``headers`` are extra e-mail headers
     (names and values are plain data, checked by the channel).
     ``document`` is the JSON document a webhook posts; ``line`` is what the console prints.
+    ``channel_url`` is the recipient's own address on a channel that delivers to one per
+    recipient (an Apprise URL): a secret, never logged.
     """
 
     key: str
@@ -28,6 +30,7 @@ class Message:
     headers: Mapping[str, str] = field(default_factory=dict)
     document: Mapping[str, Any] = field(default_factory=dict)
     line: str = ""
+    channel_url: str | None = field(default=None, repr=False)
 
 
 class Outcome(StrEnum):

@@ -20,6 +20,7 @@ from babel.messages.pofile import read_po
 
 from worker.reminders.languages import DOMAIN, LANGUAGES, LOCALE_DIR, language_for
 from worker.reminders.templates import SHIPPED_DIR
+from worker.web.pages import PAGES_DIR
 
 POT = LOCALE_DIR / f"{DOMAIN}.pot"
 JINJA = {"extensions": "jinja2.ext.i18n", "trimmed": "true"}
@@ -46,11 +47,13 @@ def msgids(catalog: Catalog) -> set[str | tuple[str, ...]]:
 
 
 def test_the_template_strings_are_all_in_the_pot() -> None:
-    """The ``.pot`` holds exactly the strings the shipped templates use (`make i18n`)."""
+    """The ``.pot`` holds exactly the strings the shipped templates and the links pages use
+    (`make i18n`)."""
     extracted = {
         message[2] if isinstance(message[2], str) else tuple(message[2])
+        for folder in (SHIPPED_DIR, PAGES_DIR)
         for message in extract_from_dir(
-            SHIPPED_DIR, method_map=[("**", "jinja2")], options_map={"**": JINJA}
+            folder, method_map=[("**", "jinja2")], options_map={"**": JINJA}
         )
     }
     assert extracted == msgids(read(POT))
@@ -106,7 +109,7 @@ def test_the_package_ships_the_templates_and_catalogs() -> None:
     shipped = {path for pattern in patterns for path in root.glob(pattern) if path.is_file()}
     needed = {
         path
-        for folder in (SHIPPED_DIR, LOCALE_DIR)
+        for folder in (SHIPPED_DIR, LOCALE_DIR, PAGES_DIR)
         for path in folder.rglob("*")
         if path.is_file() and "__pycache__" not in path.parts
     }

@@ -100,7 +100,9 @@ def project_commands() -> set[str]:
 def known_variables() -> set[str]:
     """Every REMINDERS_* variable the settings read, _FILE variants included."""
     names = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
-    return names | {f"{ENV_PREFIX}{f}_FILE" for f in ("SMTP_PASSWORD", "WEBHOOK_SECRET")}
+    return names | {
+        f"{ENV_PREFIX}{f}_FILE" for f in ("SMTP_PASSWORD", "WEBHOOK_SECRET", "LINK_SECRET")
+    }
 
 
 def test_every_project_service_runs_a_real_entry_point() -> None:

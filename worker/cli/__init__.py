@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from worker.cli import health, outbox, rules, service, status
+from worker.cli import health, outbox, prefs, rules, serve, service, status
 from worker.cli.common import fail, first_line
 from worker.errors import ConfigError, ReminderError, UsageError
 from worker.logs import configure_logging
@@ -22,6 +22,8 @@ status.register(app)
 health.register(app)
 outbox.register(app)
 rules.register(app)
+prefs.register(app)
+serve.register(app)
 
 
 def main() -> None:

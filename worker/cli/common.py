@@ -7,6 +7,7 @@ the package's ``__init__`` imports the command modules, so the arrows all point 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,8 @@ from worker.settings import Settings, load_settings, parse_duration
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
 
 out = Console(highlight=False, soft_wrap=True)
+#: A BIGINT, as the host's user ids are.
+_USER_ID = re.compile(r"^\s*-?\d{1,19}\s*$")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -58,6 +61,13 @@ def ready_services() -> Services:
             f"{migrations.head_revision()}: run `reminders migrate`"
         )
     return bootstrap(config, engine=engine, renderer=renderer)
+
+
+def user_id(value: str) -> int:
+    """``--user``'s value as a user id (a BIGINT), or a usage error."""
+    if not _USER_ID.match(value) or not -(2**63) <= int(value) < 2**63:
+        raise UsageError(f"--user: {value!r} is not a user id (an integer)")
+    return int(value)
 
 
 def first_line(error: BaseException | None) -> str:

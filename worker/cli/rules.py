@@ -31,8 +31,6 @@ from worker.reminders.rules import (
 )
 
 MAX_LIMIT = 10_000
-#: A BIGINT, as the host's user ids are.
-_USER_ID = re.compile(r"^\s*-?\d{1,19}\s*$")
 _COUNT = re.compile(r"^[xX]\d+$")
 
 rules_app = typer.Typer(
@@ -134,7 +132,7 @@ def list_rules(
 
     Exit 0 when done, 1 when the database fails, 2 for bad usage.
     """
-    only = None if user is None else _user_id(user)
+    only = None if user is None else common.user_id(user)
     if not 1 <= limit <= MAX_LIMIT:
         raise UsageError(f"--limit: must be between 1 and {MAX_LIMIT}")
     services = common.ready_services()
@@ -205,13 +203,7 @@ def _scope(default: bool, user: str | None) -> int | None:
         raise UsageError("give --default or --user ID, not both")
     if not default and user is None:
         raise UsageError("give --default or --user ID: which rule?")
-    return None if default else _user_id(user or "")
-
-
-def _user_id(value: str) -> int:
-    if not _USER_ID.match(value) or not -(2**63) <= int(value) < 2**63:
-        raise UsageError(f"--user: {value!r} is not a user id (an integer)")
-    return int(value)
+    return None if default else common.user_id(user or "")
 
 
 def _with_count(overdue: str | None, extra: list[str]) -> str | None:

@@ -1,11 +1,13 @@
-"""The relay's re-check before each send: the task, the recipient and the rule as they are now.
+"""The relay's re-check before each send: the task, recipient and rule as they are now.
 
 A claimed reminder is sent only if its task still exists, is open and has the due date the
 reminder is keyed by, its recipient is still one (the owner, or listed for the task), still
-wants reminders, and the recipient's rule still has the reminder's offset. "Open" and "wants
-reminders" are the rules the scan uses (`worker.reminders.schema`), evaluated by the database,
-not rewritten here. A row queued before rules existed (no recipient, no offset) goes to the
-task's owner and is not held to a rule.
+wants reminders and has not unsubscribed from its kind (the worker's preferences,
+`worker.reminders.preference_store.screens`, read once per batch; they also give the
+recipient's own channel URL), and the recipient's rule still has the reminder's offset.
+"Open" and "wants reminders" are the rules the scan uses (`worker.reminders.schema`),
+evaluated by the database, not rewritten here. A row queued before rules existed (no
+recipient, no offset) goes to the task's owner and is not held to a rule.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy.orm import Session
 from outbox.channels.base import Message
 from outbox.relay import Cancel, Prepare
 from outbox.store import Claim
-from worker.reminders import plan
+from worker.reminders import plan, preference_store
 from worker.reminders.due import DEFAULT_LOOKAHEAD, forget_reminder
 from worker.reminders.host import REFERENCE_SCHEMA, HostSchema
 from worker.reminders.keys import reminder_key, reminder_variant
@@ -104,6 +106,7 @@ class _Now:
     users: Mapping[int, OwnerFacts]
     listed: frozenset[tuple[int, int]]
     offsets: Mapping[int, frozenset[int]]
+    wanted: preference_store.Screens
 
 
 def reminder_preparer(
@@ -145,7 +148,9 @@ def _read(session: Session, queries: RecheckQueries, claims: Sequence[Claim]) ->
     offsets: dict[int, set[int]] = {}
     for user, offset in connection.execute(queries.offsets, {"user_ids": user_ids}):
         offsets.setdefault(user, set()).add(offset)
-    return _Now(tasks, users, listed, {user: frozenset(o) for user, o in offsets.items()})
+    wanted = preference_store.screens(session, users)
+    by_user = {user: frozenset(o) for user, o in offsets.items()}
+    return _Now(tasks, users, listed, by_user, wanted)
 
 
 def _recheck(  # noqa: PLR0917  (the batch's facts, passed on)
@@ -177,10 +182,13 @@ def _recheck(  # noqa: PLR0917  (the batch's facts, passed on)
         user_id, frozenset()
     ):
         reason = "no longer in the recipient's rule"
+    screen = now.wanted.screen(user_id, claim.kind)
+    if reason is None and screen.refusal is not None:
+        reason = screen.refusal
     if reason is None:
         assert user is not None
         facts = TaskFacts(task.id, task.title, claim.subject_at, task.open)
-        return renderer.render(claim.key, facts, user)
+        return screen.addressed(renderer.render(claim.key, facts, user))
     # The scan may plan the task again: it plans only what still stands, so that a
     # reminder cancelled here is not armed again unless its task or recipient came back.
     forget_reminder(session, host.tasks, task.id, task.marker)

@@ -22,6 +22,7 @@ from outbox.channels.base import Message
 from outbox.masking import mask_email, one_line
 from worker.reminders.languages import LANGUAGES, Language, language_for
 from worker.reminders.links import LinkMaker, snooze_links
+from worker.reminders.signed_links import links_for
 from worker.reminders.templates import TemplateProblem, Templates, load_templates
 from worker.settings import Settings
 
@@ -186,6 +187,9 @@ _warned: list[bool] = []
 def renderer_for(settings: Settings, links: LinkMaker | None = None) -> ReminderRenderer:
     """The renderer the settings describe, its templates compiled and checked on a sample.
 
+    Without ``links``, reminders carry the signed links of ``REMINDERS_PUBLIC_URL`` when it
+    is set (`worker.reminders.signed_links`), and none otherwise.
+
     Logs one warning per process when SMTP mail goes out with ``localhost`` as its domain.
 
     Raises:
@@ -193,7 +197,10 @@ def renderer_for(settings: Settings, links: LinkMaker | None = None) -> Reminder
     """
     directory = None if settings.template_dir is None else Path(settings.template_dir).resolve()
     renderer = ReminderRenderer(
-        settings.mail_domain, load_templates(directory), settings.task_url, links
+        settings.mail_domain,
+        load_templates(directory),
+        settings.task_url,
+        links if links is not None else links_for(settings),
     )
     renderer.check()
     if settings.channel == "smtp" and settings.mail_domain == "localhost" and not _warned:

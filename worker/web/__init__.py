@@ -1,0 +1,1 @@
+"""``reminders serve``: the small HTTP app behind a reminder's unsubscribe and snooze links."""

@@ -68,7 +68,7 @@ from worker.reminders.schema import (
     planned_reminder,
 )
 
-SUPERSEDED = "superseded: the due date moved or the rule changed"
+SUPERSEDED = "superseded: the due date moved"
 
 #: The scan's parameters, bound by name: its statements are built once, at bootstrap, and
 #: each batch only binds values (building and caching the batch statement anew would cost

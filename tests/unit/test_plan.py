@@ -93,6 +93,8 @@ def test_overdue_nudges_follow_the_due_moment_while_the_task_stays_open(
         session.execute(update(Task).where(Task.id == 2).values(completed_at=clock.now()))
     sent |= run_until(services, clock, channel, 70 * MINUTE, step=5 * MINUTE)
     base1, base2 = reminder_key(1, due), reminder_key(2, due)
+    assert all(message.subject.startswith("Overdue: ") for message in channel.sent)
+    assert {message.document["type"] for message in channel.sent} == {"task.overdue"}
     assert sent == {
         base1 + "-o-3600": due + HOUR,
         base2 + "-o-3600": due + HOUR,

@@ -188,7 +188,8 @@ def _recheck(  # noqa: PLR0917  (the batch's facts, passed on)
     if reason is None:
         assert user is not None
         facts = TaskFacts(task.id, task.title, claim.subject_at, task.open)
-        return screen.addressed(renderer.render(claim.key, facts, user))
+        overdue = claim.offset_seconds is not None and claim.offset_seconds < 0
+        return screen.addressed(renderer.render(claim.key, facts, user, overdue=overdue))
     # The scan may plan the task again: it plans only what still stands, so that a
     # reminder cancelled here is not armed again unless its task or recipient came back.
     forget_reminder(session, host.tasks, task.id, task.marker)

@@ -89,8 +89,11 @@ class ReminderRenderer:
     task_url: str | None = None
     links: LinkMaker | None = None
 
-    def render(self, key: str, task: TaskFacts, owner: OwnerFacts) -> Message:
-        """The message for ``task``'s reminder under idempotency key ``key``."""
+    def render(
+        self, key: str, task: TaskFacts, owner: OwnerFacts, *, overdue: bool = False
+    ) -> Message:
+        """The message for ``task``'s reminder under idempotency key ``key``; ``overdue`` for
+        a nudge after the due moment."""
         assert task.due_date is not None  # the re-check cancels undated tasks first
         language = language_for(owner.locale)
         local = task.due_date.astimezone(owner_zone(owner.timezone, user_id=owner.id))
@@ -107,6 +110,7 @@ class ReminderRenderer:
             "task_url": self._task_url(task.id),
             "unsubscribe_url": unsubscribe,
             "snooze_links": [] if self.links is None else snooze_links(self.links, owner.id, key),
+            "overdue": overdue,
         }
         parts = self.templates.render(language, context)
         headers = {
@@ -128,7 +132,7 @@ class ReminderRenderer:
             html=parts.html,
             headers=headers,
             document={
-                "type": "task.due_soon",
+                "type": "task.overdue" if overdue else "task.due_soon",
                 "key": key,
                 "task_id": task.id,
                 "owner_id": owner.id,
@@ -136,7 +140,8 @@ class ReminderRenderer:
                 "due_date": task.due_date.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             },
             line=(
-                f"reminder to {mask_email(owner.email)}: {title!r} is due {due_text} "
+                f"reminder to {mask_email(owner.email)}: {title!r} "
+                f"{'was' if overdue else 'is'} due {due_text} "
                 f"(task {task.id}, key {key})"
             ),
         )
@@ -157,6 +162,7 @@ class ReminderRenderer:
                 owner = OwnerFacts(7, "sample@example.invalid", "Europe/Paris", True, code)
                 try:
                     renderer.render("due_soon-42-sample", sample, owner)
+                    renderer.render("due_soon-42-sample-o-86400", sample, owner, overdue=True)
                 except TemplateProblem:
                     raise
                 except Exception as error:  # any failure of a template is the template's

@@ -323,3 +323,66 @@ def postpone(session: Session, key: str, until: datetime, *, now: datetime) -> P
     if done is None:  # claimed between the read and the write (SQLite has no row lock)
         return Postponed(Status.CLAIMED, postponed=False, available_at=row.available_at)
     return Postponed(row.status, postponed=True, available_at=later)
+
+
+#: How a follow-up row's key extends the key of the row it follows: ``<key>~<seconds>``.
+FOLLOW_UP_MARK = "~"
+
+
+def follow_up_key(key: str, delay: timedelta) -> str:
+    """The key of the follow-up of ``key`` ``delay`` later: the same click twice makes one."""
+    return f"{key}{FOLLOW_UP_MARK}{int(delay.total_seconds())}"
+
+
+def original_key(key: str) -> str:
+    """The key a follow-up (of a follow-up...) was made from, or ``key`` itself."""
+    return key.split(FOLLOW_UP_MARK, 1)[0]
+
+
+def follow_up(
+    session: Session, key: str, delay: timedelta, *, now: datetime, lifetime: timedelta
+) -> Postponed:
+    """Queue the delivered row of ``key`` again as a new row, due ``delay`` from ``now``
+    under `follow_up_key` and worth sending for ``lifetime`` after that: the message went
+    out, and its recipient asked to be told again later. The new row is re-checked like
+    any other before its send. A follow-up queued already is left as it is; a key too long
+    to extend (follow-ups of follow-ups) is refused (``postponed`` False). The caller
+    commits.
+    """
+    now = require_utc(now)
+    row = session.execute(
+        select(OutboxRow).where(OutboxRow.idempotency_key == key)
+    ).scalar_one_or_none()
+    if row is None:
+        return Postponed(None, postponed=False)
+    if row.status != Status.DELIVERED:
+        return Postponed(row.status, postponed=False, available_at=row.available_at)
+    new_key = follow_up_key(key, delay)
+    if len(new_key) > OutboxRow.idempotency_key.type.length:
+        return Postponed(row.status, postponed=False, available_at=row.available_at)
+    existing = session.execute(
+        select(OutboxRow.available_at).where(OutboxRow.idempotency_key == new_key)
+    ).first()
+    if existing is not None:
+        return Postponed(Status.PENDING, postponed=True, available_at=existing[0])
+    at = now + delay
+    session.add(
+        OutboxRow(
+            idempotency_key=new_key,
+            kind=row.kind,
+            subject_id=row.subject_id,
+            subject_at=row.subject_at,
+            recipient_id=row.recipient_id,
+            offset_seconds=row.offset_seconds,
+            status=Status.PENDING,
+            attempts=0,
+            available_at=at,
+            expires_at=at + lifetime,
+            lease_token=0,
+            created_at=now,
+            updated_at=now,
+            replay_count=0,
+        )
+    )
+    session.flush()
+    return Postponed(Status.PENDING, postponed=True, available_at=at)

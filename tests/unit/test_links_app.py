@@ -131,7 +131,6 @@ def test_a_snooze_never_brings_a_reminder_forward(linked: Linked) -> None:
 @pytest.mark.parametrize(
     ("status", "page"),
     [
-        (Status.DELIVERED, "Already sent"),
         (Status.CLAIMED, "Being sent"),
         (Status.CANCELLED, "No longer needed"),
         (Status.DEAD, "No longer needed"),
@@ -140,12 +139,30 @@ def test_a_snooze_never_brings_a_reminder_forward(linked: Linked) -> None:
 def test_a_snooze_of_a_row_that_is_not_waiting_is_409(
     linked: Linked, status: Status, page: str
 ) -> None:
-    """Sent, being sent or over: 409 with a page saying which, and the row untouched."""
+    """Being sent or over: 409 with a page saying which, and the row untouched."""
     linked.set_status(status)
     before = linked.row()
     answer = linked.client.post(path(linked.links.snooze(7, linked.key, HOUR)))
     assert (answer.status_code, page in answer.text) == (409, True)
     assert linked.row() == before
+
+
+def test_a_snooze_of_a_sent_reminder_queues_it_again_once(linked: Linked) -> None:
+    """ "Remind me again in 1 h" on a delivered reminder: one follow-up row an hour later,
+    however often the link is used; the delivered row stays as it was."""
+    linked.set_status(Status.DELIVERED)
+    before = linked.row()
+    for _ in range(2):
+        answer = linked.client.post(path(linked.links.snooze(7, linked.key, HOUR)))
+        assert answer.status_code == 200
+    assert linked.row() == before
+    with linked.services.session_factory() as session:
+        rows = session.execute(
+            select(OutboxRow.idempotency_key, OutboxRow.status, OutboxRow.available_at).where(
+                OutboxRow.idempotency_key.like(linked.key + "~%")
+            )
+        ).all()
+    assert [(key, status) for key, status, _ in rows] == [(linked.key + "~3600", Status.PENDING)]
 
 
 def test_an_unknown_reminder_or_user_is_404(linked: Linked) -> None:

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, select, update
 
+from outbox.admin import follow_up
 from outbox.table import OutboxRow, Status
 from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
@@ -130,3 +131,19 @@ def test_a_reminder_no_longer_useful_is_never_planned(
     assert sent == {}
     with services.session_factory() as session:
         assert session.scalars(select(OutboxRow.status)).all() in ([], [Status.CANCELLED])
+
+
+def test_a_follow_up_of_a_sent_reminder_is_sent_at_its_time_once(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """"Remind me again in 1 h": the follow-up passes the re-check of the key it follows."""
+    due = clock.now() + 3 * HOUR
+    add_task(services, 1, 1, due)
+    first = run_until(services, clock, channel, MINUTE)
+    key = reminder_key(1, due)
+    assert list(first) == [key]
+    with services.session_factory.begin() as session:
+        follow_up(session, key, HOUR, now=clock.now(), lifetime=DAY)
+    asked = clock.now()
+    later = run_until(services, clock, channel, 70 * MINUTE)
+    assert later == {key + "~3600": asked + HOUR}

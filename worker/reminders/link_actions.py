@@ -13,10 +13,11 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
-from outbox.admin import postpone
+from outbox.admin import follow_up, postpone
 from outbox.table import Status
 from worker.reminders import preference_store
 from worker.reminders.host import HostSchema
+from worker.reminders.plan import LATE_LIFETIME
 from worker.reminders.preference_store import Recipient
 from worker.reminders.preferences import ALL_KINDS
 from worker.reminders.tokens import LinkClaim
@@ -54,6 +55,8 @@ def snooze(session: Session, claim: LinkClaim, *, now: datetime) -> SnoozeResult
     """Postpone the link's reminder by the link's delay, from ``now``."""
     assert claim.delay is not None  # a snooze token always carries its delay
     found = postpone(session, claim.key, now + claim.delay, now=now)
+    if found.status == Status.DELIVERED:  # sent: "remind me again" queues a follow-up
+        found = follow_up(session, claim.key, claim.delay, now=now, lifetime=LATE_LIFETIME)
     if found.status is None:
         return SnoozeResult(Snoozed.UNKNOWN)
     if found.postponed:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
+from outbox.admin import original_key
 from outbox.channels.base import Message
 from outbox.relay import Cancel, Prepare
 from outbox.store import Claim
@@ -197,12 +198,14 @@ def _recheck(  # noqa: PLR0917  (the batch's facts, passed on)
 
 
 def _same_due(claim: Claim, task: _Task, user_id: int, legacy_offset: int) -> bool:
-    """Whether the task is still due when the claim's key says."""
+    """Whether the task is still due when the claim's key says (a follow-up's: the key it
+    follows)."""
     if task.due_key is None:
         return False
+    key = original_key(claim.key)
     if claim.offset_seconds is None:  # queued before rules: keyed by the due moment alone
         return claim.subject_at == task.due_key or claim.key == reminder_key(task.id, task.due_key)
     variant = reminder_variant(
         claim.offset_seconds, user_id, task.owner_id, legacy_offset=legacy_offset
     )
-    return claim.key == reminder_key(task.id, task.due_key) + variant
+    return key == reminder_key(task.id, task.due_key) + variant

@@ -48,6 +48,7 @@ class Attempt:
     subject_id: int | None = None
     elapsed: float | None = None  # seconds the send took
     next_attempt_at: datetime | None = None  # for a retry
+    offset_seconds: int | None = None  # the row's moment is subject_at minus this
 
     @classmethod
     def of(
@@ -73,6 +74,7 @@ class Attempt:
             claim.subject_id,
             elapsed,
             next_attempt_at,
+            claim.offset_seconds,
         )
 
 

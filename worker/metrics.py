@@ -118,15 +118,21 @@ class ServiceMetrics:
         """Count one delivery attempt (an expired row also as expired); for an accepted one,
         how long after it became due.
 
-        A reminder becomes due when its due date enters the lookahead window, or when the
-        row was created if that is later (a task created or moved inside the window).
+        A reminder becomes due at its moment (its due moment less its offset; a row queued
+        before rules: less ``lookahead``), or when the row was created if that is later (a
+        task created or moved after the moment).
         """
         self.deliveries.labels(channel=channel, outcome=attempt.outcome).inc()
         if attempt.outcome == AttemptOutcome.EXPIRED:
             self.expired.inc()
         if attempt.outcome != AttemptOutcome.DELIVERED or attempt.subject_at is None:
             return
-        became_due = attempt.subject_at - lookahead
+        ahead = (
+            lookahead
+            if attempt.offset_seconds is None
+            else timedelta(seconds=attempt.offset_seconds)
+        )
+        became_due = attempt.subject_at - ahead
         if attempt.created_at is not None:
             became_due = max(became_due, attempt.created_at)
         self.latency.observe(max((now - became_due).total_seconds(), 0.0))

@@ -43,6 +43,19 @@ def test_latency_starts_when_the_row_was_created_if_later() -> None:
     assert registry.get_sample_value("reminders_delivery_latency_seconds_sum") == 3
 
 
+def test_latency_of_a_planned_reminder_starts_at_its_moment() -> None:
+    """A reminder 1 h before its due moment is late from that moment, whatever the lookahead."""
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    due = T0 + timedelta(hours=6)
+    attempt = Attempt(
+        1, "k", 1, AttemptOutcome.DELIVERED, subject_at=due, created_at=T0, offset_seconds=3600
+    )
+    moment = due - timedelta(hours=1)
+    metrics.observe_attempt("console", attempt, moment + timedelta(seconds=2), timedelta(hours=24))
+    assert registry.get_sample_value("reminders_delivery_latency_seconds_sum") == 2
+
+
 def test_outbox_gauges_follow_the_last_reading() -> None:
     """Rows by status and the oldest waiting row's age are published as gauges."""
     registry = CollectorRegistry()

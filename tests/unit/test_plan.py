@@ -136,7 +136,7 @@ def test_a_reminder_no_longer_useful_is_never_planned(
 def test_a_follow_up_of_a_sent_reminder_is_sent_at_its_time_once(
     services: Services, clock: ManualClock, channel: RecordingChannel
 ) -> None:
-    """"Remind me again in 1 h": the follow-up passes the re-check of the key it follows."""
+    """ "Remind me again in 1 h": the follow-up passes the re-check of the key it follows."""
     due = clock.now() + 3 * HOUR
     add_task(services, 1, 1, due)
     first = run_until(services, clock, channel, MINUTE)

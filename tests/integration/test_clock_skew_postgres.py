@@ -17,14 +17,14 @@ import pytest
 from sqlalchemy import Engine, select
 
 from outbox.channels.base import Delivery, Message
+from outbox.enqueue import NewMessage, ValuesEnqueue
 from outbox.relay import RelayReport
 from outbox.table import OutboxRow, Status
 from tests.support.clock import ShiftedClock
 from tests.support.db import add_task, add_user
 from worker.bootstrap import Services, bootstrap
 from worker.db import make_engine
-from worker.reminders.keys import reminder_key
-from worker.reminders.scan import scan_due_tasks
+from worker.reminders.keys import REMINDER_KIND, reminder_key
 from worker.reminders.schema import ScanHeartbeat
 from worker.settings import Settings
 
@@ -82,6 +82,17 @@ class Host:
     def relay(self) -> RelayReport:
         """One relay run until nothing is due."""
         return self.services.relay().relay_until_idle()
+
+
+def queue_reminder(services: Services, task_id: int, due: datetime, at: datetime) -> None:
+    """A task due at ``due`` and its reminder as queued at ``at`` to go out at once (the
+    row's shape before rules: the owner's, worth sending until the task is due)."""
+    add_task(services, task_id, 1, due)
+    message = NewMessage(
+        reminder_key(task_id, due), REMINDER_KIND, task_id, due, available_at=at, expires_at=due
+    )
+    with services.session_factory.begin() as session:
+        assert ValuesEnqueue.for_dialect("postgresql").enqueue(session, [message], at) == 1
 
 
 @pytest.fixture
@@ -175,12 +186,7 @@ def test_a_skewed_host_never_takes_a_live_lease(hosts: dict[str, Host], holder: 
     # task is due in a minute, so the reminder is still useful (it would expire otherwise).
     queued_at = datetime.now(UTC) - timedelta(seconds=200)
     due = queued_at + timedelta(seconds=260)
-    add_task(owner.services, 1, 1, due)
-    built = owner.services
-    scan = scan_due_tasks(
-        built.session_factory, built.due_queries, queued_at, due - queued_at, batch_size=10
-    )
-    assert scan.queued == 1
+    queue_reminder(owner.services, 1, due, queued_at)
     owner.channel.hold = threading.Event()
     reports: list[RelayReport] = []
     sending = threading.Thread(target=lambda: reports.append(owner.relay()))
@@ -209,10 +215,7 @@ def test_skewed_hosts_expire_rows_on_the_servers_clock(hosts: dict[str, Host]) -
     built = ahead.services
 
     def queue(task_id: int, due: datetime) -> None:
-        add_task(built, task_id, 1, due)
-        lookahead = due - queued_at
-        scan = scan_due_tasks(built.session_factory, built.due_queries, queued_at, lookahead, 10)
-        assert scan.queued == 1
+        queue_reminder(built, task_id, due, queued_at)
 
     useful = now + timedelta(seconds=60)
     queue(1, useful)

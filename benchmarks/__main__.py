@@ -1,6 +1,8 @@
 """``python -m benchmarks [--quick] [--only SECTION,...] [--markdown FILE]``.
 
-Sections: scan (with the EXPLAIN of the due query), memory, relay, latency, schedule.
+Sections: scan (with the EXPLAIN of the due query), memory, relay, latency, schedule,
+lateness, rules (the scan and memory with rules and recipients, and the EXPLAIN of the window),
+relay-rules (the relay with them).
 Needs the PostgreSQL server (``BENCH_POSTGRES_URL``, default postgres on
 127.0.0.1) and, for latency, Redis (``BENCH_REDIS_URL``, default database 11).
 Every database is created for the run and dropped at its end.
@@ -19,7 +21,7 @@ from pathlib import Path
 from benchmarks.common import clean_environment, production_logging, progress, utc_now
 from benchmarks.report import Table
 
-SECTIONS = ("scan", "memory", "relay", "latency", "schedule")
+SECTIONS = ("scan", "memory", "relay", "latency", "schedule", "lateness", "rules", "relay-rules")
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,11 @@ class Plan:
     relay_cap: int
     latency_seconds: tuple[float, float]
     schedule_tasks: int = 2_000
+    lateness: tuple[int, float] = (10_000, 180.0)
 
 
 FULL = Plan([10_000, 100_000, 1_000_000], [10_000, 1_000_000], 2_000, 5, 2_000, (150, 30))
-QUICK = Plan([10_000, 100_000], [10_000, 100_000], 300, 1, 500, (65, 15))
+QUICK = Plan([10_000, 100_000], [10_000, 100_000], 300, 1, 500, (65, 15), lateness=(2_000, 60.0))
 
 
 def arguments() -> argparse.Namespace:
@@ -66,18 +69,23 @@ def show(table: Table, tables: list[Table]) -> None:
 def database_sections(
     plan: Plan, sections: list[str], tables: list[Table], plans: list[tuple[str, str]]
 ) -> None:
-    """Scan, EXPLAIN and memory: they share the generated databases."""
-    from benchmarks import explain, memory, scan
-    from benchmarks.database import datasets
+    """Scan, EXPLAIN, memory and rules: they share the generated databases."""
+    from benchmarks import explain, memory, rules, scan
+    from benchmarks.database import Schema, datasets
 
     sizes = sorted(
-        set(plan.scan_sizes if "scan" in sections else [])
+        set(plan.scan_sizes if {"scan", "rules"} & set(sections) else [])
         | set(plan.memory_sizes if "memory" in sections else [])
+    )
+    schemas: tuple[Schema, ...] = (
+        ("ours", "naive") if {"scan", "memory"} & set(sections) else ("ours",)
     )
     now = utc_now()
     started = time.perf_counter()
-    progress(f"building databases of {', '.join(f'{s:,}' for s in sizes)} tasks (ours, naive)")
-    with datasets(sizes, now, ("ours", "naive")) as built:
+    progress(
+        f"building databases of {', '.join(f'{s:,}' for s in sizes)} tasks ({', '.join(schemas)})"
+    )
+    with datasets(sizes, now, schemas) as built:
         progress(f"built in {time.perf_counter() - started:.0f} s")
         if "scan" in sections:
             table, _ = scan.run(built, plan.scan_sizes)
@@ -89,6 +97,13 @@ def database_sections(
                 print(f"\n== {title} ==\n{text}", flush=True)
         if "memory" in sections:
             show(memory.run(built, plan.memory_sizes, plan.relay_cap), tables)
+        if "rules" in sections:
+            found, window = rules.run(built, plan.scan_sizes, plan.relay_cap)
+            for table in found:
+                show(table, tables)
+            plans.extend(window)
+            for title, text in window:
+                print(f"\n== {title} ==\n{text}", flush=True)
 
 
 def markdown(path: Path, tables: list[Table], plans: list[tuple[str, str]], header: str) -> None:
@@ -116,8 +131,8 @@ def main() -> None:
             failed.append(name)
             traceback.print_exc()
 
-    if {"scan", "memory"} & set(args.sections):
-        attempt("scan/memory", lambda: database_sections(plan, args.sections, tables, plans))
+    if {"scan", "memory", "rules"} & set(args.sections):
+        attempt("scan/memory/rules", lambda: database_sections(plan, args.sections, tables, plans))
     if "relay" in args.sections:
         from benchmarks import relay
 
@@ -125,6 +140,16 @@ def main() -> None:
             "relay",
             lambda: show(relay.run(plan.relay_count, plan.relay_repeats, utc_now()), tables),
         )
+    if "relay-rules" in args.sections:
+        from benchmarks import relay, rules
+
+        def relay_with_rules() -> None:
+            with rules.mapping_file() as mapping:
+                found = relay.run(plan.relay_count, plan.relay_repeats, utc_now(),
+                                  schema_file=str(mapping))  # fmt: skip
+            show(found, tables)
+
+        attempt("relay-rules", relay_with_rules)
     if "latency" in args.sections:
         from benchmarks import latency
 
@@ -133,6 +158,10 @@ def main() -> None:
         from benchmarks import schedule
 
         attempt("schedule", lambda: show(schedule.run(plan.schedule_tasks)[0], tables))
+    if "lateness" in args.sections:
+        from benchmarks import lateness
+
+        attempt("lateness", lambda: show(lateness.run(*plan.lateness), tables))
     elapsed = time.perf_counter() - started
     header = (
         f"Run of {started_at}: `python -m benchmarks"

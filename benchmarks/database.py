@@ -29,12 +29,13 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from worker import migrate
-from worker.db import make_engine
+from worker.db import long_statements, make_engine
 
 ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 Schema = Literal["ours", "naive"]
+FILL_SECONDS = 3600
 _created: set[str] = set()
 
 USERS_SQL = """
@@ -160,7 +161,8 @@ def fill(engine: Engine, size: int, now: datetime, schema: Schema) -> None:
         extra_val=", CASE WHEN d.due <= :now THEN d.due END" if ours else "",
     )
     users = max(size // 10, 10)
-    with engine.begin() as connection:
+    # Filling 1M tasks is one statement that may outlast the worker's statement timeout.
+    with engine.begin() as connection, long_statements(connection, FILL_SECONDS):
         connection.execute(text(USERS_SQL), {"users": users})
         connection.execute(text(tasks), {"users": users, "size": size, "now": now})
         if ours:

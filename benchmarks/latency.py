@@ -37,7 +37,7 @@ NUDGE_P99_TARGET_S = 1.0
 USERS = 100
 
 
-def _clear_redis() -> None:
+def clear_redis() -> None:
     """Forget the queues of an earlier run in the benchmark's Redis database."""
     client = redis.Redis.from_url(REDIS_URL)
     for key in client.scan_iter("dramatiq:*"):
@@ -75,7 +75,7 @@ def wait_for_first_scan(database_url: str, timeout: float = 60.0) -> None:
             time.sleep(0.2)
     finally:
         engine.dispose()
-    raise RuntimeError("the service did not scan within a minute")
+    raise RuntimeError(f"the service did not scan within {timeout:.0f} s")
 
 
 def save_tasks(
@@ -130,7 +130,7 @@ def run(default_seconds: float, nudge_seconds: float) -> Table:
             text("INSERT INTO users (id, email) SELECT u, 'user' || u || '@example.com' "
                  "FROM generate_series(1, :n) u"), {"n": USERS})  # fmt: skip
     engine.dispose()
-    _clear_redis()
+    clear_redis()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_latency_{os.getpid()}.log"
     # dramatiq leaves RedisBroker's constructor unannotated.
     broker = RedisBroker(url=REDIS_URL)  # type: ignore[no-untyped-call]
@@ -151,7 +151,7 @@ def run(default_seconds: float, nudge_seconds: float) -> Table:
                 service.wait(90)
     finally:
         broker.close()
-        _clear_redis()
+        clear_redis()
         drop_database(name)
     return table(by_schedule, nudged)
 

@@ -39,12 +39,19 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _ours(dataset: Dataset, endpoints: dict[str, Any], relay_cap: int, results: Any) -> None:
-    """Child: bootstrap, scan, relay up to ``relay_cap`` rows; report the peaks."""
+def worker_peaks(
+    dataset: Dataset,
+    endpoints: dict[str, Any],
+    relay_cap: int,
+    settings: dict[str, Any],
+    results: Any,
+) -> None:
+    """Child: bootstrap (default settings but ``settings``), scan, relay up to ``relay_cap``
+    rows; report the peaks."""
     production_logging()
     from worker.bootstrap import bootstrap
 
-    services = bootstrap(channel_settings(dataset.url, "smtp", endpoints))
+    services = bootstrap(channel_settings(dataset.url, "smtp", endpoints, **settings))
     with services.engine.connect():
         pass
     idle = peak_mib()
@@ -96,7 +103,9 @@ def run(datasets: Mapping[tuple[Schema, int], Dataset], sizes: list[int], relay_
         for size in sizes:
             progress(f"memory: {size:,} tasks")
             reset(datasets["ours", size])
-            ours[size] = in_child(_ours, datasets["ours", size], receivers.endpoints, relay_cap)
+            ours[size] = in_child(
+                worker_peaks, datasets["ours", size], receivers.endpoints, relay_cap, {}
+            )
             reset(datasets["naive", size])
             naive = in_child(_naive, datasets["naive", size])
             mine = ours[size]

@@ -77,6 +77,12 @@ def _serve(conn: Connection) -> None:
                     for at, request in zip(hook.accepted_at, hook.requests, strict=False)
                 ]
                 conn.send(arrivals)
+            elif command == "webhook_keys":
+                keyed = [
+                    (at, request.headers.get("webhook-id"))
+                    for at, request in zip(hook.accepted_at, hook.requests, strict=False)
+                ]
+                conn.send(keyed)
             elif command == "stop":
                 smtp.stop()
                 hook.stop()
@@ -109,6 +115,10 @@ class Receivers:
     def webhook_arrivals(self) -> list[tuple[float, int]]:
         """(accepted at, task id) of every webhook request since the last reset."""
         return list(self._ask("webhook_arrivals"))
+
+    def webhook_keys(self) -> list[tuple[float, str]]:
+        """(accepted at, idempotency key) of every webhook request since the last reset."""
+        return list(self._ask("webhook_keys"))
 
     def close(self) -> None:
         """Stop the servers and their process."""

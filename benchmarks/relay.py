@@ -26,6 +26,7 @@ from benchmarks.database import Dataset, drop_database, migrated, reset, vacuum
 from benchmarks.raw import raw_seconds
 from benchmarks.receivers import Receivers
 from benchmarks.report import Row, Table
+from benchmarks.rules import LEADS, RECIPIENTS_SQL, RULE_SQL
 from outbox.relay import RelayReport
 from worker.bootstrap import Services, bootstrap
 from worker.db import make_engine
@@ -39,9 +40,12 @@ PROCESSES = (2, 4)
 RELAY_TASKS_SQL = """
 INSERT INTO tasks (id, owner_id, title, due_date)
 SELECT i, 1 + i % :users, 'task ' || i || ': prepare the quarterly report',
-       :now + interval '1 hour' + (i * 7919 % 79200) * interval '1 second'
+       :now + :start * interval '1 second' + (i * 7919 % 79200) * interval '1 second'
 FROM generate_series(1::bigint, :count) AS i
 """
+#: The first task is due this long after the dataset's instant: with a rule ``24h,1h,0m``,
+#: every task's 1 h reminder is then beyond the scan's horizon, and its 24 h one is due.
+START = {False: 3_600, True: 4_200}
 USERS_SQL = """
 INSERT INTO users (id, email, timezone)
 SELECT u, 'user' || u || '@example.com',
@@ -50,23 +54,29 @@ FROM generate_series(1, :users) AS u
 """
 
 
-def build(count: int, now: datetime) -> Dataset:
-    """A database whose ``count`` tasks are all due within the next day."""
+def build(count: int, now: datetime, *, rules: bool = False) -> Dataset:
+    """A database whose ``count`` tasks are all due within the next day; with ``rules``,
+    the default rule ``24h,1h,0m`` and a watcher for every second task (`benchmarks.rules`).
+    Its size is the number of reminders a scan queues for sending at once."""
     name, url = migrated(f"relay_{count}")
     engine = make_engine(url)
     users = max(count // 10, 10)
+    values = {"users": users, "count": count, "now": now, "start": START[rules]}
     with engine.begin() as connection:
         connection.execute(text(USERS_SQL), {"users": users})
-        connection.execute(text(RELAY_TASKS_SQL), {"users": users, "count": count, "now": now})
+        connection.execute(text(RELAY_TASKS_SQL), values)
+        if rules:
+            for statement in [*RECIPIENTS_SQL, *RULE_SQL]:
+                connection.execute(text(statement), {"users": users, "leads": list(LEADS)})
     engine.dispose()
-    vacuum(url, "users", "tasks", "outbox")
-    return Dataset(name, url, count, now, "ours")
+    vacuum(url, "users", "tasks", "outbox", *(["task_recipients"] if rules else []))
+    return Dataset(name, url, count + count // 2 * rules, now, "ours")
 
 
-def queue_all(dataset: Dataset) -> None:
+def queue_all(dataset: Dataset, settings: dict[str, Any]) -> None:
     """Back to the built state, then one real scan: every task has a pending reminder."""
     reset(dataset)
-    services = bootstrap(load_settings(database_url=dataset.url))
+    services = bootstrap(load_settings(database_url=dataset.url, **settings))
     try:
         result = services.scan()
     finally:
@@ -155,11 +165,16 @@ def cases() -> list[Case]:
 
 
 def measure_channel(
-    channel: str, dataset: Dataset, receivers: Receivers, repeats: int
+    channel: str,
+    dataset: Dataset,
+    receivers: Receivers,
+    repeats: int,
+    settings: dict[str, Any],
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Median seconds per case for one channel: (raw loops by connections, relay cases)."""
     options: dict[str, Any] = {
         "database_url": dataset.url, "channel": channel, "endpoints": receivers.endpoints,
+        **settings,
     }  # fmt: skip
     services = bootstrap(channel_settings(**options))
     _warm(services, max(THREADS))
@@ -175,7 +190,7 @@ def measure_channel(
                     raw_seconds(channel, receivers.endpoints, count, threads)
                 )
             for case in cases():
-                queue_all(dataset)
+                queue_all(dataset, settings)
                 receivers.reset()
                 seconds, counts = case.run(services, options)
                 if counts.get("delivered", 0) != count:
@@ -191,14 +206,23 @@ def measure_channel(
     )
 
 
-def run(count: int, repeats: int, now: datetime) -> Table:
-    """Measure both channels; return the section's table (rates in reminders/s)."""
-    table = Table(f"2. Relay throughput, {count:,} reminders per run (reminders/s)")
-    dataset = build(count, now)
+def run(count: int, repeats: int, now: datetime, *, schema_file: str | None = None) -> Table:
+    """Measure both channels; return the section's table (rates in reminders/s).
+
+    With ``schema_file`` (the ``[recipients]`` mapping of `benchmarks.rules`), the tasks have
+    the default rule ``24h,1h,0m`` and 1.5 recipients on average: the relay's re-check joins
+    both."""
+    rules = schema_file is not None
+    dataset = build(count, now, rules=rules)
+    settings = {"schema_file": schema_file} if rules else {}
+    count = dataset.size
+    what = ", rules and recipients" if rules else ""
+    table = Table(f"2{'b' * rules}. Relay throughput{what}, {count:,} reminders per run "
+                  "(reminders/s)")  # fmt: skip
     try:
         with Receivers() as receivers:
             for channel in CHANNELS:
-                raw, ours = measure_channel(channel, dataset, receivers, repeats)
+                raw, ours = measure_channel(channel, dataset, receivers, repeats, settings)
                 base = count / raw["raw loop, 1 conn."]
                 for label, seconds in raw.items():
                     if label != "raw loop, 1 conn.":

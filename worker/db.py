@@ -15,6 +15,11 @@ from worker.pgdeadline import DeadlineConnection
 
 #: The margin of the client's deadline over the server's statement_timeout.
 DEADLINE_MARGIN_SECONDS = 5.0
+#: Server settings of every worker connection beyond its bounds. Every statement the worker
+#: sends is short and runs often, so compiling one with JIT costs more than running it; and
+#: the planner, which cannot know how few tasks come due per offset in the scan's window,
+#: estimates that statement far above ``jit_above_cost``.
+SESSION_SETTINGS = "-c jit=off"
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ def make_engine(url: str, *, timeouts: DatabaseTimeouts | None = None, **options
         return engine
     bounds = timeouts or DatabaseTimeouts()
     connect_args = {"application_name": "reminders", **bounds.connect_args()}
+    connect_args["options"] = f"{connect_args['options']} {SESSION_SETTINGS}"
     engine = create_engine(url, pool_recycle=1800, connect_args=connect_args, **options)
     _bound_connections(engine, bounds)
     return engine

@@ -159,6 +159,19 @@ def test_the_statement_timeout_setting_reaches_the_worker_engine(postgres_url: s
     assert driver.deadline == 7.0
 
 
+def test_the_worker_engine_never_compiles_a_statement_with_jit(postgres_url: str) -> None:
+    """JIT is off on the worker's connections: the window statement, estimated far above
+    ``jit_above_cost``, would spend longer compiling than running."""
+    services = bootstrap(Settings(database_url=postgres_url))
+    try:
+        with services.engine.connect() as connection:
+            shown = connection.execute(text("SHOW jit")).scalar()
+            timeout = connection.execute(text("SHOW statement_timeout")).scalar()
+    finally:
+        services.engine.dispose()
+    assert (shown, timeout) == ("off", "30s")
+
+
 def test_a_slow_statement_is_cancelled_by_the_server_and_the_connection_kept(
     proxied: Proxied,
 ) -> None:

@@ -369,7 +369,7 @@ class _Planner:
         with their moment, due moment, expiry and key, and ``chosen``: whether to plan it."""
         due_time = self.host.tasks.due_time
         found = plan.candidates(
-            self.host, self.rules, tasks, needs_address=self.needs_address
+            self.host, self.rules, tasks, needs_address=self.needs_address, per_task=True
         ).subquery("candidate")
         c = found.c
         moment = plan.moment_of(due_time, c)

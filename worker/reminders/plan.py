@@ -87,17 +87,30 @@ def distinct_offsets(rules: RuleSql) -> Subquery:
     return select(every.c.offset_seconds).distinct().subquery("reminder_any_offset")
 
 
-def recipients(host: HostSchema, tasks: FromClause) -> Subquery:
+def recipients(host: HostSchema, tasks: FromClause, *, per_task: bool = False) -> Subquery:
     """(``task_id``, ``owner_id``, ``due``, ``hit``, ``user_id``) for each task of ``tasks``
-    (columns ``id``, ``owner_id``, ``due``, ``hit``) and each of its recipients, each once."""
+    (columns ``id``, ``owner_id``, ``due``, ``hit``) and each of its recipients, each once.
+
+    ``per_task`` (PostgreSQL): each task's listed recipients are read by a subquery of their
+    own, ``unnest(ARRAY(…))``, which probes the recipients table's index on the task column
+    for that task. As a join, the planner, which cannot tell how few tasks a window's
+    ranges hold, estimates millions and reads the whole recipients table for every tick.
+    """
     t = tasks.c
     owner = select(t.id.label("task_id"), t.owner_id, t.due, t.hit, t.owner_id.label("user_id"))
     if host.recipients is None:
         return owner.subquery("reminder_recipient_of")
     listed = host.recipients.c
-    others = select(t.id, t.owner_id, t.due, t.hit, listed.user).join(
-        host.recipients, listed.task == t.id
-    )
+    others: Select[Any]
+    if per_task:
+        users_of_task = select(listed.user).where(listed.task == t.id).scalar_subquery()
+        others = select(
+            t.id, t.owner_id, t.due, t.hit, func.unnest(func.array(users_of_task)).label("user_id")
+        )
+    else:
+        others = select(t.id, t.owner_id, t.due, t.hit, listed.user).join(
+            host.recipients, listed.task == t.id
+        )
     return union(owner, others).subquery("reminder_recipient_of")
 
 
@@ -107,14 +120,16 @@ def candidates(
     tasks: FromClause,
     *,
     needs_address: bool,
+    per_task: bool = False,
 ) -> Select[Any]:
     """The reminders of ``tasks`` (columns ``id``, ``owner_id``, ``due``, ``hit``): one row
     per (task, recipient who wants reminders, offset of the recipient's rule) with
     ``task_id``, ``owner_id``, ``user_id``, ``due``, ``timezone``, ``offset_seconds``,
     ``every_seconds``, ``all_day_at``. Where ``hit`` is not NULL, only that offset.
-    ``needs_address``: a recipient without an e-mail address is left out."""
+    ``needs_address``: a recipient without an e-mail address is left out; ``per_task``: see
+    `recipients`."""
     users = host.users
-    of = recipients(host, tasks)
+    of = recipients(host, tasks, per_task=per_task)
     own = rules.own
     rule_id = rules.rule_id
     every = offsets(rules)

@@ -1,0 +1,84 @@
+"""The plan of the scan's window statement on PostgreSQL, with rules and a recipients table:
+tasks read by due date per offset, each task's recipients by index, neither table in full."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, event, text
+
+from worker.db import make_session_factory
+from worker.reminders.due import PostgresDueQueries
+from worker.reminders.host import check_host
+from worker.reminders.mapping import REFERENCE, RecipientsMapping
+
+pytestmark = pytest.mark.postgres
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+TASKS = 50_000
+USERS = 5_000
+AHEAD = timedelta(minutes=2)
+
+FILL = [
+    "INSERT INTO users (id, email) SELECT u, 'user' || u || '@example.com' "
+    "FROM generate_series(1, :users) AS u",
+    # Open tasks due every 30 s from 10 days back to 7 days ahead, marked as planned.
+    "INSERT INTO tasks (id, owner_id, title, due_date, reminder_due_at) "
+    "SELECT g, 1 + g % :users, 'task ' || g, d.due, d.due FROM generate_series(1, :tasks) AS g, "
+    "LATERAL (SELECT CAST(:now AS timestamptz) - interval '10 days' + g * interval '30 s' "
+    "AS due) AS d",
+    "CREATE TABLE watchers (task_ref BIGINT, account_ref BIGINT, "
+    "PRIMARY KEY (task_ref, account_ref))",
+    # One watcher other than the owner for every second task.
+    "INSERT INTO watchers SELECT g, 1 + (g + 1) % :users FROM generate_series(2, :tasks, 2) AS g",
+    "INSERT INTO reminder_rules (user_id, overdue_count, all_day_at, updated_at) "
+    "VALUES (NULL, 0, '09:00', :now)",
+    "INSERT INTO reminder_rule_leads (rule_id, lead_seconds) "
+    "SELECT id, lead FROM reminder_rules, (VALUES (86400), (3600), (0)) AS l (lead)",
+]
+
+
+def test_the_window_reads_tasks_per_offset_and_recipients_by_index(
+    postgres_engine: Engine,
+) -> None:
+    """With a rule of three lead times and a watcher for every second task, the window plans
+    its reminders through ix_tasks_open_due and probes the watchers' index per task: no
+    sequential read of the tasks or of the recipients table, however many the planner
+    expects the per-offset ranges to hold."""
+    values = {"users": USERS, "tasks": TASKS, "now": NOW}
+    with postgres_engine.begin() as connection:
+        for statement in FILL:
+            connection.execute(text(statement), values)
+    with postgres_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("ANALYZE users, tasks, watchers"))
+    recipients = RecipientsMapping(table="watchers", task="task_ref", user="account_ref")
+    with postgres_engine.connect() as connection:
+        host = check_host(connection, dataclasses.replace(REFERENCE, recipients=recipients))
+    queries = PostgresDueQueries.build(host)
+    plans: list[str] = []
+
+    def explain_the_window(
+        conn: Connection, cursor: Any, statement: str, parameters: Any, *_: object
+    ) -> None:
+        if "reminder_hit" in statement:
+            with cursor.connection.cursor() as explain:
+                explain.execute("EXPLAIN " + statement, parameters)
+                plans.append("\n".join(row[0] for row in explain.fetchall()))
+
+    event.listen(postgres_engine, "before_cursor_execute", explain_the_window)
+    try:
+        with make_session_factory(postgres_engine).begin() as session:
+            queued = queries.plan_window(session, NOW, AHEAD)
+    finally:
+        event.remove(postgres_engine, "before_cursor_execute", explain_the_window)
+
+    # Due every 30 s, three lead times, 1.5 recipients: 2 minutes hold 4 x 3 x 1.5 moments.
+    assert queued == 18
+    assert len(plans) == 1, "the scan's window statement was not seen"
+    print(f"\nEXPLAIN of the window statement ({TASKS:,} tasks):\n{plans[0]}")
+    assert "ix_tasks_open_due" in plans[0]
+    assert "Seq Scan on tasks" not in plans[0]
+    assert "Seq Scan on watchers" not in plans[0]

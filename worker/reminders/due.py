@@ -339,27 +339,7 @@ class _Planner:
 
     def window_statement(self) -> Select[int]:
         """Plan the reminders with a moment in (after, until] of every open task."""
-        tasks = self.host.tasks
-        offsets = plan.distinct_offsets(self.rules)
-        hit = (
-            select(
-                tasks.id.label("id"),
-                tasks.owner_id.label("owner_id"),
-                tasks.due.label("due"),
-                offsets.c.offset_seconds.label("hit"),
-            )
-            .select_from(offsets)
-            .join(
-                tasks.table,
-                and_(
-                    planned_reminder(tasks),
-                    tasks.due_time.offset_window(
-                        tasks.due, _AFTER, _UNTIL, offsets.c.offset_seconds
-                    ),
-                ),
-            )
-            .subquery("reminder_hit")
-        )
+        hit = _window_hits(self.host.tasks, self.rules, _AFTER, _UNTIL)
         ranked = self._ranked(hit, lower=_AFTER).cte("ranked")
         queued = self._insert(ranked).cte("queued")
         return select(select(func.count()).select_from(queued).scalar_subquery())
@@ -459,31 +439,9 @@ class SqliteDueQueries(_RecordsScans):
         of_marked = plan.candidates(
             host, rules, listed.subquery("marked"), needs_address=needs_address
         )
-        offsets = plan.distinct_offsets(rules)
         # A second's slack on each side: SQLite's date functions keep milliseconds only;
         # the exact test is `plan.chosen`'s.
-        hit = (
-            select(
-                tasks.id.label("id"),
-                tasks.owner_id.label("owner_id"),
-                tasks.due.label("due"),
-                offsets.c.offset_seconds.label("hit"),
-            )
-            .select_from(offsets)
-            .join(
-                tasks.table,
-                and_(
-                    planned_reminder(tasks),
-                    tasks.due_time.offset_window(
-                        tasks.due,
-                        shifted(_AFTER, -1),
-                        shifted(_UNTIL, 1),
-                        offsets.c.offset_seconds,
-                    ),
-                ),
-            )
-            .subquery("reminder_hit")
-        )
+        hit = _window_hits(tasks, rules, shifted(_AFTER, -1), shifted(_UNTIL, 1))
         window = plan.candidates(host, rules, hit, needs_address=needs_address)
         return cls(
             mark,
@@ -551,6 +509,25 @@ class SqliteDueQueries(_RecordsScans):
             )
             for c in planned
         ]
+
+
+def _window_hits(tasks: TaskColumns, rules: RuleSql, after: Any, until: Any) -> Any:
+    """The open dated tasks with a reminder moment in (after, until] for some offset in
+    force, one row per (task, offset) as ``id``, ``owner_id``, ``due``, ``hit``: read by a
+    range on the due column per offset, through the partial index on open dated tasks."""
+    offsets = plan.distinct_offsets(rules)
+    in_window = tasks.due_time.offset_window(tasks.due, after, until, offsets.c.offset_seconds)
+    return (
+        select(
+            tasks.id.label("id"),
+            tasks.owner_id.label("owner_id"),
+            tasks.due.label("due"),
+            offsets.c.offset_seconds.label("hit"),
+        )
+        .select_from(offsets)
+        .join(tasks.table, and_(planned_reminder(tasks), in_window))
+        .subquery("reminder_hit")
+    )
 
 
 def _catch_up_range_sqlite(rules: RuleSql) -> tuple[ColumnElement[Any], ColumnElement[Any]]:

@@ -54,6 +54,23 @@ class Claim:
 
 _NOW = bindparam("now", type_=UTCDateTime())
 
+#: A row's columns as a `Claim` has them, in its fields' order.
+_CLAIMED = (
+    OutboxRow.id,
+    OutboxRow.idempotency_key,
+    OutboxRow.kind,
+    OutboxRow.subject_id,
+    OutboxRow.subject_at,
+    OutboxRow.attempts,
+    OutboxRow.lease_token,
+    OutboxRow.available_at,
+    OutboxRow.created_at,
+    OutboxRow.expires_at,
+    OutboxRow.unfinished_claims,
+    OutboxRow.recipient_id,
+    OutboxRow.offset_seconds,
+)
+
 #: Built once (its cache key too): a relay claims every round. Parameters: now,
 #: lease_until, owner, limit.
 _CLAIM = (
@@ -85,21 +102,7 @@ _CLAIM = (
         last_attempt_at=_NOW,
         updated_at=_NOW,
     )
-    .returning(
-        OutboxRow.id,
-        OutboxRow.idempotency_key,
-        OutboxRow.kind,
-        OutboxRow.subject_id,
-        OutboxRow.subject_at,
-        OutboxRow.attempts,
-        OutboxRow.lease_token,
-        OutboxRow.available_at,
-        OutboxRow.created_at,
-        OutboxRow.expires_at,
-        OutboxRow.unfinished_claims,
-        OutboxRow.recipient_id,
-        OutboxRow.offset_seconds,
-    )
+    .returning(*_CLAIMED)
 )
 
 #: Why a row expired unsent, before its last error, if any.
@@ -130,19 +133,7 @@ _EXPIRE = (
         lease_owner=None,
         updated_at=_NOW,
     )
-    .returning(
-        OutboxRow.id,
-        OutboxRow.idempotency_key,
-        OutboxRow.kind,
-        OutboxRow.subject_id,
-        OutboxRow.subject_at,
-        OutboxRow.attempts,
-        OutboxRow.lease_token,
-        OutboxRow.available_at,
-        OutboxRow.created_at,
-        OutboxRow.expires_at,
-        OutboxRow.unfinished_claims,
-    )
+    .returning(*_CLAIMED)
 )
 
 

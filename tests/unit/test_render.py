@@ -259,3 +259,29 @@ def test_smtp_with_the_localhost_mail_domain_warns_once_per_process(
     assert [(log["event"], log["log_level"]) for log in logs] == [
         ("mail_domain_is_localhost", "warning")
     ]
+
+
+def test_a_webhook_renderer_builds_the_document_without_the_templates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The webhook posts the JSON document only: its renderer gives the same document and
+    console line as a worded one, and never renders a template for the parts it drops."""
+    worded = render(renderer=ReminderRenderer("mail.example.com"))
+    renderer = renderer_for(
+        load_settings(
+            channel="webhook",
+            webhook_url="https://hooks.example.com/r",
+            webhook_secret="a-webhook-secret-of-32-bytes-ok!",
+        )
+    )
+    assert not renderer.worded
+
+    def no_templates(*args: object) -> None:
+        raise AssertionError("a template was rendered for a webhook")
+
+    monkeypatch.setattr(type(renderer.templates), "render", no_templates)
+    bare = render(renderer=renderer)
+    assert bare.document == worded.document
+    assert bare.line == worded.line
+    assert (bare.text, bare.html) == ("", None)
+    assert bare.subject == "Pay rent"

@@ -30,6 +30,8 @@ log = structlog.get_logger("worker.reminders.render")
 
 SUBJECT_TITLE_LIMIT = 120
 SUBJECT_LIMIT = 200
+#: The channels that post a reminder's JSON document and none of its worded parts.
+DOCUMENT_CHANNELS = frozenset({"webhook"})
 #: The placeholder of ``REMINDERS_TASK_URL``.
 TASK_ID = "{task_id}"
 
@@ -82,12 +84,16 @@ class ReminderRenderer:
 
     ``task_url`` is ``REMINDERS_TASK_URL`` (with its ``{task_id}`` placeholder); ``links``
     makes the unsubscribe and snooze links, and without it a reminder has neither.
+    Without ``worded`` the message carries only its JSON document and console line, for a
+    channel that posts the document (a webhook): the templates, the costliest part of a
+    send's preparation, are not rendered for parts nobody reads.
     """
 
     mail_domain: str
     templates: Templates = field(default_factory=lambda: load_templates(None))
     task_url: str | None = None
     links: LinkMaker | None = None
+    worded: bool = True
 
     def render(
         self, key: str, task: TaskFacts, owner: OwnerFacts, *, overdue: bool = False
@@ -99,7 +105,8 @@ class ReminderRenderer:
         local = task.due_date.astimezone(owner_zone(owner.timezone, user_id=owner.id))
         due_text = language.due(local)
         title = short_line(task.title, SUBJECT_TITLE_LIMIT)
-        unsubscribe = None if self.links is None else self.links.unsubscribe(owner.id, key)
+        links = self.links if self.worded else None  # a document carries no links
+        unsubscribe = None if links is None else links.unsubscribe(owner.id, key)
         context: dict[str, Any] = {
             "key": key,
             "task_id": task.id,
@@ -109,10 +116,9 @@ class ReminderRenderer:
             "due_date": local,
             "task_url": self._task_url(task.id),
             "unsubscribe_url": unsubscribe,
-            "snooze_links": [] if self.links is None else snooze_links(self.links, owner.id, key),
+            "snooze_links": [] if links is None else snooze_links(links, owner.id, key),
             "overdue": overdue,
         }
-        parts = self.templates.render(language, context)
         headers = {
             "Message-ID": f"<{key}@{self.mail_domain}>",
             "X-Reminder-Key": key,
@@ -124,12 +130,16 @@ class ReminderRenderer:
         if unsubscribe is not None:  # RFC 8058 one-click unsubscribe
             headers["List-Unsubscribe"] = f"<{unsubscribe}>"
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        subject, text, html = title, "", None
+        if self.worded:
+            parts = self.templates.render(language, context)
+            subject, text, html = short_line(parts.subject, SUBJECT_LIMIT), parts.text, parts.html
         return Message(
             key=key,
             recipient=owner.email,
-            subject=short_line(parts.subject, SUBJECT_LIMIT),
-            text=parts.text,
-            html=parts.html,
+            subject=subject,
+            text=text,
+            html=html,
             headers=headers,
             document={
                 "type": "task.overdue" if overdue else "task.due_soon",
@@ -155,7 +165,7 @@ class ReminderRenderer:
         sample = TaskFacts(42, "Sample task <&>", datetime(2026, 11, 28, 12, 0, tzinfo=UTC), True)
         with_links = ReminderRenderer(
             self.mail_domain, self.templates, self.task_url or "https://example.invalid/{task_id}",
-            _SampleLinks(),
+            _SampleLinks(), worded=True,
         )  # fmt: skip
         for renderer in (self, with_links):
             for code in LANGUAGES:
@@ -207,6 +217,7 @@ def renderer_for(settings: Settings, links: LinkMaker | None = None) -> Reminder
         load_templates(directory),
         settings.task_url,
         links if links is not None else links_for(settings),
+        worded=settings.channel not in DOCUMENT_CHANNELS,
     )
     renderer.check()
     if settings.channel == "smtp" and settings.mail_domain == "localhost" and not _warned:

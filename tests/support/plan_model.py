@@ -172,6 +172,20 @@ steps: st.SearchStrategy[Step] = st.one_of(
 histories = st.lists(steps, min_size=4, max_size=30)
 first_dues = st.tuples(st.integers(0, LAST_DUE_MINUTE), st.integers(0, LAST_DUE_MINUTE))
 
+#: A watcher's reminder planned inside the horizon, cancelled by a re-plan of its task while
+#: the watcher was gone, the watcher back before its moment (task 1 due 12 minutes after the
+#: start): the window must plan it again.
+BACK_BEFORE_ITS_MOMENT: list[Step] = [
+    ("watch", 1, 2),
+    ("rule", None, frozenset({10}), None, 0),
+    ("scan",),
+    ("unwatch", 1, 2),
+    ("rule", 1, frozenset({10}), None, 0),
+    ("scan",),
+    ("advance", 1),
+    ("watch", 1, 2),
+]
+
 
 @dataclass
 class Delivery:

@@ -15,22 +15,16 @@ import pytest
 from hypothesis import example, given, note, settings
 from sqlalchemy import Engine
 
-from tests.support.plan_model import Step, describe, first_dues, histories, play
+from tests.support.plan_model import (
+    BACK_BEFORE_ITS_MOMENT,
+    Step,
+    describe,
+    first_dues,
+    histories,
+    play,
+)
 from worker import migrate
 from worker.db import make_engine
-
-#: A watcher's reminder planned inside the horizon, cancelled by a re-plan of its task while
-#: the watcher was gone, the watcher back before its moment: the window must plan it again.
-BACK_BEFORE_ITS_MOMENT: list[Step] = [
-    ("watch", 1, 2),
-    ("rule", None, frozenset({10}), None, 0),
-    ("scan",),
-    ("unwatch", 1, 2),
-    ("rule", 1, frozenset({10}), None, 0),
-    ("scan",),
-    ("advance", 1),
-    ("watch", 1, 2),
-]
 
 
 @pytest.fixture(scope="module")

@@ -82,3 +82,30 @@ def test_the_window_reads_tasks_per_offset_and_recipients_by_index(
     assert "ix_tasks_open_due" in plans[0]
     assert "Seq Scan on tasks" not in plans[0]
     assert "Seq Scan on watchers" not in plans[0]
+
+
+def test_planning_the_window_again_writes_and_locks_nothing(postgres_engine: Engine) -> None:
+    """The window starts at the last scan, so each scan plans its moments again: the keys
+    planned already are left out before the insert, no row is locked (its ``xmax`` stays 0)
+    and nothing is queued twice."""
+    near = (
+        "INSERT INTO tasks (id, owner_id, title, due_date) SELECT g, 1 + g % :users, "
+        "'task ' || g, CAST(:now AS timestamptz) - interval '1 hour' + g * interval '30 s' "
+        "FROM generate_series(1, :tasks) AS g"
+    )
+    with postgres_engine.begin() as connection:
+        for statement in (FILL[0], near, FILL[4], FILL[5]):
+            connection.execute(text(statement), {"users": 50, "tasks": 2_000, "now": NOW})
+    queries = PostgresDueQueries.build()
+    factory = make_session_factory(postgres_engine)
+    with factory.begin() as session:
+        first = queries.plan_window(session, NOW, AHEAD)
+    with factory.begin() as session:
+        again = queries.plan_window(session, NOW, AHEAD)
+    with postgres_engine.connect() as connection:
+        rows, locked = connection.execute(
+            text("SELECT count(*), count(*) FILTER (WHERE xmax <> 0) FROM outbox")
+        ).one()
+    # Due every 30 s: 2 minutes hold 4 moments of the 0 m lead time and 4 of the 1 h one.
+    assert (first, again) == (8, 0)
+    assert (rows, locked) == (8, 0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select, update
@@ -11,12 +13,13 @@ from outbox.admin import follow_up
 from outbox.table import OutboxRow, Status
 from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
-from tests.support.db import add_task, add_user, make_services
+from tests.support.db import add_task, add_user, make_services, statuses
+from tests.support.watchers import unwatch, watch, watched_services
 from worker.bootstrap import Services
 from worker.reminders.keys import reminder_key
 from worker.reminders.rule_store import set_rule
 from worker.reminders.rules import Rule
-from worker.reminders.schema import Task
+from worker.reminders.schema import Task, User
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
@@ -147,3 +150,46 @@ def test_a_follow_up_of_a_sent_reminder_is_sent_at_its_time_once(
     asked = clock.now()
     later = run_until(services, clock, channel, 70 * MINUTE)
     assert later == {key + "~3600": asked + HOUR}
+
+
+def _opt(services: Services, user_id: int, enabled: bool) -> None:
+    with services.session_factory.begin() as session:
+        session.execute(
+            update(User).where(User.id == user_id).values(notifications_enabled=enabled)
+        )
+
+
+#: (what makes the watcher's reminder stand no more, what makes it stand again)
+_AWAY_AND_BACK: dict[str, tuple[Callable[[Services], None], Callable[[Services], None]]] = {
+    "unwatched": (lambda s: unwatch(s, 1, 2), lambda s: watch(s, 1, 2)),
+    "opted out": (lambda s: _opt(s, 2, False), lambda s: _opt(s, 2, True)),
+}
+
+
+@pytest.mark.parametrize("away", sorted(_AWAY_AND_BACK))
+def test_a_reminder_that_stands_again_before_its_moment_is_sent(
+    engine: Engine, clock: ManualClock, channel: RecordingChannel, tmp_path: Path, away: str
+) -> None:
+    """A watcher's reminder planned inside the horizon is cancelled when a re-plan of its
+    task finds the watcher gone; back before the moment, it is planned again and sent at its
+    moment, although the horizon had passed it."""
+    services = watched_services(engine, clock, channel, tmp_path)
+    add_user(services, 1)
+    add_user(services, 2)
+    rule(services, clock, None, before=(10 * MINUTE,))
+    start = clock.now()
+    due = start + 12 * MINUTE
+    add_task(services, 1, 1, due)
+    watch(services, 1, 2)
+    services.scan()  # both reminders, at start + 2 min, are inside the horizon
+    base = reminder_key(1, due) + "-o600"
+    assert dict(statuses(services)) == {base: Status.PENDING, base + "-u2": Status.PENDING}
+    leave, come_back = _AWAY_AND_BACK[away]
+    leave(services)
+    rule(services, clock, 1, before=(10 * MINUTE,))  # the owner's own rule: task 1 re-planned
+    services.scan()
+    assert dict(statuses(services))[base + "-u2"] == Status.CANCELLED
+    clock.advance(MINUTE)
+    come_back(services)
+    sent = run_until(services, clock, channel, 5 * MINUTE)
+    assert sent == {base: start + 2 * MINUTE, base + "-u2": start + 2 * MINUTE}

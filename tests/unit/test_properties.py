@@ -15,8 +15,9 @@ a final scan at time T and relay runs until nothing is left:
 2. no key is ever delivered twice (nothing dies in these runs);
 3. every delivery, when it happens, is for a task that exists, is open, belongs to an opted-in
    owner and has that due date now, and that due date was in the window at some scan while
-   it was the task's — a reminder for a due date that was moved *after* its delivery is
-   legitimate, one for a completed task or a stale date never is;
+   it was the task's (the lookahead past the scan's horizon: a reminder is planned up to the
+   horizon, to go out at due - lookahead) — a reminder for a due date that was moved *after*
+   its delivery is legitimate, one for a completed task or a stale date never is;
 4. after every scan at most one reminder per task is waiting.
 """
 
@@ -47,7 +48,7 @@ from tests.support.clock import T0, ManualClock
 from tests.support.db import make_services
 from tests.support.hosts import REFERENCE_APP, TODO_APP, TODO_APP_BERLIN, HostApp
 from worker import migrate
-from worker.bootstrap import Services
+from worker.bootstrap import Services, plan_ahead
 from worker.db import make_engine
 from worker.reminders.keys import reminder_key
 
@@ -205,20 +206,22 @@ class World:
     deliveries: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
 
-    def in_window(self, task: Modelled, now: datetime) -> bool:
-        """Open, owner opted in, due in (now, now + lookahead]."""
+    def in_window(self, task: Modelled, now: datetime, ahead: timedelta = timedelta(0)) -> bool:
+        """Open, owner opted in, due in (now, now + lookahead + ahead]."""
         return (
             not task.deleted
             and not task.completed
             and self.enabled[task.owner]
             and task.due is not None
-            and now < task.due <= now + LOOKAHEAD
+            and now < task.due <= now + LOOKAHEAD + ahead
         )
 
-    def scanned(self, now: datetime) -> None:
-        """Remember which (task, due date) pairs a scan at ``now`` may queue."""
+    def scanned(self, now: datetime, ahead: timedelta) -> None:
+        """Remember which (task, due date) pairs a scan at ``now`` may queue: the scan plans
+        each reminder moment (due - lookahead) up to its horizon, ``now + ahead``, to be
+        sent at that moment."""
         for task_id, task in self.tasks.items():
-            if self.in_window(task, now):
+            if self.in_window(task, now, ahead):
                 assert task.due is not None
                 self.eligible_ever.add(reminder_key(task_id, task.due))
 
@@ -410,7 +413,8 @@ class Run:
         self.clock.advance(timedelta(minutes=minutes))
 
     def do_scan(self) -> None:
-        self.world.scanned(self.clock.now())
+        now = self.clock.now()
+        self.world.scanned(now, plan_ahead(self.services.settings, now))
         self.services.scan()
         with self.services.session_factory() as session:
             waiting = session.execute(

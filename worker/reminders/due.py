@@ -9,10 +9,13 @@ A scan plans in two ways, each batch one transaction:
   every moment up to the horizon; the waiting rows of the task that are no reminder of it any
   more (its due date moved, its rule changed) are cancelled. Batches take tasks ``FOR UPDATE
   SKIP LOCKED``, as before;
-- **window**: every reminder of any open task whose moment lies in (the last scan's horizon,
+- **window**: every reminder of any open task whose moment lies in (the last scan's time,
   this scan's horizon] is planned, to be sent at its moment. Read by due date per offset in
-  force, through the partial index on open dated tasks; the horizon moves on in the same
-  transaction.
+  force, through the partial index on open dated tasks. The window starts at the last scan,
+  not at its horizon, so that every moment still to come is planned again at each scan: a
+  reminder whose row was cancelled before its moment (its recipient gone when a re-plan of
+  its task ran) and that stands again before it is armed again, its cancelled row re-armed
+  under its key. A key planned already is a no-op.
 
 Rows are keyed by `worker.reminders.keys`, so that two scans, or a catch-up and a window,
 planning the same reminder make one row. `due_queries` picks the set for a dialect once, at
@@ -73,7 +76,7 @@ SUPERSEDED = "superseded: the due date moved"
 #: The scan's parameters, bound by name: its statements are built once, at bootstrap, and
 #: each batch only binds values (building and caching the batch statement anew would cost
 #: more than the rest of a no-op scan). ``now`` is the scan's time, ``until`` its horizon,
-#: ``after`` the last scan's horizon.
+#: ``after`` where its window starts (the last scan's time).
 _NOW = bindparam("now", type_=UTCDateTime())
 _UNTIL = bindparam("until", type_=UTCDateTime())
 _AFTER = bindparam("after", type_=UTCDateTime())
@@ -158,9 +161,9 @@ class DueQueries(Protocol):
         ...
 
     def plan_window(self, session: Session, now: datetime, ahead: timedelta) -> int:
-        """Plan every reminder whose moment lies between the last scan's horizon and
-        ``now + ahead``, and move the horizon there, in the session's transaction; return
-        how many rows are now pending that were not before."""
+        """Plan every reminder whose moment lies between the last scan's time and
+        ``now + ahead``, and record that horizon, in the session's transaction; return how
+        many rows are now pending that were not before."""
         ...
 
     def record_scan(
@@ -202,9 +205,9 @@ class _Heartbeat:
     def record(self, session: Session, values: dict[str, Any]) -> None:
         session.connection().execute(self.beat, values)
 
-    def planned_until(self, session: Session) -> datetime | None:
-        """How far the scans have planned (None: never)."""
-        found = select(ScanHeartbeat.planned_until).where(ScanHeartbeat.id == 1)
+    def last_scan(self, session: Session) -> datetime | None:
+        """When the last recorded scan ran (None: never)."""
+        found = select(ScanHeartbeat.scanned_at).where(ScanHeartbeat.id == 1)
         return session.execute(found).scalar_one_or_none()
 
     def move_to(self, session: Session, now: datetime, until: datetime) -> None:
@@ -233,9 +236,16 @@ class _RecordsScans:
         self.heartbeat.record(session, _beat(at, queued, marked, duration_ms, clock_offset_ms))
 
     def window_start(self, session: Session, now: datetime) -> datetime:
-        """Where this scan's window starts: the last horizon, or, with none or one more than
-        `plan.LATE_LIFETIME` ago (a long outage), that long ago."""
-        before = self.heartbeat.planned_until(session)
+        """Where this scan's window starts: the time the last scan ran (``now`` before the
+        first), or, when that is more than `plan.LATE_LIFETIME` ago (a long outage), that
+        long ago.
+
+        Not the last scan's horizon: a moment up to it may have been planned already, but
+        its row may have been cancelled since while its reminder stood no more (its
+        recipient gone when a catch-up re-planned the task), and nothing but the window
+        would plan it again once it stands again before its moment.
+        """
+        before = self.heartbeat.last_scan(session)
         earliest = now - plan.LATE_LIFETIME
         return now if before is None else max(before, earliest)
 
@@ -338,10 +348,18 @@ class _Planner:
         return select(*count)
 
     def window_statement(self) -> Select[int]:
-        """Plan the reminders with a moment in (after, until] of every open task."""
+        """Plan the reminders with a moment in (after, until] of every open task.
+
+        Most of them were planned by the scans before: a key with a row other than a
+        cancelled one is left out by a probe of the key's unique index, so that the
+        ``ON CONFLICT`` path, which locks the row it finds, is taken only to re-arm.
+        """
         hit = _window_hits(self.host.tasks, self.rules, _AFTER, _UNTIL)
         ranked = self._ranked(hit, lower=_AFTER).cte("ranked")
-        queued = self._insert(ranked).cte("queued")
+        planned = exists().where(
+            OutboxRow.idempotency_key == ranked.c.key, OutboxRow.status != Status.CANCELLED
+        )
+        queued = self._insert(ranked, unless=planned).cte("queued")
         return select(select(func.count()).select_from(queued).scalar_subquery())
 
     def _ranked(self, tasks: Any, *, lower: Any) -> Select[Any]:
@@ -376,7 +394,7 @@ class _Planner:
         chosen = or_(~r.past, and_(r.rank == 1, r.expires_at > _NOW))
         return select(ranked, chosen.label("chosen"))
 
-    def _insert(self, ranked: Any) -> Any:
+    def _insert(self, ranked: Any, *, unless: ColumnElement[bool] | None = None) -> Any:
         rows = NewRows(
             key=ranked.c.key,
             kind=literal(REMINDER_KIND, String),
@@ -387,7 +405,8 @@ class _Planner:
             offset_seconds=ranked.c.offset_seconds,
             expires_at=ranked.c.expires_at,
         )
-        return insert_selected(rows, _NOW, dialect="postgresql", where=ranked.c.chosen)
+        chosen = ranked.c.chosen if unless is None else and_(ranked.c.chosen, ~unless)
+        return insert_selected(rows, _NOW, dialect="postgresql", where=chosen)
 
     @property
     def _legacy_offset(self) -> int:

@@ -22,7 +22,8 @@ class AttemptOutcome(StrEnum):
     CANCELLED = "cancelled"  # the domain's re-check said not to send it
     FENCED = "fenced"  # the lease was lost: nothing written, the row is another relay's
     RELEASED = "released"  # given back unattempted, the relay stopping
-    EXPIRED = "expired"  # not sent: its expiry came first (at its claim, or before a retry)
+    EXPIRED = "expired"  # not sent: its expiry came first, or the domain's re-check said so
+    DEFERRED = "deferred"  # not sent yet: the re-check put it back until ``next_attempt_at``
 
     @property
     def level(self) -> str:

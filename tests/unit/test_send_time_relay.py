@@ -1,0 +1,22 @@
+"""Quiet hours and pauses applied by the real scan, relay and re-check on SQLite."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from tests.support import send_time_scenarios as scenario
+from tests.support.clock import ManualClock
+
+
+def test_a_reminder_in_quiet_hours_is_delivered_when_they_end(
+    sqlite_engine: Engine, clock: ManualClock
+) -> None:
+    """03:00 local, quiet 22:00-07:00: at 07:00, not before."""
+    scenario.held_until_the_window_ends(sqlite_engine, clock)
+
+
+def test_a_paused_users_reminders_expire_and_are_not_sent_afterwards(
+    sqlite_engine: Engine, clock: ManualClock
+) -> None:
+    """Moments in the pause end expired; after it, reminders go out again."""
+    scenario.expired_in_the_pause(sqlite_engine, clock)

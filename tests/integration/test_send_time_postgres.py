@@ -16,6 +16,13 @@ def test_a_reminder_in_quiet_hours_is_delivered_when_they_end(
     scenario.held_until_the_window_ends(postgres_engine, clock)
 
 
+def test_a_task_due_inside_quiet_hours_is_reminded_before_they_start(
+    postgres_engine: Engine, clock: ManualClock
+) -> None:
+    """Due at 23:00 inside 22:00-07:00: delivered at 21:59, once."""
+    scenario.pulled_forward_before_the_window(postgres_engine, clock)
+
+
 def test_a_paused_users_reminders_expire_and_are_not_sent_afterwards(
     postgres_engine: Engine, clock: ManualClock
 ) -> None:

@@ -72,6 +72,37 @@ def held_until_the_window_ends(engine: Engine, clock: ManualClock) -> None:
     assert tuple(sent) == (seven, 1)
 
 
+def pulled_forward_before_the_window(engine: Engine, clock: ManualClock) -> None:
+    """1 h before a task due at 23:00 local, inside quiet 22:00-07:00: delivered at 21:59,
+    before the window, once, though its moment (22:00) is planned by a later scan too."""
+    channel = RecordingChannel()
+    services = make_services(engine, clock, channel, lookahead="1h")
+    add_user(services, 1, timezone="Europe/Berlin")
+    _edit(services, PreferenceEdit(quiet="22:00-07:00"))
+    due = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)  # 23:00 in Berlin
+    add_task(services, 10, 1, due)
+    window_starts = datetime(2026, 11, 28, 21, 0, tzinfo=UTC)  # 22:00 in Berlin
+    pulled = window_starts - timedelta(minutes=1)
+    assert clock.now() == T0
+    assert services.scan().queued == 0  # pulled to 21:59: not within this scan's horizon
+    clock.set(pulled - timedelta(minutes=2))
+    assert services.scan().queued == 1
+    [(_, status, available_at, _)] = _rows(services)
+    assert (status, available_at) == (Status.PENDING, pulled)
+    clock.set(pulled - SECOND)
+    services.scan()
+    assert services.relay().relay_until_idle().claimed == 0
+    clock.set(pulled)
+    assert services.relay().relay_until_idle().counts == {"delivered": 1}
+    for moment in (window_starts - timedelta(seconds=30), window_starts, due):
+        clock.set(moment)
+        services.scan()
+        services.relay().relay_until_idle()
+    assert [m.recipient for m in channel.sent] == ["user1@example.com"]
+    [(_, status, _, _)] = _rows(services)
+    assert status == Status.DELIVERED
+
+
 def expired_in_the_pause(engine: Engine, clock: ManualClock) -> None:
     """Paused until 30 Nov (Berlin): the reminders whose moments fall before it expire and are
     not sent after the pause; the first one after it is delivered."""

@@ -3,10 +3,21 @@ test on a database of its own)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.conftest import HostDatabase
 from tests.support import send_time_scenarios as scenario
+from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
+from tests.support.hosts import TODO_APP_BERLIN
+from worker.bootstrap import bootstrap
+from worker.reminders import preference_store
+from worker.reminders.preferences import PreferenceEdit
+from worker.settings import Settings
 
 
 def test_a_reminder_in_quiet_hours_is_delivered_when_they_end(
@@ -28,3 +39,54 @@ def test_a_paused_users_reminders_expire_and_are_not_sent_afterwards(
 ) -> None:
     """Moments in the pause end expired; after it, reminders go out again."""
     scenario.expired_in_the_pause(postgres_engine, clock)
+
+
+@pytest.mark.parametrize("host_app", [TODO_APP_BERLIN], ids=lambda app: app.name)
+def test_a_host_schemas_wall_time_deadline_is_pulled_forward_and_held(
+    host_database: HostDatabase, clock: ManualClock
+) -> None:
+    """On a host's own tables (a deadline in Berlin wall time, its own users table), 1 h
+    before and quiet 22:00-07:00: a task due at 23:00 is reminded at 21:59, before the
+    window; one due at 07:30 the next morning (its moment 06:30 in the window) is deferred and
+    delivered at 07:00; nothing else goes out."""
+    app = host_database.app
+    channel = RecordingChannel()
+    settings = Settings(
+        database_url=host_database.url, schema_file=host_database.schema_file, lookahead="1h"
+    )
+    services = bootstrap(
+        settings, clock=clock, engine=host_database.engine, make_channel=lambda: channel
+    )
+    with host_database.engine.begin() as connection:
+        app.add_user(connection, 1, timezone="Europe/Berlin")
+    with services.session_factory.begin() as session:
+        preference_store.edit_preferences(
+            session, services.host, 1, PreferenceEdit(quiet="22:00-07:00"), now=clock.now()
+        )
+    due = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)  # 23:00 in Berlin
+    morning_due = datetime(2026, 11, 29, 6, 30, tzinfo=UTC)  # 07:30 in Berlin
+    with host_database.engine.begin() as connection:
+        app.add_task(connection, 10, 1, due)
+        app.add_task(connection, 11, 1, morning_due)
+    pulled = datetime(2026, 11, 28, 20, 59, tzinfo=UTC)  # 21:59 in Berlin
+    clock.set(pulled - timedelta(minutes=2))
+    assert services.scan().queued == 1
+    clock.set(pulled - timedelta(seconds=1))
+    assert services.relay().relay_until_idle().claimed == 0
+    clock.set(pulled)
+    assert services.relay().relay_until_idle().counts == {"delivered": 1}
+    counts: Counter[str] = Counter()
+    for step in range(21):  # the night, half an hour at a time
+        clock.set(datetime(2026, 11, 28, 21, 0, tzinfo=UTC) + step * timedelta(minutes=30))
+        services.scan()
+        counts += services.relay().relay_until_idle().counts
+    assert counts == {"deferred": 1, "delivered": 1}
+    assert [m.recipient for m in channel.sent] == ["user1@example.com"] * 2
+    with host_database.engine.connect() as connection:
+        sent = connection.execute(
+            text("SELECT subject_id, delivered_at FROM outbox ORDER BY subject_id")
+        ).all()
+    assert [(task, at) for task, at in sent] == [
+        (10, pulled),
+        (11, datetime(2026, 11, 29, 6, 0, tzinfo=UTC)),
+    ]

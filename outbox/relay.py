@@ -344,7 +344,7 @@ class Relay:
             delivery = Delivery.retry(describe(exc))
         elapsed = time.perf_counter() - started
         verdict = judge(claim, delivery, self.policy, self.clock.now())
-        return Judged(verdict, mask_email(message.recipient), elapsed)
+        return Judged(verdict, mask_email(message.recipient), elapsed, message.ready_at)
 
     def _end(self, batch: _Batch, report: RelayReport) -> None:
         """Record the last round and give back the rows not attempted (stop, or an error)."""

@@ -50,6 +50,7 @@ class Attempt:
     elapsed: float | None = None  # seconds the send took
     next_attempt_at: datetime | None = None  # for a retry
     offset_seconds: int | None = None  # the row's moment is subject_at minus this
+    ready_at: datetime | None = None  # a message the domain held back: the instant it held to
 
     @classmethod
     def of(
@@ -61,6 +62,7 @@ class Attempt:
         recipient: str | None = None,
         elapsed: float | None = None,
         next_attempt_at: datetime | None = None,
+        ready_at: datetime | None = None,
     ) -> Attempt:
         """The attempt at ``claim`` that ended with ``outcome``."""
         return cls(
@@ -76,6 +78,7 @@ class Attempt:
             elapsed,
             next_attempt_at,
             claim.offset_seconds,
+            ready_at,
         )
 
 

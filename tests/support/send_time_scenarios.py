@@ -66,7 +66,7 @@ def held_until_the_window_ends(engine: Engine, clock: ManualClock) -> None:
     assert channel.sent == []
     clock.set(seven)
     assert services.relay().relay_until_idle().counts == {"delivered": 1}
-    assert [m.recipient for m in channel.sent] == ["user1@example.com"]
+    assert [(m.recipient, m.ready_at) for m in channel.sent] == [("user1@example.com", seven)]
     with services.session_factory() as session:
         sent = session.execute(select(OutboxRow.delivered_at, OutboxRow.attempts)).one()
     assert tuple(sent) == (seven, 1)

@@ -18,7 +18,7 @@ a quiet window, sent otherwise.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
@@ -205,7 +205,9 @@ def _recheck(  # noqa: PLR0917  (the batch's facts, passed on)
             return Defer(when.until, when.reason)
         facts = TaskFacts(task.id, task.title, claim.subject_at, task.open)
         overdue = claim.offset_seconds is not None and claim.offset_seconds < 0
-        return screen.addressed(renderer.render(claim.key, facts, user, overdue=overdue))
+        message = screen.addressed(renderer.render(claim.key, facts, user, overdue=overdue))
+        released = when.released_at if isinstance(when, send_time.Send) else None
+        return message if released is None else replace(message, ready_at=released)
     # The scan may plan the task again: it plans only what still stands, so that a
     # reminder cancelled here is not armed again unless its task or recipient came back.
     forget_reminder(session, host.tasks, task.id, task.marker)

@@ -203,8 +203,11 @@ class Relay:
         try:
             while not self.stop.is_set():
                 claiming = deadline is None or time.monotonic() < deadline
-                ready = self._start_round(batch, report, claiming=claiming)
+                ready, settled = self._start_round(batch, report, claiming=claiming)
                 if not batch.waiting:
+                    if settled and claiming:
+                        # Its rows all ended or were deferred unsent: more may be due behind.
+                        continue
                     report.out_of_budget = not claiming
                     break
                 self._send_round(batch, ready)
@@ -217,8 +220,12 @@ class Relay:
 
     def _start_round(
         self, batch: _Batch, report: RelayReport, *, claiming: bool
-    ) -> list[tuple[Claim, Message]]:
-        """Record the last round, hold this round's rows, re-check the ones it will send."""
+    ) -> tuple[list[tuple[Claim, Message]], bool]:
+        """Record the last round, hold this round's rows, re-check the ones it will send.
+
+        Returns the rows to send, and whether the round settled any row without sending it
+        (cancelled, expired, deferred, dead or failed in its re-check).
+        """
         sent, batch.unrecorded = batch.unrecorded, []
         now = self.clock.now()
         try:
@@ -233,7 +240,7 @@ class Relay:
         self._report(report, round_.attempts)
         settled = {c.id for c in round_.group} - {c.id for c, _ in round_.ready}
         batch.waiting = [claim for claim in round_.kept if claim.id not in settled]
-        return round_.ready
+        return round_.ready, bool(settled or round_.spent or round_.expired)
 
     def _begin(
         self, batch: _Batch, sent: list[Judged], now: datetime, *, claiming: bool, recheck: bool

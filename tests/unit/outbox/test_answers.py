@@ -10,7 +10,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.channels.base import Delivery
-from outbox.relay import Attempt, AttemptOutcome, Defer, Relay
+from outbox.relay import FIRST_CLAIM, Attempt, AttemptOutcome, Defer, Relay
 from outbox.store import claim_due_rows, defer
 from outbox.table import Status
 from tests.support.channels import RecordingChannel
@@ -201,3 +201,18 @@ def test_a_deferral_must_be_an_aware_instant() -> None:
     with pytest.raises(ValueError, match="naive"):
         Defer(datetime(2026, 11, 28, 13, 0), "quiet hours")
     assert Defer(T0 + HOUR, "quiet hours").until == T0 + HOUR
+
+
+def test_a_claim_whose_rows_are_all_deferred_does_not_end_the_run(
+    sessions: sessionmaker[Session],
+    make_relay: MakeRelay,
+    channel: RecordingChannel,
+    notes: Notes,
+) -> None:
+    """A whole first claim held back (a night's reminders) is no reason to stop: the run
+    claims on and sends the row due behind them."""
+    held = list(range(1, FIRST_CLAIM + 2))
+    add_rows(sessions, *held, 99)
+    notes.deferred.update(dict.fromkeys(held, T0 + HOUR))
+    assert make_relay().relay_until_idle().counts == {"deferred": len(held), "delivered": 1}
+    assert [m.recipient for m in channel.sent] == ["user99@example.com"]

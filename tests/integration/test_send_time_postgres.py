@@ -34,6 +34,14 @@ def test_a_task_due_inside_quiet_hours_is_reminded_before_they_start(
     scenario.pulled_forward_before_the_window(postgres_engine, clock)
 
 
+def test_a_reminder_planned_at_its_moment_is_moved_before_the_window(
+    postgres_engine: Engine, clock: ManualClock
+) -> None:
+    """Pulled by the scan that planned it at 22:00: its row is moved to 21:59."""
+    late = timedelta(seconds=30)
+    scenario.pulled_forward_before_the_window(postgres_engine, clock, scan_ahead=late)
+
+
 def test_a_paused_users_reminders_expire_and_are_not_sent_afterwards(
     postgres_engine: Engine, clock: ManualClock
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import Engine
 
 from tests.support import send_time_scenarios as scenario
@@ -20,6 +22,14 @@ def test_a_task_due_inside_quiet_hours_is_reminded_before_they_start(
 ) -> None:
     """Due at 23:00 inside 22:00-07:00: delivered at 21:59, once."""
     scenario.pulled_forward_before_the_window(sqlite_engine, clock)
+
+
+def test_a_reminder_planned_at_its_moment_is_moved_before_the_window(
+    sqlite_engine: Engine, clock: ManualClock
+) -> None:
+    """Pulled by the scan that planned it at 22:00: its row is moved to 21:59."""
+    late = timedelta(seconds=30)
+    scenario.pulled_forward_before_the_window(sqlite_engine, clock, scan_ahead=late)
 
 
 def test_a_paused_users_reminders_expire_and_are_not_sent_afterwards(

@@ -117,6 +117,8 @@ class PullForward:
                 OutboxRow.kind == literal(REMINDER_KIND, String()),
                 OutboxRow.status == Status.PENDING,
                 OutboxRow.available_at > bindparam("b_at", type_=UTCDateTime()),
+                # Planned for its moment, not postponed past it by the user (a snooze).
+                OutboxRow.available_at <= bindparam("b_moment", type_=UTCDateTime()),
             )
             .values(
                 available_at=bindparam("b_at", type_=UTCDateTime()),
@@ -137,7 +139,7 @@ class PullForward:
         values = {"after": now, "until": span_end}
         rows = session.connection().execute(self.found, values).mappings()
         found = self._sqlite_rows(rows, now, span_end) if self.sqlite else self._rows(rows)
-        pulled: list[NewMessage] = []
+        pulled: list[tuple[NewMessage, datetime]] = []
         for item in found:
             zone = zone_of(item.timezone)
             try:
@@ -145,11 +147,14 @@ class PullForward:
             except OverflowError:  # a window at the calendar's end: held at send, not pulled
                 continue
             if at is not None and at <= until:
-                pulled.append(_available(item.message, max(at, now)))
+                pulled.append((_available(item.message, max(at, now)), item.moment))
         if not pulled:
             return 0
-        queued = self.outbox.enqueue(session, pulled, now)
-        moves = [{"b_key": m.key, "b_at": m.available_at, "b_now": now} for m in pulled]
+        queued = self.outbox.enqueue(session, [message for message, _ in pulled], now)
+        moves = [
+            {"b_key": m.key, "b_at": m.available_at, "b_moment": moment, "b_now": now}
+            for m, moment in pulled
+        ]
         moved = session.connection().execute(self.earlier, moves).rowcount
         return queued + max(moved, 0)
 

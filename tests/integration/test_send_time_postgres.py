@@ -5,17 +5,22 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
 
 from tests.conftest import HostDatabase
+from tests.integration.test_host_fit import ALL_DAY_MAPPING
 from tests.support import send_time_scenarios as scenario
 from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
 from tests.support.hosts import TODO_APP_BERLIN
+from worker import migrate
 from worker.bootstrap import bootstrap
+from worker.db import make_engine
 from worker.reminders import preference_store
+from worker.reminders.mapping import load_mapping
 from worker.reminders.preferences import PreferenceEdit
 from worker.settings import Settings
 
@@ -98,3 +103,35 @@ def test_a_host_schemas_wall_time_deadline_is_pulled_forward_and_held(
         (10, pulled),
         (11, datetime(2026, 11, 29, 6, 0, tzinfo=UTC)),
     ]
+
+
+def test_an_all_day_reminder_across_the_fall_back_goes_out_at_its_wall_clock_moment(
+    empty_postgres_url: str, tmp_path: Path, clock: ManualClock
+) -> None:
+    """A ``date`` due column, Berlin, due Sun 25 Oct 2026 (09:00 CET, the clocks went back at
+    03:00), a day before on the wall clock: Sat 09:00 CEST, 25 hours before. The re-check
+    places the moment as the planner does, so it sends then, not an hour later at "due less
+    24 h"."""
+    engine = make_engine(empty_postgres_url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE people (id INT PRIMARY KEY, email TEXT, zone TEXT)"))
+        connection.execute(
+            text(
+                "CREATE TABLE chores (id INT PRIMARY KEY, user_id INT, title TEXT, "
+                "due_on DATE, done_at TIMESTAMPTZ)"
+            )
+        )
+        connection.execute(text("INSERT INTO people VALUES (1, 'p1@example.com', 'Europe/Berlin')"))
+        connection.execute(text("INSERT INTO chores VALUES (1, 1, 'chore', '2026-10-25', NULL)"))
+    schema_file = tmp_path / "chores.toml"
+    schema_file.write_text(ALL_DAY_MAPPING)
+    migrate.run(engine, load_mapping(schema_file))
+    channel = RecordingChannel()
+    settings = Settings(database_url=empty_postgres_url, schema_file=str(schema_file))
+    services = bootstrap(settings, clock=clock, engine=engine, make_channel=lambda: channel)
+    moment = datetime(2026, 10, 24, 7, 0, tzinfo=UTC)  # Sat 09:00 CEST
+    clock.set(moment - timedelta(minutes=1))
+    assert services.scan().queued == 1
+    clock.set(moment)
+    assert services.relay().relay_until_idle().counts == {"delivered": 1}
+    engine.dispose()

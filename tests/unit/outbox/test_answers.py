@@ -31,7 +31,7 @@ def test_an_expired_row_ends_expired_unsent_with_the_reason(
 ) -> None:
     """An `Expire` answer ends the row expired with its reason; the others go out."""
     gone, sent = add_rows(sessions, 1, 2)
-    notes.expired[1] = "fell in a pause"
+    notes.expired[1] = "past being useful"
     seen: list[Attempt] = []
     assert make_relay(on_attempt=seen.append).relay_until_idle().counts == {
         "expired": 1,
@@ -41,11 +41,11 @@ def test_an_expired_row_ends_expired_unsent_with_the_reason(
     expired = row(sessions, gone)
     assert (expired.status, expired.last_error, expired.lease_owner) == (
         Status.EXPIRED,
-        "fell in a pause",
+        "past being useful",
         None,
     )
     assert [(a.outbox_id, a.outcome, a.detail) for a in seen] == [
-        (gone, AttemptOutcome.EXPIRED, "fell in a pause"),
+        (gone, AttemptOutcome.EXPIRED, "past being useful"),
         (sent, AttemptOutcome.DELIVERED, None),
     ]
     assert row(sessions, sent).status == Status.DELIVERED
@@ -199,8 +199,8 @@ def test_a_deferral_is_fenced_by_the_lease(
 def test_a_deferral_must_be_an_aware_instant() -> None:
     """A naive instant is refused where the answer is made."""
     with pytest.raises(ValueError, match="naive"):
-        Defer(datetime(2026, 11, 28, 13, 0), "quiet hours")
-    assert Defer(T0 + HOUR, "quiet hours").until == T0 + HOUR
+        Defer(datetime(2026, 11, 28, 13, 0), "not yet")
+    assert Defer(T0 + HOUR, "not yet").until == T0 + HOUR
 
 
 def test_a_claim_whose_rows_are_all_deferred_does_not_end_the_run(
@@ -209,8 +209,8 @@ def test_a_claim_whose_rows_are_all_deferred_does_not_end_the_run(
     channel: RecordingChannel,
     notes: Notes,
 ) -> None:
-    """A whole first claim held back (a night's reminders) is no reason to stop: the run
-    claims on and sends the row due behind them."""
+    """A whole first claim held back is no reason to stop: the run claims on and sends the
+    row due behind them."""
     held = list(range(1, FIRST_CLAIM + 2))
     add_rows(sessions, *held, 99)
     notes.deferred.update(dict.fromkeys(held, T0 + HOUR))

@@ -22,7 +22,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Row, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Row,
+    and_,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.clock import require_utc
@@ -72,21 +83,25 @@ def oldest_waiting(session: Session, now: datetime) -> timedelta | None:
     """Age of the oldest pending or failed row, or None when no row is waiting.
 
     A row's wait starts when it was created or, if replayed since, when it was replayed:
-    replaying a week-old dead row must not make the queue look a week late.
+    replaying a week-old dead row must not make the queue look a week late. A pending row
+    given a later time since (deferred by the domain, postponed by hand) waits from that
+    time: before it, it is not late, it is not due.
     """
     since = func.coalesce(OutboxRow.replayed_at, OutboxRow.created_at)
+    postponed = and_(OutboxRow.status == Status.PENDING, OutboxRow.available_at > since)
+    start = case((postponed, OutboxRow.available_at), else_=since)
     stmt = (
-        select(OutboxRow.created_at, OutboxRow.replayed_at)
+        select(OutboxRow.created_at, OutboxRow.replayed_at, OutboxRow.available_at, postponed)
         .where(OutboxRow.status.in_(WAITING))
-        .order_by(since)
+        .order_by(start)
         .limit(1)
     )
     found = session.execute(stmt).first()
     if found is None:
         return None
-    created_at, replayed_at = found
-    start = replayed_at if replayed_at is not None and replayed_at > created_at else created_at
-    return max(require_utc(now) - start, timedelta(0))
+    created_at, replayed_at, available_at, later = found
+    begun = replayed_at if replayed_at is not None and replayed_at > created_at else created_at
+    return max(require_utc(now) - (available_at if later else begun), timedelta(0))
 
 
 def list_rows(

@@ -6,6 +6,9 @@ re-checks the rows about to be sent; then the round sends for at most ``window``
 is re-checked at most one window before its send, and an accepted message is recorded at
 most one window (plus one send) after it; ``window = 0`` re-checks and records around every
 single send.
+The re-check answers each row with its message, or says to cancel it, to expire it (past
+being useful) or to defer it: back to waiting until a later instant, the claim's attempt
+not counted, so that a row the domain holds back is neither a failure nor ever dead.
 The row's lease and fencing token keep every write consistent.
 """
 
@@ -22,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from structlog.typing import FilteringBoundLogger
 
 from outbox.channels.base import Channel, Delivery, Message
-from outbox.clock import Clock
+from outbox.clock import Clock, require_utc
 from outbox.masking import mask_email
 from outbox.report import Attempt, AttemptOutcome, RelayReport, log_round
 from outbox.retry import RetryPolicy
@@ -31,6 +34,7 @@ from outbox.store import (
     Claim,
     Verdict,
     claim_due_rows,
+    defer,
     expire_due_rows,
     extend_leases,
     record,
@@ -48,9 +52,12 @@ from outbox.verdicts import (
 
 __all__ = [
     "FIRST_CLAIM",
+    "Answer",
     "Attempt",
     "AttemptOutcome",
     "Cancel",
+    "Defer",
+    "Expire",
     "Prepare",
     "Relay",
     "RelayReport",
@@ -72,9 +79,68 @@ class Cancel:
     reason: str
 
 
+@dataclass(frozen=True)
+class Expire:
+    """The domain's answer when a row is past being useful: it ends ``expired``, unsent,
+    with ``reason``."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Defer:
+    """The domain's answer when a row must not be sent yet: it waits again, due at
+    ``until`` (aware UTC, later than the round's time), the claim's attempt not counted.
+
+    A row whose expiry comes at or before ``until`` could never be sent: it ends
+    ``expired`` instead.
+    """
+
+    until: datetime
+    reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "until", require_utc(self.until))
+
+
+#: What the re-check says of one claimed row: send this message, or cancel, expire or
+#: defer the row.
+Answer = Message | Cancel | Expire | Defer
+
 #: Re-checks claimed rows against the domain, in the caller's transaction, and renders
-#: each one still wanted, or says why to cancel it (after undoing what it needs to).
-Prepare = Callable[[Session, Sequence[Claim]], Mapping[int, Message | Cancel]]
+#: each one still wanted, or says why not to send it now (after undoing what it needs to).
+Prepare = Callable[[Session, Sequence[Claim]], Mapping[int, Answer]]
+
+
+@dataclass(frozen=True)
+class _Deferred:
+    """A row the re-check put back, not yet written."""
+
+    claim: Claim
+    until: datetime
+    reason: str
+
+    def attempt(self, held: bool) -> Attempt:
+        """The attempt to report once the row is written back: deferred, or fenced."""
+        if not held:
+            return Attempt.of(self.claim, AttemptOutcome.FENCED, "lease lost before deferring")
+        outcome = AttemptOutcome.DEFERRED
+        return Attempt.of(self.claim, outcome, self.reason, next_attempt_at=self.until)
+
+
+@dataclass
+class _Sorted:
+    """The re-check's answers for a group, as the round applies them."""
+
+    settled: list[Judged] = field(default_factory=list)  # cancelled or expired, unsent
+    deferred: list[_Deferred] = field(default_factory=list)
+    ready: list[tuple[Claim, Message]] = field(default_factory=list)  # to send, in order
+
+    def write(self, session: Session, now: datetime) -> tuple[set[int], set[int]]:
+        """Record the settled rows and put the deferred ones back: the ids still held of
+        each."""
+        held = record(session, [item.verdict for item in self.settled], now)
+        return held, defer(session, [(d.claim, d.until) for d in self.deferred], now)
 
 
 @dataclass
@@ -137,8 +203,11 @@ class Relay:
         try:
             while not self.stop.is_set():
                 claiming = deadline is None or time.monotonic() < deadline
-                ready = self._start_round(batch, report, claiming=claiming)
+                ready, settled = self._start_round(batch, report, claiming=claiming)
                 if not batch.waiting:
+                    if settled and claiming:
+                        # Its rows all ended or were deferred unsent: more may be due behind.
+                        continue
                     report.out_of_budget = not claiming
                     break
                 self._send_round(batch, ready)
@@ -151,8 +220,12 @@ class Relay:
 
     def _start_round(
         self, batch: _Batch, report: RelayReport, *, claiming: bool
-    ) -> list[tuple[Claim, Message]]:
-        """Record the last round, hold this round's rows, re-check the ones it will send."""
+    ) -> tuple[list[tuple[Claim, Message]], bool]:
+        """Record the last round, hold this round's rows, re-check the ones it will send.
+
+        Returns the rows to send, and whether the round settled any row without sending it
+        (cancelled, expired, deferred, dead or failed in its re-check).
+        """
         sent, batch.unrecorded = batch.unrecorded, []
         now = self.clock.now()
         try:
@@ -167,7 +240,7 @@ class Relay:
         self._report(report, round_.attempts)
         settled = {c.id for c in round_.group} - {c.id for c, _ in round_.ready}
         batch.waiting = [claim for claim in round_.kept if claim.id not in settled]
-        return round_.ready
+        return round_.ready, bool(settled or round_.spent or round_.expired)
 
     def _begin(
         self, batch: _Batch, sent: list[Judged], now: datetime, *, claiming: bool, recheck: bool
@@ -179,13 +252,14 @@ class Relay:
         """
         with self.session_factory.begin() as session:
             round_ = self._hold(session, batch, now, claiming=claiming)
-            cancels: list[Judged] = []
+            answers = _Sorted(settled=sent + round_.spent)
             if recheck and round_.group:
-                answers = self.prepare(session, round_.group)
-                cancels, round_.ready = _sort_answers(round_.group, answers)
-            judged = sent + round_.spent + cancels
-            held = record(session, [item.verdict for item in judged], now)
-        self._recorded(round_.attempts, judged, held)
+                answers = _sort_answers(round_.group, self.prepare(session, round_.group), now)
+                answers.settled[:0] = sent + round_.spent
+                round_.ready = answers.ready
+            held, put_back = answers.write(session, now)
+        self._recorded(round_.attempts, answers.settled, held)
+        round_.attempts += [d.attempt(d.claim.id in put_back) for d in answers.deferred]
         reason = "lease lost before sending"
         round_.attempts += [Attempt.of(c, AttemptOutcome.FENCED, reason) for c in round_.lost]
         gone = AttemptOutcome.EXPIRED
@@ -239,14 +313,16 @@ class Relay:
         for claim in round_.group:
             try:
                 with self.session_factory.begin() as session:
-                    cancels, ready = _sort_answers([claim], self.prepare(session, [claim]))
-                    held = record(session, [item.verdict for item in cancels], self.clock.now())
+                    now = self.clock.now()
+                    answers = _sort_answers([claim], self.prepare(session, [claim]), now)
+                    held, put_back = answers.write(session, now)
             except Exception as exc:
                 delivery = Delivery.retry(describe(exc))
                 failed.append(Judged(judge(claim, delivery, self.policy, self.clock.now())))
                 continue
-            self._recorded(round_.attempts, cancels, held)
-            round_.ready += ready
+            self._recorded(round_.attempts, answers.settled, held)
+            round_.attempts += [d.attempt(d.claim.id in put_back) for d in answers.deferred]
+            round_.ready += answers.ready
         return failed
 
     def _send_round(self, batch: _Batch, ready: list[tuple[Claim, Message]]) -> None:
@@ -275,7 +351,7 @@ class Relay:
             delivery = Delivery.retry(describe(exc))
         elapsed = time.perf_counter() - started
         verdict = judge(claim, delivery, self.policy, self.clock.now())
-        return Judged(verdict, mask_email(message.recipient), elapsed)
+        return Judged(verdict, mask_email(message.recipient), elapsed, message.ready_at)
 
     def _end(self, batch: _Batch, report: RelayReport) -> None:
         """Record the last round and give back the rows not attempted (stop, or an error)."""
@@ -317,15 +393,28 @@ class Relay:
                 self.on_attempt(attempt)
 
 
-def _sort_answers(
-    group: Sequence[Claim], answers: Mapping[int, Message | Cancel]
-) -> tuple[list[Judged], list[tuple[Claim, Message]]]:
-    """Split the re-check's answers: (cancelled rows, rows to send in order)."""
-    cancels, ready = [], []
+def _sort_answers(group: Sequence[Claim], answers: Mapping[int, Answer], now: datetime) -> _Sorted:
+    """Split the re-check's answers into rows settled unsent, rows deferred and rows to send.
+
+    Raises:
+        ValueError: a `Defer` to ``now`` or earlier, which would claim the row again at
+            once: the re-check is then taken as failed (`Relay._recheck_one_by_one`).
+    """
+    found = _Sorted()
     for claim in group:
         answer = answers.get(claim.id, Cancel("the re-check said nothing of this row"))
         if isinstance(answer, Cancel):
-            cancels.append(Judged(cancelled(claim, answer.reason)))
+            found.settled.append(Judged(cancelled(claim, answer.reason)))
+        elif isinstance(answer, Expire):
+            found.settled.append(Judged(expired(claim, answer.reason)))
+        elif isinstance(answer, Defer):
+            if answer.until <= now:
+                raise ValueError(f"row {claim.id} deferred to {answer.until}, not after {now}")
+            if claim.expires_at is not None and answer.until >= claim.expires_at:
+                reason = f"deferred past its expiry: {answer.reason}"
+                found.settled.append(Judged(expired(claim, reason)))
+            else:
+                found.deferred.append(_Deferred(claim, answer.until, answer.reason))
         else:
-            ready.append((claim, answer))
-    return cancels, ready
+            found.ready.append((claim, answer))
+    return found

@@ -22,7 +22,8 @@ class AttemptOutcome(StrEnum):
     CANCELLED = "cancelled"  # the domain's re-check said not to send it
     FENCED = "fenced"  # the lease was lost: nothing written, the row is another relay's
     RELEASED = "released"  # given back unattempted, the relay stopping
-    EXPIRED = "expired"  # not sent: its expiry came first (at its claim, or before a retry)
+    EXPIRED = "expired"  # not sent: its expiry came first, or the domain's re-check said so
+    DEFERRED = "deferred"  # not sent yet: the re-check put it back until ``next_attempt_at``
 
     @property
     def level(self) -> str:
@@ -49,6 +50,7 @@ class Attempt:
     elapsed: float | None = None  # seconds the send took
     next_attempt_at: datetime | None = None  # for a retry
     offset_seconds: int | None = None  # the row's moment is subject_at minus this
+    ready_at: datetime | None = None  # a message the domain held back: the instant it held to
 
     @classmethod
     def of(
@@ -60,6 +62,7 @@ class Attempt:
         recipient: str | None = None,
         elapsed: float | None = None,
         next_attempt_at: datetime | None = None,
+        ready_at: datetime | None = None,
     ) -> Attempt:
         """The attempt at ``claim`` that ended with ``outcome``."""
         return cls(
@@ -75,6 +78,7 @@ class Attempt:
             elapsed,
             next_attempt_at,
             claim.offset_seconds,
+            ready_at,
         )
 
 

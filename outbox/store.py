@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from outbox.clock import require_utc
 from outbox.table import ACTIVE, OutboxRow, Status
 from outbox.types import UTCDateTime
 
@@ -243,17 +244,24 @@ _RECORD = (
 
 def release(session: Session, claims: Sequence[Claim], now: datetime) -> int:
     """Give back claimed rows that were not attempted: due now, the attempt not counted."""
-    released = 0
-    for claim in claims:
+    return len(defer(session, [(claim, now) for claim in claims], now))
+
+
+def defer(session: Session, deferrals: Sequence[tuple[Claim, datetime]], now: datetime) -> set[int]:
+    """Give back each claimed row unattempted, due again at its instant (aware UTC), the
+    claim's attempt not counted; return the rows still held (fenced as `record`)."""
+    held = set()
+    for claim, until in deferrals:
         values: dict[str, object] = {
             "status": case((OutboxRow.attempts <= 1, Status.PENDING), else_=Status.FAILED),
             "attempts": OutboxRow.attempts - 1,
-            "available_at": now,
+            "available_at": require_utc(until),
             "updated_at": now,
             "lease_owner": None,
         }
-        released += _write_fenced(session, claim, values)
-    return released
+        if _write_fenced(session, claim, values):
+            held.add(claim.id)
+    return held
 
 
 def extend_leases(session: Session, claims: Sequence[Claim], until: datetime) -> list[Claim]:

@@ -37,6 +37,7 @@ class Judged:
     verdict: Verdict
     recipient: str | None = None  # masked
     elapsed: float | None = None
+    ready_at: datetime | None = None  # the message's (`Message.ready_at`)
 
     def attempt(self, held: bool) -> Attempt:
         """The attempt to report once the verdict is committed: as written, or fenced."""
@@ -49,6 +50,7 @@ class Judged:
             recipient=self.recipient,
             elapsed=self.elapsed,
             next_attempt_at=verdict.retry_at if outcome is AttemptOutcome.RETRY else None,
+            ready_at=self.ready_at,
         )
 
 

@@ -120,7 +120,8 @@ class ServiceMetrics:
 
         A reminder becomes due at its moment (its due moment less its offset; a row queued
         before rules: less ``lookahead``), or when the row was created if that is later (a
-        task created or moved after the moment).
+        task created or moved after the moment), or when the re-check let it go if it held it
+        back (quiet hours: `Attempt.ready_at`).
         """
         self.deliveries.labels(channel=channel, outcome=attempt.outcome).inc()
         if attempt.outcome == AttemptOutcome.EXPIRED:
@@ -135,6 +136,8 @@ class ServiceMetrics:
         became_due = attempt.subject_at - ahead
         if attempt.created_at is not None:
             became_due = max(became_due, attempt.created_at)
+        if attempt.ready_at is not None:  # held back by the domain (quiet hours) until then
+            became_due = max(became_due, attempt.ready_at)
         self.latency.observe(max((now - became_due).total_seconds(), 0.0))
 
     def observe_unremindable(self, found: Unremindable) -> None:

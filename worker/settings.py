@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outbox.signing import secret_key
 from worker.errors import ConfigError
+from worker.reminders.digest_slots import BURST_THRESHOLD
 
 ENV_PREFIX = "REMINDERS_"
 # Standard Webhooks asks for secrets of 24 to 64 bytes.
@@ -179,6 +180,9 @@ class Settings(BaseSettings):
     retry_cap: Duration = timedelta(hours=1)
     retry_cap_until_expiry: Duration = timedelta(minutes=15)
     max_clock_offset: Duration = timedelta(seconds=2)
+    #: "A few": when a quiet window ends with more reminders held to it than this, they are
+    #: to go out as one digest (`worker.reminders.digest_slots.release_as_digest`).
+    digest_burst: int = Field(default=BURST_THRESHOLD, ge=0, le=1000)
 
     @field_validator("database_url")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -19,7 +19,9 @@ class Message:
     (names and values are plain data, checked by the channel).
     ``document`` is the JSON document a webhook posts; ``line`` is what the console prints.
     ``channel_url`` is the recipient's own address on a channel that delivers to one per
-    recipient (an Apprise URL): a secret, never logged.
+    recipient (an Apprise URL): a secret, never logged. ``ready_at``, when given, is the
+    instant the domain held the message back to (later than the row's own time): reports
+    count its lateness from there.
     """
 
     key: str
@@ -31,6 +33,7 @@ class Message:
     document: Mapping[str, Any] = field(default_factory=dict)
     line: str = ""
     channel_url: str | None = field(default=None, repr=False)
+    ready_at: datetime | None = None
 
 
 class Outcome(StrEnum):

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from outbox.channels.base import Channel, Delivery, Message, Outcome
-from outbox.relay import Cancel, Prepare
+from outbox.relay import Answer, Prepare
 from outbox.store import Claim, Verdict
 from outbox.table import Status
 from worker import actors
@@ -121,7 +121,7 @@ class FaultyChannel:
 def faulty_preparer(prepare: Prepare) -> Prepare:
     """The real re-check, preceded by the ``recheck`` kill point."""
 
-    def prepare_or_die(session: Session, claims: Sequence[Claim]) -> Mapping[int, Message | Cancel]:
+    def prepare_or_die(session: Session, claims: Sequence[Claim]) -> Mapping[int, Answer]:
         for claim in claims:
             die_here("recheck", claim.key)
         return prepare(session, claims)

@@ -34,7 +34,7 @@ from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.orm import Session
 
 from outbox.channels.base import Delivery, Message
-from outbox.relay import Attempt, Cancel, RelayReport
+from outbox.relay import Answer, Attempt, RelayReport
 from outbox.store import Claim
 from outbox.table import OutboxRow, Status
 from tests.conftest import HostDatabase
@@ -731,7 +731,7 @@ def test_a_poison_row_is_retried_until_its_task_is_due_then_expires_and_the_othe
     if where == "prepare":
         render = relay.prepare
 
-        def prepare(session: Session, claims: Sequence[Claim]) -> Mapping[int, Message | Cancel]:
+        def prepare(session: Session, claims: Sequence[Claim]) -> Mapping[int, Answer]:
             if any(claim.key == poison for claim in claims):  # breaks its whole round
                 tries.append(poison)
                 raise RuntimeError("cannot render this task")

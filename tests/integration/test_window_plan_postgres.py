@@ -1,5 +1,6 @@
-"""The plan of the scan's window statement on PostgreSQL, with rules and a recipients table:
-tasks read by due date per offset, each task's recipients by index, neither table in full."""
+"""The plan of the scan's window and pull-forward statements on PostgreSQL, with rules and a
+recipients table: tasks read by due date per offset, each task's recipients by index, neither
+table in full."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ FILL = [
     "PRIMARY KEY (task_ref, account_ref))",
     # One watcher other than the owner for every second task.
     "INSERT INTO watchers SELECT g, 1 + (g + 1) % :users FROM generate_series(2, :tasks, 2) AS g",
+    # One user with quiet hours: the scan's pull-forward reads the next day's tasks too.
+    "INSERT INTO reminder_preferences (user_id, quiet_start, quiet_end, digest_workdays, "
+    "updated_at) VALUES (1, '22:00', '07:00', FALSE, :now)",
     "INSERT INTO reminder_rules (user_id, overdue_count, all_day_at, updated_at) "
     "VALUES (NULL, 0, '09:00', :now)",
     "INSERT INTO reminder_rule_leads (rule_id, lead_seconds) "
@@ -77,11 +81,14 @@ def test_the_window_reads_tasks_per_offset_and_recipients_by_index(
 
     # Due every 30 s, three lead times, 1.5 recipients: 2 minutes hold 4 x 3 x 1.5 moments.
     assert queued == 18
-    assert len(plans) == 1, "the scan's window statement was not seen"
-    print(f"\nEXPLAIN of the window statement ({TASKS:,} tasks):\n{plans[0]}")
-    assert "ix_tasks_open_due" in plans[0]
-    assert "Seq Scan on tasks" not in plans[0]
-    assert "Seq Scan on watchers" not in plans[0]
+    # The window statement, then the pull-forward's read (the same join, a day wider, for
+    # the recipients with quiet hours).
+    assert len(plans) == 2, "the scan's window and pull-forward statements were not seen"
+    for name, plan in zip(("window", "pull-forward"), plans, strict=True):
+        print(f"\nEXPLAIN of the {name} statement ({TASKS:,} tasks):\n{plan}")
+        assert "ix_tasks_open_due" in plan
+        assert "Seq Scan on tasks" not in plan
+        assert "Seq Scan on watchers" not in plan
 
 
 def test_planning_the_window_again_writes_and_locks_nothing(postgres_engine: Engine) -> None:

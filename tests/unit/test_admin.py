@@ -107,6 +107,23 @@ def test_a_replayed_row_waits_from_its_replay(sessions: sessionmaker[Session]) -
         assert admin.oldest_waiting(session, T0) == timedelta(minutes=1)
 
 
+def test_a_row_deferred_or_postponed_waits_from_its_new_time(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A pending row created hours ago but held back until later (quiet hours, a snooze) is
+    not waiting before that time, and waits from it; a failed row still waits from its
+    creation."""
+    put(sessions, Status.PENDING, created=T0 - 9 * HOUR, available_at=T0 + HOUR)
+    with sessions() as session:
+        assert admin.oldest_waiting(session, T0) == timedelta(0)
+        assert admin.oldest_waiting(session, T0 + HOUR + timedelta(seconds=5)) == timedelta(
+            seconds=5
+        )
+    put(sessions, Status.FAILED, created=T0 - 2 * HOUR, available_at=T0 + HOUR)
+    with sessions() as session:
+        assert admin.oldest_waiting(session, T0) == 2 * HOUR
+
+
 def test_list_filters_and_orders_newest_first(sessions: sessionmaker[Session]) -> None:
     """Status, subject, age and limit filters combine; rows come newest first."""
     old_dead = put(sessions, Status.DEAD, created=T0 - 3 * HOUR, subject=7)

@@ -56,6 +56,20 @@ def test_latency_of_a_planned_reminder_starts_at_its_moment() -> None:
     assert registry.get_sample_value("reminders_delivery_latency_seconds_sum") == 2
 
 
+def test_latency_of_a_reminder_held_by_quiet_hours_starts_when_they_end() -> None:
+    """A hold is the user's choice, not lateness: counted from the instant it was held to."""
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    due = T0 + timedelta(hours=24)
+    released = T0 + timedelta(hours=5)
+    attempt = Attempt(
+        1, "k", 1, AttemptOutcome.DELIVERED, subject_at=due, created_at=T0, ready_at=released
+    )
+    sent = released + timedelta(seconds=4)
+    metrics.observe_attempt("console", attempt, sent, timedelta(hours=24))
+    assert registry.get_sample_value("reminders_delivery_latency_seconds_sum") == 4
+
+
 def test_outbox_gauges_follow_the_last_reading() -> None:
     """Rows by status and the oldest waiting row's age are published as gauges."""
     registry = CollectorRegistry()

@@ -8,8 +8,8 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from outbox.channels.base import Channel, Message
-from outbox.relay import Cancel, Prepare
+from outbox.channels.base import Channel
+from outbox.relay import Answer, Prepare
 from outbox.store import Claim, Verdict
 from outbox.table import Status
 from tests.support.channels import RecordingChannel
@@ -35,7 +35,7 @@ def test_bootstrap_wraps_the_channel_the_recheck_and_the_queries_and_reports_rec
         return inner
 
     def wrap_prepare(prepare: Prepare) -> Prepare:
-        def counted(session: Session, claims: Sequence[Claim]) -> Mapping[int, Message | Cancel]:
+        def counted(session: Session, claims: Sequence[Claim]) -> Mapping[int, Answer]:
             wrapped.append("prepare")
             return prepare(session, claims)
 

@@ -27,6 +27,7 @@ def test_defaults_match_the_contract() -> None:
     assert (settings.mail_from, settings.mail_domain) == ("reminders@localhost", "localhost")
     assert settings.max_attempts == 8
     assert (settings.metrics_port, settings.metrics_host) == (None, "127.0.0.1")
+    assert settings.digest_burst == 3
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "::1", "metrics.internal", " 10.0.0.5 "])
@@ -65,6 +66,8 @@ def test_the_relay_window_may_be_zero() -> None:
         ("REMINDERS_MAIL_FROM", "a@b.c\r\nBcc: x@y.z"),
         ("REMINDERS_RELAY_WINDOW", "-1s"),
         ("REMINDERS_SCAN_CONNECTIONS", "0"),
+        ("REMINDERS_DIGEST_BURST", "-1"),
+        ("REMINDERS_DIGEST_BURST", "a few"),
         ("REMINDERS_RELAY_WINDOW", "30s"),  # not under half the 60 s lease
         ("REMINDERS_METRICS_HOST", "0.0.0.0:9191"),
         ("REMINDERS_MAIL_FROM_NAME", "Reminders\r\nBcc: x@y.z"),

@@ -15,7 +15,9 @@ A scan plans in two ways, each batch one transaction:
   not at its horizon, so that every moment still to come is planned again at each scan: a
   reminder whose row was cancelled before its moment (its recipient gone when a re-plan of
   its task ran) and that stands again before it is armed again, its cancelled row re-armed
-  under its key. A key planned already is a no-op.
+  under its key. A key planned already is a no-op. The same transaction then plans the
+  reminders of recipients with quiet hours that are pulled forward to go out before a window
+  (`worker.reminders.pull_forward`).
 
 Rows are keyed by `worker.reminders.keys`, so that two scans, or a catch-up and a window,
 planning the same reminder make one row. `due_queries` picks the set for a dialect once, at
@@ -58,6 +60,7 @@ from worker.reminders import plan
 from worker.reminders.due_time import shifted
 from worker.reminders.host import REFERENCE_SCHEMA, HostSchema
 from worker.reminders.keys import REMINDER_KIND
+from worker.reminders.pull_forward import PullForward
 from worker.reminders.rule_store import RuleSql, rule_sql
 from worker.reminders.rules import builtin_rule
 from worker.reminders.schema import (
@@ -68,7 +71,6 @@ from worker.reminders.schema import (
     due_instant,
     owner_has_address,
     owner_wants_reminders,
-    planned_reminder,
 )
 
 SUPERSEDED = "superseded: the due date moved"
@@ -259,6 +261,7 @@ class PostgresDueQueries(_RecordsScans):
     batch: Select[int, int, int]
     window: Select[int]
     heartbeat: _Heartbeat
+    pull: PullForward
     parallel: bool = field(default=True, init=False)
 
     @classmethod
@@ -270,9 +273,17 @@ class PostgresDueQueries(_RecordsScans):
         lookahead: timedelta = DEFAULT_LOOKAHEAD,
     ) -> PostgresDueQueries:
         """The statements for the host's tables, ``lookahead`` the built-in rule's lead."""
-        planner = _Planner(host, rule_sql(builtin_rule(lookahead)), needs_address, lookahead)
+        rules = rule_sql(builtin_rule(lookahead))
+        planner = _Planner(host, rules, needs_address, lookahead)
         heartbeat = _Heartbeat.build(postgresql.insert, func.greatest)
-        return cls(planner.catch_up_statement(), planner.window_statement(), heartbeat)
+        pull = PullForward.build(
+            host,
+            rules,
+            "postgresql",
+            needs_address=needs_address,
+            lookahead=int(lookahead.total_seconds()),
+        )
+        return cls(planner.catch_up_statement(), planner.window_statement(), heartbeat, pull)
 
     def queue_batch(self, session: Session, now: datetime, ahead: timedelta, limit: int) -> Batch:
         """Mark, plan and supersede for one batch in one statement, the keys built in SQL."""
@@ -287,6 +298,7 @@ class PostgresDueQueries(_RecordsScans):
             return 0
         values = {"now": now, "after": after, "until": until}
         queued = int(session.connection().execute(self.window, values).scalar_one())
+        queued += self.pull.plan(session, now, until)
         self.heartbeat.move_to(session, now, until)
         return queued
 
@@ -354,7 +366,7 @@ class _Planner:
         cancelled one is left out by a probe of the key's unique index, so that the
         ``ON CONFLICT`` path, which locks the row it finds, is taken only to re-arm.
         """
-        hit = _window_hits(self.host.tasks, self.rules, _AFTER, _UNTIL)
+        hit = plan.window_hits(self.host.tasks, self.rules, _AFTER, _UNTIL)
         ranked = self._ranked(hit, lower=_AFTER).cte("ranked")
         planned = exists().where(
             OutboxRow.idempotency_key == ranked.c.key, OutboxRow.status != Status.CANCELLED
@@ -426,6 +438,7 @@ class SqliteDueQueries(_RecordsScans):
     outbox: ValuesEnqueue
     heartbeat: _Heartbeat
     legacy_offset: int
+    pull: PullForward
     parallel: bool = field(default=False, init=False)
 
     @classmethod
@@ -460,7 +473,7 @@ class SqliteDueQueries(_RecordsScans):
         )
         # A second's slack on each side: SQLite's date functions keep milliseconds only;
         # the exact test is `plan.chosen`'s.
-        hit = _window_hits(tasks, rules, shifted(_AFTER, -1), shifted(_UNTIL, 1))
+        hit = plan.window_hits(tasks, rules, shifted(_AFTER, -1), shifted(_UNTIL, 1))
         window = plan.candidates(host, rules, hit, needs_address=needs_address)
         return cls(
             mark,
@@ -469,6 +482,13 @@ class SqliteDueQueries(_RecordsScans):
             ValuesEnqueue.for_dialect("sqlite"),
             _Heartbeat.build(sqlite.insert, _later_sqlite),
             int(lookahead.total_seconds()),
+            PullForward.build(
+                host,
+                rules,
+                "sqlite",
+                needs_address=needs_address,
+                lookahead=int(lookahead.total_seconds()),
+            ),
         )
 
     def queue_batch(self, session: Session, now: datetime, ahead: timedelta, limit: int) -> Batch:
@@ -495,6 +515,7 @@ class SqliteDueQueries(_RecordsScans):
         values = {"after": after, "until": until}
         planned = plan.chosen(self._candidates(session, self.window, values), now, after, until)
         queued = self.outbox.enqueue(session, self._messages(planned, now), now)
+        queued += self.pull.plan(session, now, until)
         self.heartbeat.move_to(session, now, until)
         return queued
 
@@ -528,25 +549,6 @@ class SqliteDueQueries(_RecordsScans):
             )
             for c in planned
         ]
-
-
-def _window_hits(tasks: TaskColumns, rules: RuleSql, after: Any, until: Any) -> Any:
-    """The open dated tasks with a reminder moment in (after, until] for some offset in
-    force, one row per (task, offset) as ``id``, ``owner_id``, ``due``, ``hit``: read by a
-    range on the due column per offset, through the partial index on open dated tasks."""
-    offsets = plan.distinct_offsets(rules)
-    in_window = tasks.due_time.offset_window(tasks.due, after, until, offsets.c.offset_seconds)
-    return (
-        select(
-            tasks.id.label("id"),
-            tasks.owner_id.label("owner_id"),
-            tasks.due.label("due"),
-            offsets.c.offset_seconds.label("hit"),
-        )
-        .select_from(offsets)
-        .join(tasks.table, and_(planned_reminder(tasks), in_window))
-        .subquery("reminder_hit")
-    )
 
 
 def _catch_up_range_sqlite(rules: RuleSql) -> tuple[ColumnElement[Any], ColumnElement[Any]]:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy.orm import Session
 
 from outbox.channels.base import Message
-from outbox.relay import Cancel, Prepare
+from outbox.relay import Answer, Cancel, Prepare
 from outbox.store import Claim
 
 NO_CHANNEL_URL = "recipient has no channel URL"
@@ -22,7 +22,7 @@ NO_CHANNEL_URL = "recipient has no channel URL"
 def requiring_channel_url(prepare: Prepare) -> Prepare:
     """``prepare`` with every message that has no channel URL cancelled instead."""
 
-    def prepared(session: Session, claims: Sequence[Claim]) -> Mapping[int, Message | Cancel]:
+    def prepared(session: Session, claims: Sequence[Claim]) -> Mapping[int, Answer]:
         answers = prepare(session, claims)
         return {
             row_id: Cancel(NO_CHANNEL_URL)

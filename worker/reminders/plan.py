@@ -48,7 +48,12 @@ from worker.reminders.keys import (
 )
 from worker.reminders.rule_store import RuleSql
 from worker.reminders.rules import MAX_OVERDUE_COUNT
-from worker.reminders.schema import owner_has_address, owner_wants_reminders
+from worker.reminders.schema import (
+    TaskColumns,
+    owner_has_address,
+    owner_wants_reminders,
+    planned_reminder,
+)
 
 #: How long a reminder at or after the due moment stays worth sending.
 LATE_LIFETIME = timedelta(hours=24)
@@ -112,6 +117,25 @@ def recipients(host: HostSchema, tasks: FromClause, *, per_task: bool = False) -
             host.recipients, listed.task == t.id
         )
     return union(owner, others).subquery("reminder_recipient_of")
+
+
+def window_hits(tasks: TaskColumns, rules: RuleSql, after: Any, until: Any) -> Any:
+    """The open dated tasks with a reminder moment in (after, until] for some offset in
+    force, one row per (task, offset) as ``id``, ``owner_id``, ``due``, ``hit``: read by a
+    range on the due column per offset, through the partial index on open dated tasks."""
+    found = distinct_offsets(rules)
+    in_window = tasks.due_time.offset_window(tasks.due, after, until, found.c.offset_seconds)
+    return (
+        select(
+            tasks.id.label("id"),
+            tasks.owner_id.label("owner_id"),
+            tasks.due.label("due"),
+            found.c.offset_seconds.label("hit"),
+        )
+        .select_from(found)
+        .join(tasks.table, and_(planned_reminder(tasks), in_window))
+        .subquery("reminder_hit")
+    )
 
 
 def candidates(
@@ -261,4 +285,5 @@ __all__ = [
     "moment_of",
     "offsets",
     "recipients",
+    "window_hits",
 ]

@@ -6,8 +6,10 @@ kinds opted out of, the quiet window and its weekdays (a bit mask, bit 0 Monday)
 digest time, the pause date, the user's own channel URL (a secret). A user without a row
 has the defaults: every reminder, at its moment, on the configured channel.
 
-Quiet hours, digests and pauses are stored here; the send-time re-check uses the opt-out
-(`send_refusal`) and the channel URL (`screen`).
+The send-time re-check reads a batch's preferences in one query (`screens`): it uses the
+opt-out and the channel URL (`Screens.screen`), and the pause and quiet hours
+(`Screens.preferences`, decided by `worker.reminders.send_time`). Digest times are stored
+and shown, not yet applied.
 """
 
 from __future__ import annotations
@@ -112,32 +114,28 @@ def preferences_for(session: Session, user_ids: Iterable[int]) -> dict[int, Pref
 
 @dataclass(frozen=True)
 class Screens:
-    """The send-time facts of a batch's users: their opt-outs and channel URLs, read once."""
+    """The send-time facts of a batch's users, read once: their stored preferences."""
 
-    found: Mapping[int, tuple[frozenset[str], str | None]]
+    found: Mapping[int, Preferences]
+
+    def preferences(self, user_id: int) -> Preferences:
+        """The user's preferences as read (the defaults for a user without a row)."""
+        return self.found.get(user_id) or Preferences(user_id)
 
     def screen(self, user_id: int, kind: str) -> Screen:
         """The verdict of the user's preferences on a reminder of ``kind``: refused when the
         user opted out of it, with the user's channel URL otherwise."""
         if user_id not in self.found:
             return Screen()
-        opted_out, channel_url = self.found[user_id]
-        if Preferences(user_id, opted_out).opted_out_of(kind):
+        chosen = self.found[user_id]
+        if chosen.opted_out_of(kind):
             return Screen(refusal=OPTED_OUT)
-        return Screen(channel_url=channel_url)
+        return Screen(channel_url=chosen.channel_url)
 
 
 def screens(session: Session, user_ids: Iterable[int]) -> Screens:
     """The send-time facts of these users, in one query (none when no id is given)."""
-    ids = sorted(set(user_ids))
-    if not ids:
-        return Screens({})
-    rows = session.execute(
-        select(_table.c.user_id, _table.c.opted_out, _table.c.channel_url).where(
-            _table.c.user_id.in_(ids)
-        )
-    )
-    return Screens({row[0]: (decode_kinds(row[1]), row[2]) for row in rows})
+    return Screens(preferences_for(session, user_ids))
 
 
 def screen(session: Session, user_id: int, kind: str) -> Screen:

@@ -8,26 +8,32 @@ recipient's own channel URL), and the recipient's rule still has the reminder's 
 "Open" and "wants reminders" are the rules the scan uses (`worker.reminders.schema`),
 evaluated by the database, not rewritten here. A row queued before rules existed (no
 recipient, no offset) goes to the task's owner and is not held to a rule.
+
+A reminder that still stands then goes through the recipient's pause and quiet hours, as
+they are now (`worker.reminders.send_time.decide`, at the clock's time): expired when its
+moment fell in the pause or the recipient is paused, deferred to the window's end inside
+a quiet window, sent otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from outbox.admin import original_key
-from outbox.channels.base import Message
-from outbox.relay import Cancel, Prepare
+from outbox.clock import Clock
+from outbox.relay import Answer, Cancel, Defer, Expire, Prepare
 from outbox.store import Claim
-from worker.reminders import plan, preference_store
+from worker.reminders import plan, preference_store, send_time
 from worker.reminders.due import DEFAULT_LOOKAHEAD, forget_reminder
 from worker.reminders.host import REFERENCE_SCHEMA, HostSchema
 from worker.reminders.keys import reminder_key, reminder_variant
+from worker.reminders.local_time import reading
 from worker.reminders.render import OwnerFacts, ReminderRenderer, TaskFacts
 from worker.reminders.rule_store import rule_sql
 from worker.reminders.rules import builtin_rule
@@ -108,20 +114,23 @@ class _Now:
     listed: frozenset[tuple[int, int]]
     offsets: Mapping[int, frozenset[int]]
     wanted: preference_store.Screens
+    at: datetime  # the clock's time of the re-check
 
 
 def reminder_preparer(
     renderer: ReminderRenderer,
     host: HostSchema = REFERENCE_SCHEMA,
     *,
+    clock: Clock,
     lookahead: timedelta = DEFAULT_LOOKAHEAD,
 ) -> Prepare:
-    """The relay's re-check: cancel unless the reminder still stands, else render it."""
+    """The relay's re-check: cancel unless the reminder still stands; expire or defer it
+    when the recipient's pause or quiet hours say so (at ``clock``'s time); else render it."""
     # Plain columns, not ORM objects: the re-check runs for every message the relay sends.
     queries = RecheckQueries.build(host, lookahead)
 
-    def prepare(session: Session, claims: Sequence[Claim]) -> dict[int, Message | Cancel]:
-        now = _read(session, queries, claims)
+    def prepare(session: Session, claims: Sequence[Claim]) -> dict[int, Answer]:
+        now = _read(session, queries, claims, clock.now())
         return {
             claim.id: _recheck(session, renderer, host, claim, now, queries.legacy_offset)
             for claim in claims
@@ -130,7 +139,7 @@ def reminder_preparer(
     return prepare
 
 
-def _read(session: Session, queries: RecheckQueries, claims: Sequence[Claim]) -> _Now:
+def _read(session: Session, queries: RecheckQueries, claims: Sequence[Claim], at: datetime) -> _Now:
     connection = session.connection()
     ids = sorted({claim.subject_id for claim in claims})
     tasks = {row[0]: _Task(*row) for row in connection.execute(queries.tasks, {"ids": ids})}
@@ -151,7 +160,7 @@ def _read(session: Session, queries: RecheckQueries, claims: Sequence[Claim]) ->
         offsets.setdefault(user, set()).add(offset)
     wanted = preference_store.screens(session, users)
     by_user = {user: frozenset(o) for user, o in offsets.items()}
-    return _Now(tasks, users, listed, by_user, wanted)
+    return _Now(tasks, users, listed, by_user, wanted, at)
 
 
 def _recheck(  # noqa: PLR0917  (the batch's facts, passed on)
@@ -161,7 +170,7 @@ def _recheck(  # noqa: PLR0917  (the batch's facts, passed on)
     claim: Claim,
     now: _Now,
     legacy_offset: int,
-) -> Message | Cancel:
+) -> Answer:
     task = now.tasks.get(claim.subject_id)
     if task is None:
         return Cancel("task deleted")
@@ -188,13 +197,45 @@ def _recheck(  # noqa: PLR0917  (the batch's facts, passed on)
         reason = screen.refusal
     if reason is None:
         assert user is not None
+        wall_clock = host.tasks.due_time.per_recipient
+        when = _send_time(claim, now, user, legacy_offset, wall_clock=wall_clock)
+        if isinstance(when, send_time.Expire):
+            return Expire(when.reason)
+        if isinstance(when, send_time.Hold):
+            return Defer(when.until, when.reason)
         facts = TaskFacts(task.id, task.title, claim.subject_at, task.open)
         overdue = claim.offset_seconds is not None and claim.offset_seconds < 0
-        return screen.addressed(renderer.render(claim.key, facts, user, overdue=overdue))
+        message = screen.addressed(renderer.render(claim.key, facts, user, overdue=overdue))
+        released = when.released_at if isinstance(when, send_time.Send) else None
+        return message if released is None else replace(message, ready_at=released)
     # The scan may plan the task again: it plans only what still stands, so that a
     # reminder cancelled here is not armed again unless its task or recipient came back.
     forget_reminder(session, host.tasks, task.id, task.marker)
     return Cancel(reason)
+
+
+def _send_time(
+    claim: Claim, now: _Now, user: OwnerFacts, legacy_offset: int, *, wall_clock: bool
+) -> send_time.Decision:
+    """What the recipient's pause and quiet hours say of the reminder now.
+
+    Its moment is the row's due moment less its offset, counted on the recipient's wall
+    clock for an all-day task (``wall_clock``), as the planner counts it. A digest user's
+    reminder is decided as anyone else's (``digests=False``): sent alone, as long as no
+    digest rows exist to carry it.
+    """
+    if claim.subject_at is None:  # no due moment to place it by: as before preferences
+        return send_time.Send()
+    offset = timedelta(
+        seconds=legacy_offset if claim.offset_seconds is None else claim.offset_seconds
+    )
+    zone = send_time.zone_of(user.timezone)
+    moment = claim.subject_at - offset
+    if wall_clock:
+        local = reading(claim.subject_at, zone) - offset
+        moment = local.replace(tzinfo=zone).astimezone(UTC)
+    chosen = now.wanted.preferences(user.id)
+    return send_time.decide(moment, claim.subject_at, now.at, chosen, zone, digests=False)
 
 
 def _same_due(claim: Claim, task: _Task, user_id: int, legacy_offset: int) -> bool:

@@ -101,7 +101,7 @@ def test_planning_the_window_again_writes_and_locks_nothing(postgres_engine: Eng
         "FROM generate_series(1, :tasks) AS g"
     )
     with postgres_engine.begin() as connection:
-        for statement in (FILL[0], near, FILL[4], FILL[5]):
+        for statement in (FILL[0], near, *FILL[-2:]):  # users, tasks, the rule
             connection.execute(text(statement), {"users": 50, "tasks": 2_000, "now": NOW})
     queries = PostgresDueQueries.build()
     factory = make_session_factory(postgres_engine)

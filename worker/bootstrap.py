@@ -198,7 +198,7 @@ class Services:
     def _prepare(self) -> Prepare:
         """The re-check; on the users' own channels, without a URL a reminder is cancelled."""
         lookahead = self.settings.lookahead
-        prepare = reminder_preparer(self.renderer, self.host, lookahead=lookahead)
+        prepare = reminder_preparer(self.renderer, self.host, lookahead=lookahead, clock=self.clock)
         return requiring_channel_url(prepare) if self.settings.channel == "apprise" else prepare
 
 

@@ -6,8 +6,8 @@ kinds opted out of, the quiet window and its weekdays (a bit mask, bit 0 Monday)
 digest time, the pause date, the user's own channel URL (a secret). A user without a row
 has the defaults: every reminder, at its moment, on the configured channel.
 
-Quiet hours, digests and pauses are stored here; the send-time re-check uses the opt-out
-(`send_refusal`) and the channel URL (`screen`).
+Quiet hours and pauses are stored here; the send-time re-check uses the opt-out, the
+channel URL and the digest time (`screens`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from outbox.channels.base import Message
 from outbox.types import UTCDateTime
 from worker.errors import UnknownUser
+from worker.reminders.digest_slots import DigestSchedule
 from worker.reminders.host import HostSchema
 from worker.reminders.preferences import (
     PreferenceEdit,
@@ -83,10 +84,12 @@ _table = cast(Table, PreferencesRow.__table__)
 @dataclass(frozen=True)
 class Screen:
     """What a user's preferences say of one reminder at send time: why it must not go out
-    (None: it may), and the user's own channel URL (None: none set)."""
+    (None: it may), the user's own channel URL (None: none set) and digest schedule (None:
+    each reminder at its moment)."""
 
     refusal: str | None = None
     channel_url: str | None = None
+    digest: DigestSchedule | None = None
 
     def addressed(self, message: Message) -> Message:
         """``message`` with the user's channel URL, for a channel that delivers to it."""
@@ -112,19 +115,20 @@ def preferences_for(session: Session, user_ids: Iterable[int]) -> dict[int, Pref
 
 @dataclass(frozen=True)
 class Screens:
-    """The send-time facts of a batch's users: their opt-outs and channel URLs, read once."""
+    """The send-time facts of a batch's users: their opt-outs, channel URLs and digest
+    schedules, read once."""
 
-    found: Mapping[int, tuple[frozenset[str], str | None]]
+    found: Mapping[int, tuple[frozenset[str], str | None, DigestSchedule | None]]
 
     def screen(self, user_id: int, kind: str) -> Screen:
         """The verdict of the user's preferences on a reminder of ``kind``: refused when the
-        user opted out of it, with the user's channel URL otherwise."""
+        user opted out of it, with the user's channel URL and digest schedule otherwise."""
         if user_id not in self.found:
             return Screen()
-        opted_out, channel_url = self.found[user_id]
+        opted_out, channel_url, digest = self.found[user_id]
         if Preferences(user_id, opted_out).opted_out_of(kind):
             return Screen(refusal=OPTED_OUT)
-        return Screen(channel_url=channel_url)
+        return Screen(channel_url=channel_url, digest=digest)
 
 
 def screens(session: Session, user_ids: Iterable[int]) -> Screens:
@@ -132,12 +136,19 @@ def screens(session: Session, user_ids: Iterable[int]) -> Screens:
     ids = sorted(set(user_ids))
     if not ids:
         return Screens({})
+    c = _table.c
     rows = session.execute(
-        select(_table.c.user_id, _table.c.opted_out, _table.c.channel_url).where(
-            _table.c.user_id.in_(ids)
+        select(c.user_id, c.opted_out, c.channel_url, c.digest_at, c.digest_workdays).where(
+            c.user_id.in_(ids)
         )
     )
-    return Screens({row[0]: (decode_kinds(row[1]), row[2]) for row in rows})
+    return Screens({row[0]: (decode_kinds(row[1]), row[2], _schedule(row)) for row in rows})
+
+
+def _schedule(row: Any) -> DigestSchedule | None:
+    if row.digest_at is None:
+        return None
+    return DigestSchedule(row.digest_at.replace(second=0, microsecond=0), bool(row.digest_workdays))
 
 
 def screen(session: Session, user_id: int, kind: str) -> Screen:

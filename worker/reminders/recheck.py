@@ -182,37 +182,17 @@ def reminder_preparer(
         queued: list[Queued] = [*reminders, *(m for found in members.values() for m in found)]
         now = _read(session, queries, queued, [claim.subject_id for claim in digests])
         answers: dict[int, Message | Cancel] = {}
-        merges: list[tuple[str, Claim, int, datetime, DigestSchedule, ZoneInfo]] = []
+        merges: list[_Merge] = []
         for claim in reminders:
             found = _stands(claim, now, queries.legacy_offset)
             if isinstance(found, str):
                 answers[claim.id] = _cancelled(session, host, claim, now, found)
-                continue
-            schedule = found.screen.digest
-            if schedule is None or FOLLOW_UP_MARK in claim.key:
+            elif found.screen.digest is None or FOLLOW_UP_MARK in claim.key:
                 answers[claim.id] = _rendered(renderer, claim, found)
-                continue
-            zone = slot_zone(found.user)
-            # A reminder queued after its moment (its task created or moved late) counts
-            # from when it was queued: its moment's slot may be long gone.
-            moment = max(moment_of(claim, queries.legacy_offset), claim.created_at)
-            slot = slot_of(moment, schedule, zone)
-            user_id = found.user.id
-            merges.append((digest_key(user_id, slot), claim, user_id, slot, schedule, zone))
+            else:
+                merges.append(_Merge.of(claim, found, found.screen.digest, queries.legacy_offset))
         held = {claim.id: claim for claim in digests}
-        # In key order: relays merging into the same digests lock them in the same order.
-        for _key, claim, user_id, slot, schedule, zone in sorted(merges, key=lambda m: m[:1]):
-            stamp = time.now()
-            merged = digest_store.merge(
-                session, claim, user_id, slot, schedule=schedule, zone=zone, now=stamp, held=held
-            )
-            answers[claim.id] = Cancel(digest_store.in_digest(merged.key))
-            if merged.digest_id in held and claim.id not in {
-                m.id for m in members.get(merged.digest_id, [])
-            }:
-                members.setdefault(merged.digest_id, []).append(
-                    digest_store.member_of(claim, merged.digest_id, stamp)
-                )
+        answers.update(_merge_batch(session, merges, held, members, time.now()))
         for claim in digests:
             answers[claim.id] = _digest(
                 session, renderer, host, claim, members.get(claim.id, []), now, queries
@@ -220,6 +200,60 @@ def reminder_preparer(
         return answers
 
     return prepare
+
+
+class _Merge(NamedTuple):
+    """A reminder that still stands, bound for the digest of ``slot``."""
+
+    key: str  # the digest's
+    claim: Claim
+    user_id: int
+    slot: datetime
+    schedule: DigestSchedule
+    zone: ZoneInfo
+
+    @classmethod
+    def of(
+        cls, claim: Claim, found: Standing, schedule: DigestSchedule, legacy_offset: int
+    ) -> _Merge:
+        zone = slot_zone(found.user)
+        # A reminder queued after its moment (its task created or moved late) counts from
+        # when it was queued: its moment's slot may be long gone.
+        moment = max(moment_of(claim, legacy_offset), claim.created_at)
+        slot = slot_of(moment, schedule, zone)
+        user_id = found.user.id
+        return cls(digest_key(user_id, slot), claim, user_id, slot, schedule, zone)
+
+
+def _merge_batch(
+    session: Session,
+    merges: Sequence[_Merge],
+    held: Mapping[int, Claim],
+    members: dict[int, list[digest_store.Member]],
+    now: datetime,
+) -> dict[int, Cancel]:
+    """Merge each reminder into its digest; a digest ``held`` by this re-check gets the
+    reminder among its ``members`` too, to be re-checked with them."""
+    answers = {}
+    # In key order: relays merging into the same digests lock them in the same order.
+    for merge in sorted(merges, key=lambda m: m.key):
+        claim = merge.claim
+        merged = digest_store.merge(
+            session,
+            claim,
+            merge.user_id,
+            merge.slot,
+            schedule=merge.schedule,
+            zone=merge.zone,
+            now=now,
+            held=held,
+        )
+        answers[claim.id] = Cancel(digest_store.in_digest(merged.key))
+        if merged.digest_id in held:
+            listed = members.setdefault(merged.digest_id, [])
+            if claim.id not in {member.id for member in listed}:
+                listed.append(digest_store.member_of(claim, merged.digest_id, now))
+    return answers
 
 
 def moment_of(reminder: Queued, legacy_offset: int) -> datetime:

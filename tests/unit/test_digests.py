@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import io
 import json
+import warnings
 from datetime import UTC, datetime, timedelta
 from email.message import Message as EmailMessage
 from typing import Any, cast
@@ -17,9 +18,12 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select, update
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, MetaData, Table, select, update
 from sqlalchemy.orm import Session
 
+from outbox.admin import follow_up
 from outbox.channels.base import Message
 from outbox.channels.console import ConsoleChannel
 from outbox.channels.smtp import SmtpChannel
@@ -448,12 +452,6 @@ def test_a_member_armed_again_after_its_digest_went_out_joins_the_next_one(
 
 def test_the_member_table_is_the_migration(engine: Engine) -> None:
     """Alembic finds no difference between the model and the migrated table."""
-    import warnings
-
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-    from sqlalchemy import MetaData, Table
-
     name = DigestMemberRow.__tablename__
     models = MetaData()
     for model in (OutboxRow, DigestMemberRow):
@@ -469,3 +467,21 @@ def test_the_member_table_is_the_migration(engine: Engine) -> None:
             },
         )
         assert compare_metadata(context, models) == []
+
+
+def test_a_snoozed_reminders_follow_up_goes_out_alone_at_the_time_asked(
+    services: Services, clock: ManualClock, channel: RecordingChannel
+) -> None:
+    """ "Remind me again in an hour" from a reminder sent before the digest was turned on is
+    sent at that hour, not gathered into the next digest."""
+    queue(services, 2, 21)
+    services.relay().relay_until_idle()
+    (sent,) = channel.keys
+    with services.session_factory.begin() as session:
+        preference_store.edit_preferences(
+            session, services.host, 2, PreferenceEdit(digest="18:00"), now=clock.now()
+        )
+        follow_up(session, sent, HOUR, now=clock.now(), lifetime=24 * HOUR)
+    clock.advance(HOUR)
+    assert services.relay().relay_until_idle().counts == {"delivered": 1}
+    assert channel.keys[1].startswith(sent) and digests(services) == []

@@ -2,8 +2,9 @@
 
 The worker reads the host application's mapped tables (tasks, users, recipients), updates
 only the two columns of the tasks table it owns, and reads and writes its own tables (the
-outbox, the scan heartbeat, the reminder rules: ``reminders rules`` may run as this role). It
-owns nothing, so it can neither change the schema nor touch any other table.
+outbox, the scan heartbeat, the reminder rules, the preferences, the digests' members:
+``reminders rules`` may run as this role). It owns nothing, so it can neither change the
+schema nor touch any other table.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ WORKER_TABLES = (
     "reminder_rules",
     "reminder_rule_leads",
     "reminder_preferences",
+    "reminder_digest_members",
 )
 WORKER_SEQUENCES = ("outbox_id_seq", "reminder_rules_id_seq")
 

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from worker.bootstrap import bootstrap
 from worker.reminders.render import OwnerFacts, TaskFacts, renderer_for
-from worker.reminders.templates import SHIPPED_DIR, TemplateProblem, load_templates
+from worker.reminders.templates import NAMES, SHIPPED_DIR, TemplateProblem, load_templates
 from worker.settings import load_settings
 
 TASK = TaskFacts(5, "Pay <rent>", datetime(2026, 11, 28, 12, 0, tzinfo=UTC), True)
@@ -37,9 +37,10 @@ def problem(tmp_path: Path, **files: str) -> str:
 
 
 def test_the_shipped_templates_are_the_three_parts() -> None:
-    """The package ships a subject, a text and an HTML template."""
+    """The package ships a subject, a text and an HTML template, for reminders and digests."""
     assert sorted(path.name for path in SHIPPED_DIR.iterdir()) == [
-        "body.html", "body.txt", "subject.txt",
+        "body.html", "body.txt", "digest_body.html", "digest_body.txt", "digest_subject.txt",
+        "subject.txt",
     ]  # fmt: skip
 
 
@@ -126,7 +127,7 @@ def test_templates_are_compiled_once_per_process(
     """A folder's templates compile once; renderers and renders after that compile nothing."""
     settings = load_settings(template_dir=str(folder(tmp_path, subject_txt="{{ title }}\n")))
     first = renderer_for(settings)
-    assert sorted(name for name in compiles if name) == ["body.html", "body.txt", "subject.txt"]
+    assert sorted(name for name in compiles if name) == sorted(NAMES)
     compiles.clear()
     again = renderer_for(settings)
     assert again.templates is first.templates

@@ -7,9 +7,8 @@ digest time, the pause date, the user's own channel URL (a secret). A user witho
 has the defaults: every reminder, at its moment, on the configured channel.
 
 The send-time re-check reads a batch's preferences in one query (`screens`): it uses the
-opt-out and the channel URL (`Screens.screen`), and the pause and quiet hours
-(`Screens.preferences`, decided by `worker.reminders.send_time`). Digest times are stored
-and shown, not yet applied.
+opt-out, the channel URL and the digest time (`Screens.screen`), and the pause and quiet hours
+(`Screens.preferences`, decided by `worker.reminders.send_time`).
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from outbox.channels.base import Message
 from outbox.types import UTCDateTime
 from worker.errors import UnknownUser
+from worker.reminders.digest_slots import DigestSchedule
 from worker.reminders.host import HostSchema
 from worker.reminders.preferences import (
     PreferenceEdit,
@@ -85,10 +85,12 @@ _table = cast(Table, PreferencesRow.__table__)
 @dataclass(frozen=True)
 class Screen:
     """What a user's preferences say of one reminder at send time: why it must not go out
-    (None: it may), and the user's own channel URL (None: none set)."""
+    (None: it may), the user's own channel URL (None: none set) and digest schedule (None:
+    each reminder at its moment)."""
 
     refusal: str | None = None
     channel_url: str | None = None
+    digest: DigestSchedule | None = None
 
     def addressed(self, message: Message) -> Message:
         """``message`` with the user's channel URL, for a channel that delivers to it."""
@@ -124,18 +126,24 @@ class Screens:
 
     def screen(self, user_id: int, kind: str) -> Screen:
         """The verdict of the user's preferences on a reminder of ``kind``: refused when the
-        user opted out of it, with the user's channel URL otherwise."""
+        user opted out of it, with the user's channel URL and digest schedule otherwise."""
         if user_id not in self.found:
             return Screen()
         chosen = self.found[user_id]
         if chosen.opted_out_of(kind):
             return Screen(refusal=OPTED_OUT)
-        return Screen(channel_url=chosen.channel_url)
+        return Screen(channel_url=chosen.channel_url, digest=_schedule(chosen))
 
 
 def screens(session: Session, user_ids: Iterable[int]) -> Screens:
     """The send-time facts of these users, in one query (none when no id is given)."""
     return Screens(preferences_for(session, user_ids))
+
+
+def _schedule(chosen: Preferences) -> DigestSchedule | None:
+    if chosen.digest_at is None:
+        return None
+    return DigestSchedule(chosen.digest_at.replace(second=0, microsecond=0), chosen.digest_workdays)
 
 
 def screen(session: Session, user_id: int, kind: str) -> Screen:

@@ -12,7 +12,16 @@ recipient, no offset) goes to the task's owner and is not held to a rule.
 A reminder that still stands then goes through the recipient's pause and quiet hours, as
 they are now (`worker.reminders.send_time.decide`, at the clock's time): expired when its
 moment fell in the pause or the recipient is paused, deferred to the window's end inside
-a quiet window, sent otherwise.
+a quiet window, sent otherwise. A digest row is held to the same pause and quiet hours at
+its slot.
+
+A digest user's reminder that still stands (and is not expired by a pause) is not rendered:
+it joins the digest of the slot its moment falls in (`worker.reminders.digest_store`), in the
+re-check's transaction, and its row ends cancelled ``in digest <key>``. A snoozed reminder's
+follow-up goes out alone, at the time its recipient asked for. A digest row's re-check holds
+each member to the same test (`_stands`), leaves out those that no longer stand and cancels a
+digest left empty (`NO_REMINDERS_LEFT`); an opt-out of every kind, or of ``digest``, cancels
+it too.
 """
 
 from __future__ import annotations
@@ -20,24 +29,36 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
-from outbox.admin import original_key
+from outbox.admin import FOLLOW_UP_MARK, original_key
+from outbox.channels.base import Message
 from outbox.clock import Clock
 from outbox.relay import Answer, Cancel, Defer, Expire, Prepare
 from outbox.store import Claim
-from worker.reminders import plan, preference_store, send_time
+from worker.reminders import digest_store, plan, preference_store, send_time
+from worker.reminders.digest_slots import DIGEST_KIND, DigestSchedule, digest_key, slot_of
 from worker.reminders.due import DEFAULT_LOOKAHEAD, forget_reminder
 from worker.reminders.host import REFERENCE_SCHEMA, HostSchema
 from worker.reminders.keys import reminder_key, reminder_variant
 from worker.reminders.local_time import reading
-from worker.reminders.render import OwnerFacts, ReminderRenderer, TaskFacts
+from worker.reminders.render import (
+    DigestItem,
+    OwnerFacts,
+    ReminderRenderer,
+    TaskFacts,
+    owner_zone,
+)
 from worker.reminders.rule_store import rule_sql
 from worker.reminders.rules import builtin_rule
 from worker.reminders.schema import owner_wants_reminders, task_open
+
+#: Why a digest none of whose members still stands is not sent.
+NO_REMINDERS_LEFT = "no reminders left"
 
 
 class _Task(NamedTuple):
@@ -117,6 +138,37 @@ class _Now:
     at: datetime  # the clock's time of the re-check
 
 
+class Queued(Protocol):
+    """A reminder as queued: a claimed outbox row, or a digest's member."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def subject_id(self) -> int: ...
+    @property
+    def subject_at(self) -> datetime | None: ...
+    @property
+    def recipient_id(self) -> int | None: ...
+    @property
+    def offset_seconds(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A reminder that still stands: its task and recipient as they are now, and what the
+    recipient's preferences say of it."""
+
+    task: _Task
+    user: OwnerFacts
+    screen: preference_store.Screen
+
+    @property
+    def facts(self) -> TaskFacts:
+        return TaskFacts(self.task.id, self.task.title, None, self.task.open)
+
+
 def reminder_preparer(
     renderer: ReminderRenderer,
     host: HostSchema = REFERENCE_SCHEMA,
@@ -124,28 +176,132 @@ def reminder_preparer(
     clock: Clock,
     lookahead: timedelta = DEFAULT_LOOKAHEAD,
 ) -> Prepare:
-    """The relay's re-check: cancel unless the reminder still stands; expire or defer it
-    when the recipient's pause or quiet hours say so (at ``clock``'s time); else render it."""
+    """The relay's re-check: cancel unless the reminder still stands; expire it when the
+    recipient's pause says so (at ``clock``'s time); merge it into its digest, for a digest
+    user; defer it when the recipient's quiet hours say so; else render it. A digest row:
+    held to the same pause and quiet hours, then its members re-checked and those left
+    rendered, or cancelled when none is."""
     # Plain columns, not ORM objects: the re-check runs for every message the relay sends.
     queries = RecheckQueries.build(host, lookahead)
+    wall_clock = host.tasks.due_time.per_recipient
 
     def prepare(session: Session, claims: Sequence[Claim]) -> dict[int, Answer]:
-        now = _read(session, queries, claims, clock.now())
-        return {
-            claim.id: _recheck(session, renderer, host, claim, now, queries.legacy_offset)
-            for claim in claims
-        }
+        digests = [claim for claim in claims if claim.kind == DIGEST_KIND]
+        reminders = [claim for claim in claims if claim.kind != DIGEST_KIND]
+        members = digest_store.members_of(session, [claim.id for claim in digests])
+        queued: list[Queued] = [*reminders, *(m for found in members.values() for m in found)]
+        now = _read(session, queries, queued, clock.now(), [c.subject_id for c in digests])
+        answers: dict[int, Answer] = {}
+        merges: list[_Merge] = []
+        for claim in reminders:
+            found = _stands(claim, now, queries.legacy_offset)
+            if isinstance(found, str):
+                answers[claim.id] = _cancelled(session, host, claim, now, found)
+                continue
+            when = _send_time(claim, now, found.user, queries.legacy_offset, wall_clock=wall_clock)
+            if isinstance(when, send_time.Expire):
+                answers[claim.id] = Expire(when.reason)
+            elif found.screen.digest is not None and FOLLOW_UP_MARK not in claim.key:
+                merges.append(_Merge.of(claim, found, found.screen.digest, queries.legacy_offset))
+            elif isinstance(when, send_time.Hold):
+                answers[claim.id] = Defer(when.until, when.reason)
+            else:
+                answers[claim.id] = _rendered(renderer, claim, found, when)
+        held = {claim.id: claim for claim in digests}
+        answers.update(_merge_batch(session, merges, held, members, now.at))
+        for claim in digests:
+            answers[claim.id] = _digest(
+                session, renderer, host, claim, members.get(claim.id, []), now, queries
+            )
+        return answers
 
     return prepare
 
 
-def _read(session: Session, queries: RecheckQueries, claims: Sequence[Claim], at: datetime) -> _Now:
+class _Merge(NamedTuple):
+    """A reminder that still stands, bound for the digest of ``slot``."""
+
+    key: str  # the digest's
+    claim: Claim
+    user_id: int
+    slot: datetime
+    schedule: DigestSchedule
+    zone: ZoneInfo
+
+    @classmethod
+    def of(
+        cls, claim: Claim, found: Standing, schedule: DigestSchedule, legacy_offset: int
+    ) -> _Merge:
+        zone = slot_zone(found.user)
+        # A reminder queued after its moment (its task created or moved late) counts from
+        # when it was queued: its moment's slot may be long gone.
+        moment = max(moment_of(claim, legacy_offset), claim.created_at)
+        slot = slot_of(moment, schedule, zone)
+        user_id = found.user.id
+        return cls(digest_key(user_id, slot), claim, user_id, slot, schedule, zone)
+
+
+def _merge_batch(
+    session: Session,
+    merges: Sequence[_Merge],
+    held: Mapping[int, Claim],
+    members: dict[int, list[digest_store.Member]],
+    now: datetime,
+) -> dict[int, Cancel]:
+    """Merge each reminder into its digest; a digest ``held`` by this re-check gets the
+    reminder among its ``members`` too, to be re-checked with them."""
+    answers = {}
+    # In key order: relays merging into the same digests lock them in the same order.
+    for merge in sorted(merges, key=lambda m: m.key):
+        claim = merge.claim
+        merged = digest_store.merge(
+            session,
+            claim,
+            merge.user_id,
+            merge.slot,
+            schedule=merge.schedule,
+            zone=merge.zone,
+            now=now,
+            held=held,
+        )
+        answers[claim.id] = Cancel(digest_store.in_digest(merged.key))
+        if merged.digest_id in held:
+            listed = members.setdefault(merged.digest_id, [])
+            if claim.id not in {member.id for member in listed}:
+                listed.append(digest_store.member_of(claim, merged.digest_id, now))
+    return answers
+
+
+def moment_of(reminder: Queued, legacy_offset: int) -> datetime:
+    """When a queued reminder is meant for: its due moment less its offset (a row queued
+    before rules: less the built-in lead time). An all-day task's moment is counted on the
+    recipient's clock when planned; here it is the same instant but on a day when the
+    clock changes, where it is an hour apart."""
+    assert reminder.subject_at is not None  # every reminder row has its due moment
+    offset = legacy_offset if reminder.offset_seconds is None else reminder.offset_seconds
+    return reminder.subject_at - timedelta(seconds=offset)
+
+
+def slot_zone(user: OwnerFacts) -> ZoneInfo:
+    """The zone a user's digest slots are counted in (UTC for an unknown zone)."""
+    zone = owner_zone(user.timezone, user_id=user.id)
+    return zone if isinstance(zone, ZoneInfo) else ZoneInfo("UTC")
+
+
+def _read(
+    session: Session,
+    queries: RecheckQueries,
+    queued: Sequence[Queued],
+    at: datetime,
+    more_users: Sequence[int] = (),
+) -> _Now:
     connection = session.connection()
-    ids = sorted({claim.subject_id for claim in claims})
+    ids = sorted({reminder.subject_id for reminder in queued})
     tasks = {row[0]: _Task(*row) for row in connection.execute(queries.tasks, {"ids": ids})}
     user_ids = sorted(
-        {claim.recipient_id for claim in claims if claim.recipient_id is not None}
+        {r.recipient_id for r in queued if r.recipient_id is not None}
         | {task.owner_id for task in tasks.values()}
+        | set(more_users)
     )
     users = {
         row[0]: OwnerFacts(*row)
@@ -163,18 +319,13 @@ def _read(session: Session, queries: RecheckQueries, claims: Sequence[Claim], at
     return _Now(tasks, users, listed, by_user, wanted, at)
 
 
-def _recheck(  # noqa: PLR0917  (the batch's facts, passed on)
-    session: Session,
-    renderer: ReminderRenderer,
-    host: HostSchema,
-    claim: Claim,
-    now: _Now,
-    legacy_offset: int,
-) -> Answer:
-    task = now.tasks.get(claim.subject_id)
+def _stands(reminder: Queued, now: _Now, legacy_offset: int) -> Standing | str:
+    """Whether a queued reminder still stands: its task, recipient and their preferences
+    now, or the reason it does not."""
+    task = now.tasks.get(reminder.subject_id)
     if task is None:
-        return Cancel("task deleted")
-    user_id = task.owner_id if claim.recipient_id is None else claim.recipient_id
+        return "task deleted"
+    user_id = task.owner_id if reminder.recipient_id is None else reminder.recipient_id
     user = now.users.get(user_id)
     reason = None
     who = "owner" if user_id == task.owner_id else "recipient"
@@ -182,36 +333,45 @@ def _recheck(  # noqa: PLR0917  (the batch's facts, passed on)
         reason = f"{who} deleted"
     elif not task.open:
         reason = "task completed"
-    elif not _same_due(claim, task, user_id, legacy_offset):
+    elif not _same_due(reminder, task, user_id, legacy_offset):
         reason = "due date moved"
     elif user_id != task.owner_id and (task.id, user_id) not in now.listed:
         reason = "no longer a recipient"
     elif not user.wants_reminders:
         reason = f"{who} turned notifications off"
-    elif claim.offset_seconds is not None and claim.offset_seconds not in now.offsets.get(
+    elif reminder.offset_seconds is not None and reminder.offset_seconds not in now.offsets.get(
         user_id, frozenset()
     ):
         reason = "no longer in the recipient's rule"
-    screen = now.wanted.screen(user_id, claim.kind)
+    screen = now.wanted.screen(user_id, reminder.kind)
     if reason is None and screen.refusal is not None:
         reason = screen.refusal
-    if reason is None:
-        assert user is not None
-        wall_clock = host.tasks.due_time.per_recipient
-        when = _send_time(claim, now, user, legacy_offset, wall_clock=wall_clock)
-        if isinstance(when, send_time.Expire):
-            return Expire(when.reason)
-        if isinstance(when, send_time.Hold):
-            return Defer(when.until, when.reason)
-        facts = TaskFacts(task.id, task.title, claim.subject_at, task.open)
-        overdue = claim.offset_seconds is not None and claim.offset_seconds < 0
-        message = screen.addressed(renderer.render(claim.key, facts, user, overdue=overdue))
-        released = when.released_at if isinstance(when, send_time.Send) else None
-        return message if released is None else replace(message, ready_at=released)
-    # The scan may plan the task again: it plans only what still stands, so that a
-    # reminder cancelled here is not armed again unless its task or recipient came back.
-    forget_reminder(session, host.tasks, task.id, task.marker)
+    if reason is not None:
+        return reason
+    assert user is not None
+    return Standing(task, user, screen)
+
+
+def _cancelled(
+    session: Session, host: HostSchema, reminder: Queued, now: _Now, reason: str
+) -> Cancel:
+    task = now.tasks.get(reminder.subject_id)
+    if task is not None:
+        # The scan may plan the task again: it plans only what still stands, so that a
+        # reminder cancelled here is not armed again unless its task or recipient came back.
+        forget_reminder(session, host.tasks, task.id, task.marker)
     return Cancel(reason)
+
+
+def _rendered(
+    renderer: ReminderRenderer, claim: Claim, found: Standing, when: send_time.Decision
+) -> Message:
+    facts = found.facts._replace(due_date=claim.subject_at)
+    overdue = claim.offset_seconds is not None and claim.offset_seconds < 0
+    message = renderer.render(claim.key, facts, found.user, overdue=overdue)
+    message = found.screen.addressed(message)
+    released = when.released_at if isinstance(when, send_time.Send) else None
+    return message if released is None else replace(message, ready_at=released)
 
 
 def _send_time(
@@ -221,8 +381,8 @@ def _send_time(
 
     Its moment is the row's due moment less its offset, counted on the recipient's wall
     clock for an all-day task (``wall_clock``), as the planner counts it. A digest user's
-    reminder is decided as anyone else's (``digests=False``): sent alone, as long as no
-    digest rows exist to carry it.
+    reminder is decided as anyone else's (``digests=False``): the pause applies to it here,
+    its quiet hours to the digest it joins.
     """
     if claim.subject_at is None:  # no due moment to place it by: as before preferences
         return send_time.Send()
@@ -238,7 +398,50 @@ def _send_time(
     return send_time.decide(moment, claim.subject_at, now.at, chosen, zone, digests=False)
 
 
-def _same_due(claim: Claim, task: _Task, user_id: int, legacy_offset: int) -> bool:
+def _digest(  # noqa: PLR0917  (the batch's facts, passed on)
+    session: Session,
+    renderer: ReminderRenderer,
+    host: HostSchema,
+    claim: Claim,
+    members: Sequence[digest_store.Member],
+    now: _Now,
+    queries: RecheckQueries,
+) -> Answer:
+    """A digest row's re-check: its recipient's pause and quiet hours at its slot, then each
+    member as a reminder's; those left, rendered."""
+    user = now.users.get(claim.subject_id)
+    if user is None:
+        return Cancel("recipient deleted")
+    screen = now.wanted.screen(user.id, DIGEST_KIND)
+    if screen.refusal is not None:
+        return Cancel(screen.refusal)
+    slot = claim.subject_at
+    assert slot is not None  # a digest's subject_at is its slot
+    chosen = now.wanted.preferences(user.id)
+    zone = send_time.zone_of(user.timezone)
+    when = send_time.decide(slot, slot, now.at, chosen, zone, digests=False)
+    if isinstance(when, send_time.Expire):
+        return Expire(when.reason)
+    if isinstance(when, send_time.Hold):
+        return Defer(when.until, when.reason)
+    items: list[DigestItem] = []
+    for member in members:
+        found = _stands(member, now, queries.legacy_offset)
+        if isinstance(found, str):
+            _cancelled(session, host, member, now, found)
+            continue
+        due = member.subject_at
+        assert due is not None  # every reminder row has its due moment
+        # Overdue: a nudge, or a reminder whose task fell due before the digest went out.
+        nudge = member.offset_seconds is not None and member.offset_seconds < 0
+        facts = found.facts._replace(due_date=due)
+        items.append(DigestItem(member.key, facts, overdue=nudge or due <= slot))
+    if not items:
+        return Cancel(NO_REMINDERS_LEFT)
+    return screen.addressed(renderer.render_digest(claim.key, slot, items, user))
+
+
+def _same_due(claim: Queued, task: _Task, user_id: int, legacy_offset: int) -> bool:
     """Whether the task is still due when the claim's key says (a follow-up's: the key it
     follows)."""
     if task.due_key is None:

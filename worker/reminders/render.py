@@ -9,6 +9,7 @@ language (`worker.reminders.languages`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -32,6 +33,8 @@ SUBJECT_TITLE_LIMIT = 120
 SUBJECT_LIMIT = 200
 #: The channels that post a reminder's JSON document and none of its worded parts.
 DOCUMENT_CHANNELS = frozenset({"webhook"})
+#: How many titles a digest's console line names before "and N more".
+LINE_TITLES = 5
 #: The placeholder of ``REMINDERS_TASK_URL``.
 TASK_ID = "{task_id}"
 
@@ -66,6 +69,28 @@ class TaskFacts(NamedTuple):
     title: str
     due_date: datetime | None
     open: bool  # `task_open`, evaluated by the database
+
+
+class DigestItem(NamedTuple):
+    """One member of a digest as re-checked at send time: its key, its task (``due_date``:
+    the due moment it was queued for) and whether it is listed as overdue."""
+
+    key: str
+    task: TaskFacts
+    overdue: bool
+
+
+class DigestLine(NamedTuple):
+    """One task's line in a digest, as the templates see it."""
+
+    task_id: int
+    title: str  # the task's title, as the host wrote it
+    short_title: str  # the title on one line, bounded
+    due: str  # the due time in the recipient's zone and language
+    due_date: datetime  # aware, in the recipient's zone
+    task_url: str | None
+    overdue: bool
+    keys: tuple[str, ...]  # the members listed on this line
 
 
 class OwnerFacts(NamedTuple):
@@ -156,8 +181,67 @@ class ReminderRenderer:
             ),
         )
 
+    def render_digest(
+        self, key: str, slot: datetime, items: Sequence[DigestItem], owner: OwnerFacts
+    ) -> Message:
+        """The message of the digest under ``key`` due at ``slot``: one line per task of
+        ``items`` (a task with several members once; overdue if any of them is), overdue
+        ones first, each group by due time."""
+        language = language_for(owner.locale)
+        zone = owner_zone(owner.timezone, user_id=owner.id)
+        lines = _digest_lines(items, zone, language, self._task_url)
+        overdue = [line for line in lines if line.overdue]
+        due_soon = [line for line in lines if not line.overdue]
+        unsubscribe = None if self.links is None else self.links.unsubscribe(owner.id, key)
+        local_slot = slot.astimezone(zone)
+        context: dict[str, Any] = {
+            "key": key,
+            "count": len(lines),
+            "overdue": overdue,
+            "due_soon": due_soon,
+            "slot": language.due(local_slot),
+            "slot_date": local_slot,
+            "unsubscribe_url": unsubscribe,
+        }
+        parts = self.templates.render_digest(language, context)
+        headers = {
+            "Message-ID": f"<{key}@{self.mail_domain}>",
+            "X-Reminder-Key": key,
+            "X-Reminder-Count": str(len(lines)),
+            "Auto-Submitted": "auto-generated",
+            "X-Auto-Response-Suppress": "OOF, AutoReply",
+            "List-Id": f"<reminders.{self.mail_domain}>",
+        }
+        if unsubscribe is not None:
+            headers["List-Unsubscribe"] = f"<{unsubscribe}>"
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        named = ", ".join(repr(line.short_title[:40]) for line in lines[:LINE_TITLES])
+        more = len(lines) - LINE_TITLES
+        return Message(
+            key=key,
+            recipient=owner.email,
+            subject=short_line(parts.subject, SUBJECT_LIMIT),
+            text=parts.text,
+            html=parts.html,
+            headers=headers,
+            document={
+                "type": "digest",
+                "key": key,
+                "owner_id": owner.id,
+                "slot": _utc_text(slot),
+                "reminders": [_line_document(line) for line in [*overdue, *due_soon]],
+            },
+            line=(
+                f"digest to {mask_email(owner.email)}: {len(lines)} tasks, "
+                f"{len(overdue)} overdue: {named}"
+                + (f" and {more} more" if more > 0 else "")
+                + f" (key {key})"
+            ),
+        )
+
     def check(self) -> None:
-        """Render a sample reminder in every shipped language, with and without links.
+        """Render a sample reminder and a sample digest in every shipped language, with and
+        without links.
 
         Raises:
             TemplateProblem: a template fails, naming its file and line.
@@ -170,9 +254,15 @@ class ReminderRenderer:
         for renderer in (self, with_links):
             for code in LANGUAGES:
                 owner = OwnerFacts(7, "sample@example.invalid", "Europe/Paris", True, code)
+                items = [
+                    DigestItem("due_soon-42-sample", sample, overdue=False),
+                    DigestItem("due_soon-43-sample", sample._replace(id=43), overdue=True),
+                ]
                 try:
                     renderer.render("due_soon-42-sample", sample, owner)
                     renderer.render("due_soon-42-sample-o-86400", sample, owner, overdue=True)
+                    assert sample.due_date is not None
+                    renderer.render_digest("digest-7-sample", sample.due_date, items, owner)
                 except TemplateProblem:
                     raise
                 except Exception as error:  # any failure of a template is the template's
@@ -180,6 +270,50 @@ class ReminderRenderer:
 
     def _task_url(self, task_id: int) -> str | None:
         return None if self.task_url is None else task_link(self.task_url, task_id)
+
+
+def _digest_lines(
+    items: Sequence[DigestItem],
+    zone: tzinfo,
+    language: Language,
+    task_url: Callable[[int], str | None],
+) -> list[DigestLine]:
+    by_task: dict[int, list[DigestItem]] = {}
+    for item in items:
+        by_task.setdefault(item.task.id, []).append(item)
+    lines = []
+    for task_id, found in by_task.items():
+        task = found[0].task
+        assert task.due_date is not None  # the re-check leaves out undated tasks
+        local = task.due_date.astimezone(zone)
+        lines.append(
+            DigestLine(
+                task_id,
+                task.title,
+                short_line(task.title, SUBJECT_TITLE_LIMIT),
+                language.due(local),
+                local,
+                task_url(task_id),
+                any(item.overdue for item in found),
+                tuple(item.key for item in found),
+            )
+        )
+    return sorted(lines, key=lambda line: (not line.overdue, line.due_date, line.task_id))
+
+
+def _line_document(line: DigestLine) -> dict[str, Any]:
+    return {
+        "type": "task.overdue" if line.overdue else "task.due_soon",
+        "key": line.keys[0],
+        "keys": list(line.keys),
+        "task_id": line.task_id,
+        "title": line.title,
+        "due_date": _utc_text(line.due_date),
+    }
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def task_link(template: str, task_id: object) -> str:

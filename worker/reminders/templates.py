@@ -1,7 +1,8 @@
 """The message templates: compiled once per process, the shipped ones or an operator's.
 
 Three templates make a reminder: ``subject.txt``, ``body.txt`` (the text part) and
-``body.html`` (the HTML part). A file of the same name in the override folder
+``body.html`` (the HTML part); three more a digest: ``digest_subject.txt``,
+``digest_body.txt`` and ``digest_body.html``. A file of the same name in the override folder
 (``REMINDERS_TEMPLATE_DIR``) replaces the shipped one; the shipped ones stay reachable as
 ``default/<name>``, so an override can extend one and change a block. HTML templates
 escape every value (autoescape); text templates do not. An undefined variable is an error
@@ -34,7 +35,12 @@ from worker.reminders.languages import Language
 
 SHIPPED_DIR = Path(__file__).with_name("templates")
 SUBJECT, TEXT, HTML = "subject.txt", "body.txt", "body.html"
-NAMES = (SUBJECT, TEXT, HTML)
+DIGEST_SUBJECT, DIGEST_TEXT, DIGEST_HTML = (
+    "digest_subject.txt",
+    "digest_body.txt",
+    "digest_body.html",
+)
+NAMES = (SUBJECT, TEXT, HTML, DIGEST_SUBJECT, DIGEST_TEXT, DIGEST_HTML)
 
 
 class TemplateProblem(ConfigError):
@@ -71,19 +77,24 @@ def environment(directory: Path | None) -> Environment:
 
 @dataclass(frozen=True)
 class Templates:
-    """The three compiled templates of a reminder."""
+    """The three compiled templates of a reminder, and the three of a digest."""
 
     subject: Template
     text: Template
     html: Template
+    digest_subject: Template
+    digest_text: Template
+    digest_html: Template
     directory: Path | None = None
 
     def render(self, language: Language, context: Mapping[str, Any]) -> Parts:
-        """Render the three parts in ``language``; raises what the templates raise."""
-        values = {**context, **language.callables, "language": language.code}
-        return Parts(
-            self.subject.render(values), self.text.render(values), self.html.render(values)
-        )
+        """Render a reminder's three parts in ``language``; raises what the templates raise."""
+        return _parts((self.subject, self.text, self.html), language, context)
+
+    def render_digest(self, language: Language, context: Mapping[str, Any]) -> Parts:
+        """Render a digest's three parts in ``language``; raises what the templates raise."""
+        chosen = (self.digest_subject, self.digest_text, self.digest_html)
+        return _parts(chosen, language, context)
 
     def problem(self, error: Exception) -> TemplateProblem:
         """A one-line `TemplateProblem` naming the template file and line that failed."""
@@ -99,10 +110,20 @@ def load_templates(directory: Path | None = None) -> Templates:
     """
     env = environment(directory)
     try:
-        subject, text, html = (env.get_template(name) for name in NAMES)
+        subject, text, html, digest_subject, digest_text, digest_html = (
+            env.get_template(name) for name in NAMES
+        )
     except TemplateError as error:
         raise TemplateProblem(_where(error, directory)) from None
-    return Templates(subject, text, html, directory)
+    return Templates(subject, text, html, digest_subject, digest_text, digest_html, directory)
+
+
+def _parts(
+    templates: tuple[Template, Template, Template], language: Language, context: Mapping[str, Any]
+) -> Parts:
+    values = {**context, **language.callables, "language": language.code}
+    subject, text, html = (template.render(values) for template in templates)
+    return Parts(subject, text, html)
 
 
 def _where(error: Exception, directory: Path | None) -> str:

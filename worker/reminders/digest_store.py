@@ -1,0 +1,266 @@
+"""Digest rows and their members: one outbox row per (user, digest slot), and the reminders
+it carries.
+
+A digest user's reminder is not sent alone: the relay's re-check merges it into the digest
+of its slot (`merge_into_digest`) and ends its own row cancelled, reason ``in digest <key>``,
+both in the re-check's transaction. So a crash either leaves the reminder as it was (to be
+claimed and merged again) or has it in exactly one digest: never both alone and in a digest.
+
+The digest is an ordinary outbox row (kind `DIGEST_KIND`, key `digest_key`, subject and
+recipient the user, available at the slot, no expiry), with its retries and leases. Its
+members are rows of ``reminder_digest_members`` (revision 0008): the member's outbox id
+(unique: a reminder is in one digest), the digest's outbox id, and the member's facts as
+queued, which its re-check at send reads (`members_of`). A purged digest takes its members
+with it (ON DELETE CASCADE).
+
+A member joins a digest that is still waiting (pending, or failed and to be retried), or
+one the same re-check holds and has yet to re-check. A digest already claimed by a relay,
+sent, dead or expired takes no one more: the member goes to the next slot's digest. On
+PostgreSQL the digest row is locked (FOR UPDATE) before the member is linked, and a relay's
+claim skips locked rows, so no digest is re-checked while a member joins it; SQLite's single
+writer gives the same.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple, cast
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from outbox.enqueue import NewMessage, ValuesEnqueue
+from outbox.relay import Cancel
+from outbox.store import Claim
+from outbox.table import WAITING, OutboxRow
+from outbox.types import UTCDateTime
+from worker.reminders.digest_slots import DIGEST_KIND, DigestSchedule, digest_key, next_slot
+from worker.reminders.schema import Base
+
+#: How many slots a merge looks at before giving up (the relay then retries the reminder):
+#: past the first, each later slot's digest is still to come unless replays sent it early.
+MAX_SLOTS = 8
+
+
+class DigestMemberRow(Base):
+    """One reminder in one digest, with the facts its re-check and its line need."""
+
+    __tablename__ = "reminder_digest_members"
+
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    digest_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey(OutboxRow.id, ondelete="CASCADE"), index=True
+    )
+    member_key: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(50))
+    task_id: Mapped[int] = mapped_column(BigInteger)
+    subject_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    recipient_id: Mapped[int | None] = mapped_column(BigInteger)
+    offset_seconds: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+_members = cast(Table, DigestMemberRow.__table__)
+
+
+class Member(NamedTuple):
+    """A digest's member as queued: the attributes of a `Claim` the re-check reads."""
+
+    id: int  # the member's outbox row
+    digest_id: int
+    key: str
+    kind: str
+    subject_id: int  # the task
+    subject_at: datetime | None
+    recipient_id: int | None
+    offset_seconds: int | None
+    created_at: datetime
+
+
+class Merged(NamedTuple):
+    """The digest a reminder is now in: its outbox id and key."""
+
+    digest_id: int
+    key: str
+
+
+def in_digest(key: str) -> str:
+    """The reason a member's own row ends cancelled with."""
+    return f"in digest {key}"
+
+
+def merge_into_digest(
+    session: Session,
+    claim: Claim,
+    user_id: int,
+    slot: datetime,
+    *,
+    schedule: DigestSchedule,
+    zone: ZoneInfo,
+    now: datetime,
+    held: Mapping[int, Claim] | None = None,
+) -> Cancel:
+    """Put the reminder ``claim`` (to ``user_id``) in the user's digest at ``slot``, or the
+    next slot that still takes members, in the session's transaction; the answer that ends
+    the reminder's own row. ``held``: digest rows this re-check holds and has yet to
+    re-check, by id (they take members too). See `merge`."""
+    merged = merge(session, claim, user_id, slot, schedule=schedule, zone=zone, now=now, held=held)
+    return Cancel(in_digest(merged.key))
+
+
+def merge(
+    session: Session,
+    claim: Claim,
+    user_id: int,
+    slot: datetime,
+    *,
+    schedule: DigestSchedule,
+    zone: ZoneInfo,
+    now: datetime,
+    held: Mapping[int, Claim] | None = None,
+) -> Merged:
+    """`merge_into_digest`, returning the digest. Idempotent: a reminder already in a digest
+    that takes members stays there; one in a digest that went out (its row armed again by a
+    scan or a replay) moves to the slot's digest.
+
+    Raises:
+        RuntimeError: no digest of ``MAX_SLOTS`` slots takes members (replays sent them
+            early); the relay retries the reminder.
+    """
+    taking = frozenset(held or ())
+    current = session.execute(
+        select(_members.c.digest_id, OutboxRow.idempotency_key, OutboxRow.status)
+        .join(OutboxRow, OutboxRow.id == _members.c.digest_id)
+        .where(_members.c.member_id == claim.id)
+        .with_for_update()
+    ).first()
+    if current is not None and _takes(current.digest_id, current.status, taking):
+        return Merged(current.digest_id, current.idempotency_key)
+    dialect = session.get_bind().dialect.name
+    for _ in range(MAX_SLOTS):
+        found = _digest_row(session, dialect, user_id, slot, now)
+        if _takes(found.digest_id, found.status, taking):
+            _link(session, dialect, claim, found.digest_id, now, moved=current is not None)
+            return Merged(found.digest_id, found.key)
+        slot = next_slot(slot, schedule, zone)
+    raise RuntimeError(f"no digest of user {user_id} takes members before {slot.isoformat()}")
+
+
+class _Found(NamedTuple):
+    digest_id: int
+    key: str
+    status: str
+
+
+def _takes(digest_id: int, status: str, held: frozenset[int]) -> bool:
+    return status in WAITING or digest_id in held
+
+
+def _digest_row(
+    session: Session, dialect: str, user_id: int, slot: datetime, now: datetime
+) -> _Found:
+    """The digest row of (user, slot), created when missing (a cancelled one armed again),
+    locked for this transaction."""
+    key = digest_key(user_id, slot)
+    message = NewMessage(
+        key,
+        DIGEST_KIND,
+        subject_id=user_id,
+        subject_at=slot,
+        available_at=slot,
+        recipient_id=user_id,
+        offset_seconds=0,  # its moment is the slot itself
+    )
+    _enqueue(dialect).enqueue(session, [message], now)
+    row = session.execute(
+        select(OutboxRow.id, OutboxRow.status)
+        .where(OutboxRow.idempotency_key == key)
+        .with_for_update()
+    ).one()
+    return _Found(row.id, key, row.status)
+
+
+def _link(
+    session: Session, dialect: str, claim: Claim, digest_id: int, now: datetime, *, moved: bool
+) -> None:
+    values: dict[str, Any] = {
+        "member_id": claim.id,
+        "digest_id": digest_id,
+        "member_key": claim.key,
+        "kind": claim.kind,
+        "task_id": claim.subject_id,
+        "subject_at": claim.subject_at,
+        "recipient_id": claim.recipient_id,
+        "offset_seconds": claim.offset_seconds,
+        "created_at": now,
+    }
+    if moved:
+        session.execute(update(_members).where(_members.c.member_id == claim.id).values(values))
+        return
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # Another relay holding the same reminder (its lease ran out under this one) may link it
+    # first; its link stands, and this relay's verdict on the row is fenced anyway.
+    session.execute(insert(_members).values(values).on_conflict_do_nothing())
+
+
+@functools.cache
+def _enqueue(dialect: str) -> ValuesEnqueue:
+    return ValuesEnqueue.for_dialect(dialect)
+
+
+def members_of(session: Session, digest_ids: Sequence[int]) -> dict[int, list[Member]]:
+    """The members of each digest row, in the order they joined (one query)."""
+    if not digest_ids:
+        return {}
+    m = _members.c
+    rows = session.execute(
+        select(
+            m.member_id,
+            m.digest_id,
+            m.member_key,
+            m.kind,
+            m.task_id,
+            m.subject_at,
+            m.recipient_id,
+            m.offset_seconds,
+            m.created_at,
+        )
+        .where(m.digest_id.in_(sorted(set(digest_ids))))
+        .order_by(m.member_id)
+    )
+    found: dict[int, list[Member]] = {}
+    for row in rows:
+        found.setdefault(row.digest_id, []).append(Member(*row))
+    return found
+
+
+def member_of(claim: Claim, digest_id: int, now: datetime) -> Member:
+    """A reminder just merged, as a member of the digest ``digest_id``."""
+    return Member(
+        claim.id,
+        digest_id,
+        claim.key,
+        claim.kind,
+        claim.subject_id,
+        claim.subject_at,
+        claim.recipient_id,
+        claim.offset_seconds,
+        now,
+    )
+
+
+__all__ = [
+    "MAX_SLOTS",
+    "DigestMemberRow",
+    "Member",
+    "Merged",
+    "in_digest",
+    "member_of",
+    "members_of",
+    "merge",
+    "merge_into_digest",
+]

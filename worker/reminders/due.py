@@ -368,9 +368,16 @@ class _Planner:
         """
         hit = plan.window_hits(self.host.tasks, self.rules, _AFTER, _UNTIL)
         ranked = self._ranked(hit, lower=_AFTER).cte("ranked")
-        planned = exists().where(
-            OutboxRow.idempotency_key == ranked.c.key, OutboxRow.status != Status.CANCELLED
+        # A scalar subquery with LIMIT, not EXISTS: the planner would turn EXISTS into an
+        # anti-join reading the whole outbox, where a probe of the key's index per planned
+        # reminder reads a few pages.
+        status = (
+            select(OutboxRow.status)
+            .where(OutboxRow.idempotency_key == ranked.c.key)
+            .limit(1)
+            .scalar_subquery()
         )
+        planned = func.coalesce(status, Status.CANCELLED) != Status.CANCELLED
         queued = self._insert(ranked, unless=planned).cte("queued")
         return select(select(func.count()).select_from(queued).scalar_subquery())
 

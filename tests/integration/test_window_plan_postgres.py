@@ -49,9 +49,9 @@ def test_the_window_reads_tasks_per_offset_and_recipients_by_index(
     postgres_engine: Engine,
 ) -> None:
     """With a rule of three lead times and a watcher for every second task, the window plans
-    its reminders through ix_tasks_open_due and probes the watchers' index per task: no
-    sequential read of the tasks or of the recipients table, however many the planner
-    expects the per-offset ranges to hold."""
+    its reminders through ix_tasks_open_due and probes the watchers' and the users' indexes
+    per task and recipient: no sequential read of the tasks, the recipients or the users,
+    however many the planner expects the per-offset ranges to hold."""
     values = {"users": USERS, "tasks": TASKS, "now": NOW}
     with postgres_engine.begin() as connection:
         for statement in FILL:
@@ -89,6 +89,7 @@ def test_the_window_reads_tasks_per_offset_and_recipients_by_index(
         assert "ix_tasks_open_due" in plan
         assert "Seq Scan on tasks" not in plan
         assert "Seq Scan on watchers" not in plan
+        assert "Seq Scan on users" not in plan
 
 
 def test_planning_the_window_again_writes_and_locks_nothing(postgres_engine: Engine) -> None:

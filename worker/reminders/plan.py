@@ -33,6 +33,7 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    true,
     union,
     union_all,
 )
@@ -161,19 +162,32 @@ def candidates(
     wanted = [owner_wants_reminders(users)]
     if needs_address:
         wanted.append(owner_has_address(users))
+    timezone: Any = users.timezone
+    reminded: Any = of.join(users.table, users.id == of.c.user_id)
+    kept = wanted
+    if per_task:
+        # One probe of the users' primary key per recipient, as for the listed recipients:
+        # as a join the planner, estimating millions of candidates, hashes the whole users
+        # table at every tick. LIMIT keeps the subquery from being pulled up into a join.
+        user = (
+            select(users.timezone.label("timezone"))
+            .where(users.id == of.c.user_id, *wanted)
+            .limit(1)
+            .lateral("reminder_user")
+        )
+        timezone, reminded, kept = user.c.timezone, of.join(user, true()), []
     return (
         select(
             of.c.task_id,
             of.c.owner_id,
             of.c.user_id,
             of.c.due,
-            users.timezone.label("timezone"),
+            timezone.label("timezone"),
             every.c.offset_seconds,
             settings.c.overdue_every_seconds.label("every_seconds"),
             settings.c.all_day_at,
         )
-        .select_from(of)
-        .join(users.table, users.id == of.c.user_id)
+        .select_from(reminded)
         .outerjoin(own, own.c.user_id == of.c.user_id)
         .join(settings, settings.c.rule_id == rule_id)
         .join(
@@ -183,7 +197,7 @@ def candidates(
                 func.coalesce(of.c.hit, every.c.offset_seconds) == every.c.offset_seconds,
             ),
         )
-        .where(*wanted)
+        .where(*kept)
     )
 
 

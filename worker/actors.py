@@ -22,11 +22,11 @@ from sqlalchemy.exc import DBAPIError
 from outbox.admin import count_by_status, oldest_waiting
 from outbox.masking import one_line
 from outbox.relay import Attempt
+from outbox.report import RelayReport
 from outbox.store import earliest_due
 from worker.bootstrap import Services, bootstrap, check_mapping
 from worker.bootstrap import needs_address as address_needed
 from worker.coalesce import Coalescer, Timing
-from worker.embedded import next_tick
 from worker.errors import ConfigError, DatabaseNotReady
 from worker.logs import configure_logging
 from worker.metrics import service_metrics
@@ -37,14 +37,13 @@ from worker.reminders.render import renderer_for
 from worker.reminders.unremindable import count_unremindable, some_unremindable
 from worker.seams import NO_SEAMS, Seams
 from worker.settings import Settings, load_settings
+from worker.wake import WakeUp, WakeUpWithTheWorker
 
 log = structlog.get_logger("worker.actors")
 
 #: A relay run hands over to a fresh message after this long, well inside TIME_LIMIT.
 RELAY_BUDGET = timedelta(seconds=45)
 TIME_LIMIT_MS = 10 * 60 * 1000
-#: A row due now but held by another relay is looked at again this much later, not at once.
-MIN_WAKE_UP_SECONDS = 1.0
 #: How many of the tasks that cannot be reminded the log line names.
 UNREMINDABLE_SHOWN = 10
 #: The scan requests that come while a scan runs share one more (`worker.coalesce`): it
@@ -133,13 +132,23 @@ def configure_services(seams: Seams) -> None:
 
 
 def services() -> Services:
-    """This process's services, built once on first use (never at import)."""
+    """This process's services, built on first use (never at import), then kept.
+
+    The threads that find them not built yet build them side by side, not in turn: against a
+    database that does not answer, the wake-up's first read and the first messages each wait
+    out one connect timeout together. The first build is kept; another's engine is disposed.
+    """
+    with _building:
+        if _built:
+            return _built[0]
+    built = bootstrap(SETTINGS, seams=_seams[0])
+    built.stop = STOP
     with _building:
         if not _built:
-            built = bootstrap(SETTINGS, seams=_seams[0])
-            built.stop = STOP
             _built.append(built)
-        return _built[0]
+            return built
+    built.engine.dispose()
+    return _built[0]
 
 
 @dramatiq.actor(
@@ -242,43 +251,55 @@ def _observe_unremindable(built: Services, now: datetime) -> None:
 )
 def relay_outbox() -> None:
     """Deliver due outbox rows; the schedule makes this a sweep even if wake-ups are lost."""
+    report = _relay_guarded()
+    if report is not None and report.out_of_budget and not STOP.is_set():
+        relay_outbox.send()  # the budget ran out with work left: hand over, do not hog
+    else:
+        WAKE.poke()  # the run may have rescheduled rows: the alarm reads the next moment
 
-    def failed(failure: Failure) -> None:
-        service_metrics().observe_failure("relay", failure.kind)
 
-    with FAILURES.guard("relay", on_failure=failed, gate=OUTAGE) as admitted:
+def _relay_failed(failure: Failure) -> None:
+    service_metrics().observe_failure("relay", failure.kind)
+
+
+def _relay_guarded(*, woken: bool = False) -> RelayReport | None:
+    """One relay run, its database failures logged once per run of them (None then).
+
+    A run of the wake-up (``woken``) that found nothing to claim logs nothing: two
+    processes woken for the same moment are expected, one of them finds the rows taken.
+    """
+    with FAILURES.guard("relay", on_failure=_relay_failed, gate=OUTAGE) as admitted:
         if admitted:
-            _relay(services())
+            report = _relay(services())
+            if report.claimed or not woken:
+                log.info("relay", woken=woken, **dict(report.counts))
+            return report
+    return None
 
 
-def _relay(built: Services) -> None:
+def _relay(built: Services) -> RelayReport:
     channel = built.settings.channel
     lookahead = built.settings.lookahead
 
     def observe(attempt: Attempt) -> None:
         service_metrics().observe_attempt(channel, attempt, built.clock.now(), lookahead)
 
-    report = built.relay(on_attempt=observe).relay_until_idle(budget=RELAY_BUDGET)
-    log.info("relay", **dict(report.counts))
-    if STOP.is_set():
-        return
-    if report.out_of_budget:
-        relay_outbox.send()  # the budget ran out with work left: hand over, do not hog
-        return
-    with built.session_factory() as session:
-        next_at = earliest_due(session)
-    now = built.clock.now()
-    # A row due before the next tick gets a wake-up of its own, at its moment (a reminder
-    # is sent on the second, a retry after 30 s does not wait for an hourly tick); later
-    # rows are the next tick's relay's, so that wake-ups never pile up while a row waits.
-    if next_at is not None and next_at < next_tick(SETTINGS.scan_cron, now):
-        relay_outbox.send_with_options(delay=wake_up_delay_ms(next_at, now))
+    return built.relay(on_attempt=observe).relay_until_idle(budget=RELAY_BUDGET)
 
 
-def wake_up_delay_ms(next_at: datetime, now: datetime) -> int:
-    """How long to wait for a row due at ``next_at``: until then (a millisecond past it, so
-    that the claim finds it due), or, for a row due already (held by another relay),
-    `MIN_WAKE_UP_SECONDS`."""
-    if next_at <= now:
-        return int(MIN_WAKE_UP_SECONDS * 1000)
-    return int((next_at - now).total_seconds() * 1000) + 1
+def _next_due() -> datetime | None:
+    """When this process's wake-up should relay next (None: no row, or no database now).
+
+    A failure is logged with the relay's (one line per run of them); it is not counted in
+    the metrics, which count relay runs, not the alarm's reads.
+    """
+    with FAILURES.guard("relay", gate=OUTAGE) as admitted:
+        if admitted:
+            with services().session_factory() as session:
+                return earliest_due(session)
+    return None
+
+
+#: This process's wake-up for the next row's moment (`worker.wake`), run by its worker.
+WAKE = WakeUp(_next_due, lambda: _relay_guarded(woken=True), _ProcessClock(), STOP)
+broker.add_middleware(WakeUpWithTheWorker(WAKE))

@@ -100,8 +100,8 @@ class BrokerTimeouts:
 
 
 #: How long an idle Redis consumer waits before it looks at its queue again, at most
-#: (dramatiq's own default is a second): a delayed wake-up for a reminder's moment is
-#: moved to the queue and picked up within about twice this.
+#: (dramatiq's own default is a second): a nudge's scan, and the relay it sends, are each
+#: picked up within about this.
 IDLE_POLL_MS = 100
 
 

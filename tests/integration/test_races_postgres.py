@@ -841,3 +841,126 @@ def test_the_due_query_uses_the_partial_index(
     assert "ix_tasks_awaiting_reminder" in plans["statement"]
     # The batch is joined by primary key, not by hashing the whole table.
     assert "Seq Scan on tasks" not in plans["statement"]
+
+
+# --- (f) scanners and relays at once, under rules and a recipients table --------------------
+
+#: The default rule, and user 2's own: lead times in minutes, so that every moment comes
+#: within half an hour of the start.
+DEFAULT_LEADS = (timedelta(minutes=10), timedelta(minutes=5), timedelta(0))
+USER_2_LEADS = (timedelta(minutes=7), timedelta(minutes=1))
+STEP = timedelta(seconds=30)
+RULED_TASKS = 60
+
+
+def watched_mapping(tmp_path: Path) -> str:
+    """A mapping file: the reference tables, and a watchers table of (task, user)."""
+    path = tmp_path / "schema.toml"
+    path.write_text(
+        '[tasks]\ntable = "tasks"\nid = "id"\nowner = "owner_id"\ntitle = "title"\n'
+        'due = "due_date"\ncompleted_at = "completed_at"\n'
+        '[users]\ntable = "users"\nid = "id"\nemail = "email"\ntimezone = "timezone"\n'
+        'enabled = "notifications_enabled"\n'
+        '[recipients]\ntable = "watchers"\ntask = "task_ref"\nuser = "account_ref"\n'
+    )
+    return str(path)
+
+
+@REFERENCE_ONLY
+def test_two_scanners_and_two_relays_under_rules_and_recipients_send_each_reminder_once(
+    host_database: HostDatabase,
+    engines: Callable[[], Engine],
+    clock: ManualClock,
+    channel: RecordingChannel,
+    tmp_path: Path,
+) -> None:
+    """Two scanners and two relays, each on its own engine, started together at every step of
+    the clock (30 s) under a default rule of three lead times, a user's rule of two and a
+    watchers table: every reminder planned is delivered exactly once, none before its moment,
+    none to the opted-out watcher, and the owner who also watches a task is reminded once."""
+    from worker.reminders import rule_store
+    from worker.reminders.rules import Rule
+
+    host = host_database
+    seed_users(host.app, host.engine, enabled=10)
+    start = clock.now()
+    due = {t: start + timedelta(minutes=12, seconds=17 * t) for t in range(1, RULED_TASKS + 1)}
+    owners = {t: 1 + t % 10 for t in due}
+    watchers: dict[int, set[int]] = {t: set() for t in due}
+    for t in due:
+        if t % 2 == 0:
+            watchers[t].add(1 + (t + 3) % 10)  # another user (or, now and then, the owner)
+        if t % 3 == 0:
+            watchers[t].add(owners[t])  # the owner listed as a watcher too: reminded once
+        if t % 5 == 0:
+            watchers[t].add(9999)  # opted out: never reminded
+    with host.engine.begin() as connection:
+        host.app.add_tasks(
+            connection, [HostTask(t, owners[t], when, f"task {t}") for t, when in due.items()]
+        )
+        connection.execute(text("CREATE TABLE watchers (task_ref BIGINT, account_ref BIGINT)"))
+        pairs = [{"t": t, "u": u} for t, users in watchers.items() for u in users]
+        connection.execute(text("INSERT INTO watchers VALUES (:t, :u)"), pairs)
+    schema = watched_mapping(tmp_path)
+    made = make_services(host.engine, clock, channel, schema_file=schema)
+    with made.session_factory.begin() as session:
+        rule_store.set_rule(session, made.host, None, Rule(before=DEFAULT_LEADS), now=start)
+        rule_store.set_rule(session, made.host, 2, Rule(before=USER_2_LEADS), now=start)
+
+    expected = set()
+    for t, when in due.items():
+        for user in ({owners[t]} | watchers[t]) - {9999}:
+            for lead in USER_2_LEADS if user == 2 else DEFAULT_LEADS:
+                expected.add((t, user, int(lead.total_seconds()), when - lead))
+
+    sent_at: dict[str, list[datetime]] = {}
+
+    def on_send(message: Message) -> None:
+        sent_at.setdefault(message.key, []).append(clock.now())
+
+    channel.on_send = on_send
+    scanners = [make_services(engines(), clock, channel, schema_file=schema) for _ in range(2)]
+    relays = [
+        make_services(engines(), clock, channel, schema_file=schema, relay_batch=7)
+        for _ in range(2)
+    ]
+
+    def scan(services: Services, together: threading.Barrier) -> object:
+        together.wait()
+        return services.scan(clock.now())
+
+    def relay(services: Services, together: threading.Barrier) -> object:
+        together.wait()
+        return services.relay().relay_until_idle()
+
+    last = max(due.values()) + STEP
+    while clock.now() <= last:  # all four start together at each step
+        together = threading.Barrier(4, timeout=WAIT)
+        steps: list[Callable[[], object]] = [functools.partial(scan, s, together) for s in scanners]
+        steps += [functools.partial(relay, s, together) for s in relays]
+        run_threads(steps)
+        clock.advance(STEP)
+    for services in relays:  # the last rows the scans committed as the relays finished
+        services.relay().relay_until_idle()
+
+    rows = {r.idempotency_key: r for r in outbox_rows(host.engine)}
+
+    def moment(row: OutboxRow) -> datetime:
+        assert row.subject_at is not None and row.offset_seconds is not None
+        return row.subject_at - timedelta(seconds=row.offset_seconds)
+
+    def recipient(row: OutboxRow) -> int:
+        # The owner's row keeps the key a task's one reminder had before rules: no recipient.
+        return owners[row.subject_id] if row.recipient_id is None else row.recipient_id
+
+    delivered = {
+        (r.subject_id, recipient(r), r.offset_seconds, moment(r))
+        for r in rows.values()
+        if r.status == Status.DELIVERED
+    }
+    assert delivered == expected
+    assert {key: len(times) for key, times in sent_at.items() if len(times) != 1} == {}
+    assert set(sent_at) == {k for k, r in rows.items() if r.status == Status.DELIVERED}
+    early = {key: times for key, times in sent_at.items() if times[0] < moment(rows[key])}
+    assert early == {}
+    assert {r.status for r in rows.values()} == {Status.DELIVERED}

@@ -25,7 +25,8 @@ Keys are spelled by `worker.reminders.keys`; nothing else of the worker is used.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -132,6 +133,8 @@ class Verdict:
     required: set[str]
     either_way: set[str]
     reasons: dict[str, str]  # why each reminder allowed either way is so
+    kinds: dict[str, int]  # the required reminders by kind
+    lateness: list[float]  # first arrival - moment of each required one planned ahead
     not_yet: int  # reminders whose moment is too recent to judge
     unexpected: dict[str, int]
     early: dict[str, float]  # key -> seconds before its moment it arrived
@@ -287,6 +290,8 @@ class Model:
         required: set[str] = set()
         either: set[str] = set()
         reasons: dict[str, str] = {}
+        kinds: Counter[str] = Counter()
+        planned: dict[str, float] = {}
         not_yet = 0
         for r in self.reminders():
             if not self.possibly_valid(r, -math.inf, math.inf):
@@ -297,6 +302,11 @@ class Model:
                 not_yet += 1
             elif verdict == REQUIRED:
                 required.add(r.key)
+                kinds[kind(r, self.legacy_offset)] += 1
+                if r.user != self.tasks[r.task].owner:
+                    kinds["to a watcher"] += 1
+                if r.moment >= self.set_at(r)[1] + SENT_WITHIN:
+                    planned[r.key] = r.moment
             elif verdict == EITHER_WAY:
                 either.add(r.key)
                 reasons[r.key] = why
@@ -318,13 +328,20 @@ class Model:
             first = min(times)
             if first < r.moment - EARLY_TOLERANCE:
                 early[key] = r.moment - first
-        return Verdict(required, either, reasons, not_yet, unexpected, early, uncertain)
+        lateness = sorted(min(arrivals[k]) - m for k, m in planned.items() if k in arrivals)
+        return Verdict(
+            required, either, reasons, dict(kinds), lateness, not_yet, unexpected, early, uncertain
+        )
 
     def last_moment(self, before: float) -> float:
         """The latest moment of a possible reminder before ``before``."""
         return max((r.moment for r in self.reminders() if r.moment < before), default=0.0)
 
 
-def keys(reminders: Iterable[Reminder]) -> set[str]:
-    """The keys of ``reminders``."""
-    return {r.key for r in reminders}
+def kind(r: Reminder, legacy_offset: int) -> str:
+    """What sort of reminder ``r`` is, for the figures."""
+    if r.offset == legacy_offset:
+        return "a day ahead"
+    if r.offset > 0:
+        return "minutes ahead"
+    return "at the due time" if r.offset == 0 else "overdue nudge"

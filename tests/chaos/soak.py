@@ -862,6 +862,12 @@ def verdict_of(
           f"/ unexplained {len(unexplained)} / early {len(verdict.early)} "
           f"/ unexpected {sum(verdict.unexpected.values())} "
           f"/ allowed either way {len(verdict.either_way)} ({either_arrived} arrived)")  # fmt: skip
+    print("required: " + ", ".join(f"{n} {k}" for k, n in sorted(verdict.kinds.items())))
+    if verdict.lateness:
+        late = verdict.lateness
+        p50, p99 = late[len(late) // 2], late[int(len(late) * 0.99)]
+        print(f"lateness of the {len(late)} required reminders planned ahead (first arrival - "
+              f"moment): p50 {p50:.2f} s, p99 {p99:.2f} s, max {late[-1]:.2f} s")  # fmt: skip
     reasons = Counter(verdict.reasons.values())
     arrived_why = Counter(verdict.reasons[k] for k in verdict.either_way & set(received))
     print("allowed either way: " + "; ".join(

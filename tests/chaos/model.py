@@ -333,6 +333,10 @@ class Model:
             required, either, reasons, dict(kinds), lateness, not_yet, unexpected, early, uncertain
         )
 
+    def last_change(self) -> float:
+        """When the host's last change to a task ended."""
+        return max((hi for h in self.tasks.values() for _, hi, _ in h.state.changes), default=0.0)
+
     def last_moment(self, before: float) -> float:
         """The latest moment of a possible reminder before ``before``."""
         return max((r.moment for r in self.reminders() if r.moment < before), default=0.0)

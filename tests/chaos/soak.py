@@ -785,7 +785,8 @@ def soak(
     log("faults stopped; draining")
 
     # Drain until every moment of the run is old enough to judge and all it requires is in.
-    last = host.model.last_moment(before=time.time() + 900)
+    # (A due date set less than SENT_WITHIN ago is not judged yet either.)
+    last = max(host.model.last_moment(before=time.time() + 900), host.model.last_change())
     deadline = time.monotonic() + options.drain
     while time.monotonic() < deadline:
         try:
@@ -874,7 +875,8 @@ def verdict_of(
         f"{n} {reason} ({arrived_why[reason]} arrived)" for reason, n in reasons.most_common()
     ))  # fmt: skip
     print(f"arrivals {sum(received.values())} of {len(received)} keys; dead rows {len(dead)}, "
-          f"expired rows {len(expired)}; early means before its moment by more than "
+          f"expired rows {len(expired)}; {verdict.not_yet} not due yet or too recent to judge; "
+          f"early means before its moment by more than "
           f"{EARLY_TOLERANCE * 1000:.0f} ms")  # fmt: skip
     for key, why in sorted(explained.items()):
         print(f"  duplicate {key} x{received[key]}: {why or 'UNEXPLAINED'}")

@@ -13,8 +13,8 @@ decided here too (`moment_of`, `expiry_of`, `key_of`, and `Candidate` for SQLite
 are computed in Python).
 
 A reminder is useful until it expires: a lead-time reminder when its task falls due, one at
-the due moment or after it `LATE_LIFETIME` after its moment, or at the next nudge if that
-comes sooner.
+the due moment or after it `LATE_LIFETIME` after its moment, or one nudge interval after it
+if that comes sooner (when the next nudge would come; the last nudge too, though none follows).
 """
 
 from __future__ import annotations

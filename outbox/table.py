@@ -111,6 +111,13 @@ class OutboxRow(OutboxBase):
             postgresql_where=text(_expiring_sql),
             sqlite_where=text(_expiring_sql),
         ),
+        # A recipient's live rows (the burst rule counts them) without reading the others'.
+        Index(
+            "ix_outbox_recipient",
+            "recipient_id",
+            postgresql_where=text(_active_sql),
+            sqlite_where=text(_active_sql),
+        ),
         # Purge deletes finished rows by age without reading the live ones.
         Index(
             "ix_outbox_finished",

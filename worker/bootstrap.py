@@ -198,7 +198,13 @@ class Services:
     def _prepare(self) -> Prepare:
         """The re-check; on the users' own channels, without a URL a reminder is cancelled."""
         lookahead = self.settings.lookahead
-        prepare = reminder_preparer(self.renderer, self.host, clock=self.clock, lookahead=lookahead)
+        prepare = reminder_preparer(
+            self.renderer,
+            self.host,
+            clock=self.clock,
+            lookahead=lookahead,
+            digest_burst=self.settings.digest_burst,
+        )
         return requiring_channel_url(prepare) if self.settings.channel == "apprise" else prepare
 
 

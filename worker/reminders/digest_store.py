@@ -19,6 +19,9 @@ sent, dead or expired takes no one more: the member goes to the next slot's dige
 PostgreSQL the digest row is locked (FOR UPDATE) before the member is linked, and a relay's
 claim skips locked rows, so no digest is re-checked while a member joins it; SQLite's single
 writer gives the same.
+
+A burst (more than a few reminders released by one quiet window) joins the digest at the
+window's end and no other (`join`): when that digest has gone out, the reminder goes alone.
 """
 
 from __future__ import annotations
@@ -132,14 +135,9 @@ def merge(
             early); the relay retries the reminder.
     """
     taking = frozenset(held or ())
-    current = session.execute(
-        select(_members.c.digest_id, OutboxRow.idempotency_key, OutboxRow.status)
-        .join(OutboxRow, OutboxRow.id == _members.c.digest_id)
-        .where(_members.c.member_id == claim.id)
-        .with_for_update()
-    ).first()
+    current = _current(session, claim)
     if current is not None and _takes(current.digest_id, current.status, taking):
-        return Merged(current.digest_id, current.idempotency_key)
+        return Merged(current.digest_id, current.key)
     dialect = session.get_bind().dialect.name
     for _ in range(MAX_SLOTS):
         found = _digest_row(session, dialect, user_id, slot, now)
@@ -150,10 +148,59 @@ def merge(
     raise RuntimeError(f"no digest of user {user_id} takes members before {slot.isoformat()}")
 
 
+def join(
+    session: Session,
+    claim: Claim,
+    user_id: int,
+    at: datetime,
+    *,
+    now: datetime,
+    held: Mapping[int, Claim] | None = None,
+) -> Merged | None:
+    """Put the reminder ``claim`` in the user's digest at ``at`` and no other (a burst's, at
+    the end of a quiet window), created when missing, in the session's transaction; None
+    when that digest no longer takes members (it went out): the reminder then goes alone.
+    Idempotent as `merge` is."""
+    taking = frozenset(held or ())
+    current = _current(session, claim)
+    if current is not None and _takes(current.digest_id, current.status, taking):
+        return Merged(current.digest_id, current.key)
+    dialect = session.get_bind().dialect.name
+    found = _digest_row(session, dialect, user_id, at, now)
+    if not _takes(found.digest_id, found.status, taking):
+        return None
+    _link(session, dialect, claim, found.digest_id, now, moved=current is not None)
+    return Merged(found.digest_id, found.key)
+
+
+def taking_digest(
+    session: Session, key: str, held: Mapping[int, Claim] | None = None
+) -> int | None:
+    """The id of the digest row ``key`` when it still takes members (waiting, or among the
+    rows this re-check ``held``); None when there is none or it went out."""
+    row = session.execute(
+        select(OutboxRow.id, OutboxRow.status).where(OutboxRow.idempotency_key == key)
+    ).first()
+    if row is None or not _takes(row.id, row.status, frozenset(held or ())):
+        return None
+    return int(row.id)
+
+
 class _Found(NamedTuple):
     digest_id: int
     key: str
     status: str
+
+
+def _current(session: Session, claim: Claim) -> _Found | None:
+    """The digest the reminder is a member of, locked, if any."""
+    row = session.execute(
+        select(_members.c.digest_id, OutboxRow.idempotency_key, OutboxRow.status)
+        .join(OutboxRow, OutboxRow.id == _members.c.digest_id)
+        .where(_members.c.member_id == claim.id)
+        .with_for_update()
+    ).first()
+    return None if row is None else _Found(row.digest_id, row.idempotency_key, row.status)
 
 
 def _takes(digest_id: int, status: str, held: frozenset[int]) -> bool:
@@ -259,8 +306,10 @@ __all__ = [
     "Member",
     "Merged",
     "in_digest",
+    "join",
     "member_of",
     "members_of",
     "merge",
     "merge_into_digest",
+    "taking_digest",
 ]

@@ -22,6 +22,13 @@ follow-up goes out alone, at the time its recipient asked for. A digest row's re
 each member to the same test (`_stands`), leaves out those that no longer stand and cancels a
 digest left empty (`NO_REMINDERS_LEFT`); an opt-out of every kind, or of ``digest``, cancels
 it too.
+
+A reminder released by the end of a quiet window (`send_time.Send.released_at`) of a user
+without a digest time goes out alone unless more than the burst threshold of that user's
+reminders were held to that end, counted in the database (`worker.reminders.burst`), or the
+window's burst digest already takes members: then it joins that digest (`digest_key` of the
+user and the window's end), in the re-check's transaction, as a digest user's reminder joins
+its slot's.
 """
 
 from __future__ import annotations
@@ -40,8 +47,16 @@ from outbox.channels.base import Message
 from outbox.clock import Clock
 from outbox.relay import Answer, Cancel, Defer, Expire, Prepare
 from outbox.store import Claim
-from worker.reminders import digest_store, plan, preference_store, send_time
-from worker.reminders.digest_slots import DIGEST_KIND, DigestSchedule, digest_key, slot_of
+from worker.reminders import burst, digest_store, plan, preference_store, send_time
+from worker.reminders import quiet as quiet_policy
+from worker.reminders.digest_slots import (
+    BURST_THRESHOLD,
+    DIGEST_KIND,
+    DigestSchedule,
+    digest_key,
+    release_as_digest,
+    slot_of,
+)
 from worker.reminders.due import DEFAULT_LOOKAHEAD, forget_reminder
 from worker.reminders.host import REFERENCE_SCHEMA, HostSchema
 from worker.reminders.keys import reminder_key, reminder_variant
@@ -55,7 +70,7 @@ from worker.reminders.render import (
 )
 from worker.reminders.rule_store import rule_sql
 from worker.reminders.rules import builtin_rule
-from worker.reminders.schema import owner_wants_reminders, task_open
+from worker.reminders.schema import TaskColumns, owner_wants_reminders, task_open
 
 #: Why a digest none of whose members still stands is not sent.
 NO_REMINDERS_LEFT = "no reminders left"
@@ -175,12 +190,15 @@ def reminder_preparer(
     *,
     clock: Clock,
     lookahead: timedelta = DEFAULT_LOOKAHEAD,
+    digest_burst: int = BURST_THRESHOLD,
 ) -> Prepare:
     """The relay's re-check: cancel unless the reminder still stands; expire it when the
     recipient's pause says so (at ``clock``'s time); merge it into its digest, for a digest
-    user; defer it when the recipient's quiet hours say so; else render it. A digest row:
-    held to the same pause and quiet hours, then its members re-checked and those left
-    rendered, or cancelled when none is."""
+    user; defer it when the recipient's quiet hours say so; merge it into the burst digest
+    at the window's end when more than ``digest_burst`` of the recipient's reminders were held to
+    it; else render it. A digest row: held to the same pause and quiet hours, then its
+    members re-checked and those left rendered, or cancelled when none is."""
+    release_as_digest(0, digest_burst)  # refuses a threshold that is not a whole number
     # Plain columns, not ORM objects: the re-check runs for every message the relay sends.
     queries = RecheckQueries.build(host, lookahead)
     wall_clock = host.tasks.due_time.per_recipient
@@ -193,6 +211,7 @@ def reminder_preparer(
         now = _read(session, queries, queued, clock.now(), [c.subject_id for c in digests])
         answers: dict[int, Answer] = {}
         merges: list[_Merge] = []
+        released: dict[tuple[int, datetime], list[_Released]] = {}
         for claim in reminders:
             found = _stands(claim, now, queries.legacy_offset)
             if isinstance(found, str):
@@ -205,10 +224,31 @@ def reminder_preparer(
                 merges.append(_Merge.of(claim, found, found.screen.digest, queries.legacy_offset))
             elif isinstance(when, send_time.Hold):
                 answers[claim.id] = Defer(when.until, when.reason)
+            elif isinstance(when, send_time.Send) and (
+                end := _burst_window(claim, found, when, now)
+            ):
+                released.setdefault((found.user.id, end), []).append(_Released(claim, found, when))
             else:
                 answers[claim.id] = _rendered(renderer, claim, found, when)
         held = {claim.id: claim for claim in digests}
-        answers.update(_merge_batch(session, merges, held, members, now.at))
+        context = _Context(
+            now,
+            queries.legacy_offset,
+            wall_clock,
+            held,
+            frozenset(c.id for c in claims),
+            host.tasks,
+        )
+        alone: list[_Released] = []
+        for (user_id, end), group in sorted(released.items()):
+            if _bursting(session, (user_id, end), group, context, threshold=digest_burst):
+                merges += [_Merge.burst(r.claim, user_id, end, r) for r in group]
+            else:
+                alone += group
+        merged, left = _merge_batch(session, merges, held, members, now.at)
+        answers.update(merged)
+        for one in (*alone, *left):
+            answers[one.claim.id] = _rendered(renderer, one.claim, one.found, one.when)
         for claim in digests:
             answers[claim.id] = _digest(
                 session, renderer, host, claim, members.get(claim.id, []), now, queries
@@ -218,15 +258,86 @@ def reminder_preparer(
     return prepare
 
 
+class _Released(NamedTuple):
+    """A reminder released by the end of a quiet window: sent alone unless it bursts."""
+
+    claim: Claim
+    found: Standing
+    when: send_time.Send
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What the burst count reads besides the database."""
+
+    now: _Now
+    legacy_offset: int
+    wall_clock: bool
+    held: Mapping[int, Claim]  # digest rows this re-check holds
+    claimed: frozenset[int]  # every row of the batch
+    tasks: TaskColumns
+
+
+def _burst_window(
+    claim: Claim, found: Standing, when: send_time.Send, now: _Now
+) -> datetime | None:
+    """The end of the quiet window that released the reminder, when it may go out in a
+    burst digest; None when it goes alone anyway (a follow-up, a user who refused digests)."""
+    if when.released_at is None:
+        return None
+    if FOLLOW_UP_MARK in claim.key or now.wanted.screen(found.user.id, DIGEST_KIND).refusal:
+        return None
+    return when.released_at
+
+
+def _bursting(
+    session: Session,
+    window: tuple[int, datetime],
+    group: Sequence[_Released],
+    context: _Context,
+    *,
+    threshold: int,
+) -> bool:
+    """Whether the reminders of ``group``, released by the window ending at ``end``, go in the
+    burst digest of (user, end): more than ``threshold`` of the user's reminders were held to
+    ``end``, or that digest already takes members (an earlier batch made it). ``window``:
+    the user and ``end``."""
+    user_id, end = window
+    user = group[0].found.user
+    chosen = context.now.wanted.preferences(user_id)
+    quiet = send_time.quiet_hours(chosen)
+    assert quiet is not None  # a window released them
+    zone = send_time.zone_of(user.timezone)
+    # Counted before the digest is looked for: a relay committing its burst between the two
+    # reads has either left its rows live here or its digest there.
+    others = [
+        row
+        for row in burst.live_reminders(session, context.tasks, user_id, context.claimed)
+        if FOLLOW_UP_MARK not in row.key
+        and row.subject_at is not None
+        and quiet_policy.held_until(
+            _moment(row, user, context.legacy_offset, wall_clock=context.wall_clock), quiet, zone
+        )
+        == end
+    ]
+    if release_as_digest(len(group) + len(others), threshold):
+        return True
+    key = digest_key(user_id, end)
+    return digest_store.taking_digest(session, key, context.held) is not None
+
+
 class _Merge(NamedTuple):
-    """A reminder that still stands, bound for the digest of ``slot``."""
+    """A reminder that still stands, bound for the digest of ``slot``: of its recipient's
+    digest schedule, or the burst digest at the end of a quiet window (no ``schedule``:
+    that digest or none, when ``alone`` is how it goes)."""
 
     key: str  # the digest's
     claim: Claim
     user_id: int
     slot: datetime
-    schedule: DigestSchedule
+    schedule: DigestSchedule | None
     zone: ZoneInfo
+    alone: _Released | None = None
 
     @classmethod
     def of(
@@ -240,6 +351,11 @@ class _Merge(NamedTuple):
         user_id = found.user.id
         return cls(digest_key(user_id, slot), claim, user_id, slot, schedule, zone)
 
+    @classmethod
+    def burst(cls, claim: Claim, user_id: int, end: datetime, alone: _Released) -> _Merge:
+        """Bound for the burst digest of the window ending at ``end``."""
+        return cls(digest_key(user_id, end), claim, user_id, end, None, ZoneInfo("UTC"), alone)
+
 
 def _merge_batch(
     session: Session,
@@ -247,29 +363,41 @@ def _merge_batch(
     held: Mapping[int, Claim],
     members: dict[int, list[digest_store.Member]],
     now: datetime,
-) -> dict[int, Cancel]:
+) -> tuple[dict[int, Cancel], list[_Released]]:
     """Merge each reminder into its digest; a digest ``held`` by this re-check gets the
-    reminder among its ``members`` too, to be re-checked with them."""
+    reminder among its ``members`` too, to be re-checked with them. Returns the answers, and
+    the released reminders whose burst digest went out already, to be sent alone."""
     answers = {}
+    left = []
     # In key order: relays merging into the same digests lock them in the same order.
     for merge in sorted(merges, key=lambda m: m.key):
         claim = merge.claim
-        merged = digest_store.merge(
-            session,
-            claim,
-            merge.user_id,
-            merge.slot,
-            schedule=merge.schedule,
-            zone=merge.zone,
-            now=now,
-            held=held,
-        )
+        merged: digest_store.Merged | None
+        if merge.schedule is None:
+            merged = digest_store.join(
+                session, claim, merge.user_id, merge.slot, now=now, held=held
+            )
+        else:
+            merged = digest_store.merge(
+                session,
+                claim,
+                merge.user_id,
+                merge.slot,
+                schedule=merge.schedule,
+                zone=merge.zone,
+                now=now,
+                held=held,
+            )
+        if merged is None:
+            assert merge.alone is not None  # only a burst's digest can be gone
+            left.append(merge.alone)
+            continue
         answers[claim.id] = Cancel(digest_store.in_digest(merged.key))
         if merged.digest_id in held:
             listed = members.setdefault(merged.digest_id, [])
             if claim.id not in {member.id for member in listed}:
                 listed.append(digest_store.member_of(claim, merged.digest_id, now))
-    return answers
+    return answers, left
 
 
 def moment_of(reminder: Queued, legacy_offset: int) -> datetime:
@@ -386,16 +514,26 @@ def _send_time(
     """
     if claim.subject_at is None:  # no due moment to place it by: as before preferences
         return send_time.Send()
-    offset = timedelta(
-        seconds=legacy_offset if claim.offset_seconds is None else claim.offset_seconds
-    )
+    moment = _moment(claim, user, legacy_offset, wall_clock=wall_clock)
     zone = send_time.zone_of(user.timezone)
-    moment = claim.subject_at - offset
-    if wall_clock:
-        local = reading(claim.subject_at, zone) - offset
-        moment = local.replace(tzinfo=zone).astimezone(UTC)
     chosen = now.wanted.preferences(user.id)
     return send_time.decide(moment, claim.subject_at, now.at, chosen, zone, digests=False)
+
+
+def _moment(
+    reminder: Queued, user: OwnerFacts, legacy_offset: int, *, wall_clock: bool
+) -> datetime:
+    """A reminder's moment as its recipient's quiet hours see it: its due moment less its
+    offset, on the recipient's wall clock for an all-day task (``wall_clock``)."""
+    assert reminder.subject_at is not None  # the caller's to check
+    offset = timedelta(
+        seconds=legacy_offset if reminder.offset_seconds is None else reminder.offset_seconds
+    )
+    if not wall_clock:
+        return reminder.subject_at - offset
+    zone = send_time.zone_of(user.timezone)
+    local = reading(reminder.subject_at, zone) - offset
+    return local.replace(tzinfo=zone).astimezone(UTC)
 
 
 def _digest(  # noqa: PLR0917  (the batch's facts, passed on)

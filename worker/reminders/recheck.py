@@ -250,25 +250,21 @@ def _merge_batch(
 ) -> dict[int, Cancel]:
     """Merge each reminder into its digest; a digest ``held`` by this re-check gets the
     reminder among its ``members`` too, to be re-checked with them."""
+    requests = [
+        digest_store.Request(m.claim, m.user_id, m.slot, m.schedule, m.zone) for m in merges
+    ]
+    # One batch of statements for every reminder (`digest_store.merge_all`), not a round
+    # trip per reminder: a digest slot can gather every user's reminders at once.
+    merged = digest_store.merge_all(session, requests, now=now, held=held)
     answers = {}
-    # In key order: relays merging into the same digests lock them in the same order.
-    for merge in sorted(merges, key=lambda m: m.key):
+    for merge in merges:
         claim = merge.claim
-        merged = digest_store.merge(
-            session,
-            claim,
-            merge.user_id,
-            merge.slot,
-            schedule=merge.schedule,
-            zone=merge.zone,
-            now=now,
-            held=held,
-        )
-        answers[claim.id] = Cancel(digest_store.in_digest(merged.key))
-        if merged.digest_id in held:
-            listed = members.setdefault(merged.digest_id, [])
+        found = merged[claim.id]
+        answers[claim.id] = Cancel(digest_store.in_digest(found.key))
+        if found.digest_id in held:
+            listed = members.setdefault(found.digest_id, [])
             if claim.id not in {member.id for member in listed}:
-                listed.append(digest_store.member_of(claim, merged.digest_id, now))
+                listed.append(digest_store.member_of(claim, found.digest_id, now))
     return answers
 
 

@@ -2,7 +2,8 @@
 
 Sections: scan (with the EXPLAIN of the due query), memory, relay, latency, schedule,
 lateness, rules (the scan and memory with rules and recipients, and the EXPLAIN of the window),
-relay-rules (the relay with them).
+relay-rules (the relay with them), digests (reminders merged into digests and sent, against
+sending them one by one).
 Needs the PostgreSQL server (``BENCH_POSTGRES_URL``, default postgres on
 127.0.0.1) and, for latency, Redis (``BENCH_REDIS_URL``, default database 11).
 Every database is created for the run and dropped at its end.
@@ -21,7 +22,10 @@ from pathlib import Path
 from benchmarks.common import clean_environment, production_logging, progress, utc_now
 from benchmarks.report import Table
 
-SECTIONS = ("scan", "memory", "relay", "latency", "schedule", "lateness", "rules", "relay-rules")
+SECTIONS = (
+    "scan", "memory", "relay", "latency", "schedule", "lateness", "rules", "relay-rules",
+    "digests",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,12 @@ class Plan:
     latency_seconds: tuple[float, float]
     schedule_tasks: int = 2_000
     lateness: tuple[int, float] = (10_000, 180.0)
+    digests: tuple[int, int] = (100_000, 10)  # users, reminders each
 
 
 FULL = Plan([10_000, 100_000, 1_000_000], [10_000, 1_000_000], 2_000, 5, 2_000, (150, 30))
-QUICK = Plan([10_000, 100_000], [10_000, 100_000], 300, 1, 500, (65, 15), lateness=(2_000, 60.0))
+QUICK = Plan([10_000, 100_000], [10_000, 100_000], 300, 1, 500, (65, 15), lateness=(2_000, 60.0),
+             digests=(10_000, 10))  # fmt: skip
 
 
 def arguments() -> argparse.Namespace:
@@ -162,6 +168,10 @@ def main() -> None:
         from benchmarks import lateness
 
         attempt("lateness", lambda: show(lateness.run(*plan.lateness), tables))
+    if "digests" in args.sections:
+        from benchmarks import digests
+
+        attempt("digests", lambda: show(digests.run(*plan.digests, utc_now()), tables))
     elapsed = time.perf_counter() - started
     header = (
         f"Run of {started_at}: `python -m benchmarks"

@@ -207,6 +207,9 @@ class Relay:
                 if not batch.waiting:
                     if settled and claiming:
                         # Its rows all ended or were deferred unsent: more may be due behind.
+                        # Rows that end unsent take no receiver's time (a digest's members,
+                        # cancellations), so the claims double up to the batch size.
+                        batch.group = min(self.batch_size, 2 * max(batch.group, FIRST_CLAIM))
                         continue
                     report.out_of_budget = not claiming
                     break

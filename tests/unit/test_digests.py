@@ -20,7 +20,7 @@ import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, MetaData, Table, select, update
+from sqlalchemy import Engine, MetaData, Table, event, select, update
 from sqlalchemy.orm import Session
 
 from outbox.admin import follow_up
@@ -175,6 +175,47 @@ def test_merging_is_idempotent_and_one_slot_is_one_digest_row(services: Services
     assert answers == [Cancel(f"in digest {KEY}")] * 3
     (digest,) = digests(services)
     assert member_links(services) == [(first.id, digest.id), (second.id, digest.id)]
+
+
+def statements_merging(services: Services, owners: dict[int, int]) -> int:
+    """How many statements one `merge_all` of every due reminder sends; ``owners``: the
+    owner of each task."""
+    for task_id, owner in owners.items():
+        add_task(services, task_id, owner, SLOT + HOUR, title=f"task {task_id}")
+    services.scan()
+    sent: list[str] = []
+
+    def count(*args: Any) -> None:
+        sent.append(args[2])
+
+    with services.session_factory.begin() as session:
+        found = claimed(services, session)
+        requests = [
+            digest_store.Request(c, owners[c.subject_id], SLOT, SCHEDULE, BERLIN) for c in found
+        ]
+        event.listen(services.engine, "before_cursor_execute", count)
+        try:
+            merged = digest_store.merge_all(session, requests, now=T0)
+        finally:
+            event.remove(services.engine, "before_cursor_execute", count)
+    assert {m.key for m in merged.values()} == {digest_key(o, SLOT) for o in owners.values()}
+    assert set(merged) == {c.id for c in found}
+    return len(sent)
+
+
+def test_a_batch_is_merged_with_the_same_statements_whatever_its_size(
+    services: Services,
+) -> None:
+    """Merging is set-based: twenty reminders of two users cost the statements of one, not
+    a round trip each (a slot may gather every user's reminders at once)."""
+    with services.session_factory.begin() as session:
+        edit = PreferenceEdit(digest="18:00")
+        preference_store.edit_preferences(session, services.host, 2, edit, now=T0)
+    one = statements_merging(services, {11: 1})
+    many = statements_merging(services, {20 + n: 1 + n % 2 for n in range(20)})
+    assert one > 0
+    assert many == one
+    assert len(member_links(services)) == 21
 
 
 def test_a_crash_before_the_commit_leaves_nothing_half_done(

@@ -96,6 +96,16 @@ def in_digest(key: str) -> str:
     return f"in digest {key}"
 
 
+class Request(NamedTuple):
+    """A reminder to merge: the claim, its recipient, and the first slot it may join."""
+
+    claim: Claim
+    user_id: int
+    slot: datetime
+    schedule: DigestSchedule | None  # None: that slot's digest or none (a burst's)
+    zone: ZoneInfo
+
+
 def merge_into_digest(
     session: Session,
     claim: Claim,
@@ -126,26 +136,73 @@ def merge(
     now: datetime,
     held: Mapping[int, Claim] | None = None,
 ) -> Merged:
-    """`merge_into_digest`, returning the digest. Idempotent: a reminder already in a digest
-    that takes members stays there; one in a digest that went out (its row armed again by a
-    scan or a replay) moves to the slot's digest.
+    """`merge_into_digest`, returning the digest: `merge_all` of one reminder."""
+    request = Request(claim, user_id, slot, schedule, zone)
+    return merge_all(session, [request], now=now, held=held)[claim.id]
+
+
+def merge_all(
+    session: Session,
+    requests: Sequence[Request],
+    *,
+    now: datetime,
+    held: Mapping[int, Claim] | None = None,
+) -> dict[int, Merged]:
+    """Merge a batch of reminders, each into its user's digest at its slot or the next slot
+    that still takes members; the digest of each, by the reminder's outbox id. A handful of
+    statements for the whole batch, whatever its size: the members' current digests, then
+    per slot tried the digest rows (created when missing) and one insert of the links.
+
+    Idempotent: a reminder already in a digest that takes members stays there; one in a
+    digest that went out (its row armed again by a scan or a replay) moves to the slot's
+    digest. Digest rows are locked in key order, so relays merging into the same digests
+    lock them in the same order.
 
     Raises:
-        RuntimeError: no digest of ``MAX_SLOTS`` slots takes members (replays sent them
-            early); the relay retries the reminder.
+        RuntimeError: no digest of ``MAX_SLOTS`` slots takes a reminder (replays sent them
+            early); the relay retries the batch.
     """
     taking = frozenset(held or ())
-    current = _current(session, claim)
-    if current is not None and _takes(current.digest_id, current.status, taking):
-        return Merged(current.digest_id, current.key)
+    merged: dict[int, Merged] = {}
+    if not requests:
+        return merged
+    current = session.execute(
+        select(
+            _members.c.member_id, _members.c.digest_id, OutboxRow.idempotency_key, OutboxRow.status
+        )
+        .join(OutboxRow, OutboxRow.id == _members.c.digest_id)
+        .where(_members.c.member_id.in_(sorted(r.claim.id for r in requests)))
+        .order_by(OutboxRow.idempotency_key, _members.c.member_id)
+        .with_for_update()
+    ).all()
+    linked = {row.member_id for row in current}
+    for row in current:
+        if _takes(row.digest_id, row.status, taking):
+            merged[row.member_id] = Merged(row.digest_id, row.idempotency_key)
+    waiting = [r for r in requests if r.claim.id not in merged]
     dialect = session.get_bind().dialect.name
     for _ in range(MAX_SLOTS):
-        found = _digest_row(session, dialect, user_id, slot, now)
-        if _takes(found.digest_id, found.status, taking):
-            _link(session, dialect, claim, found.digest_id, now, moved=current is not None)
-            return Merged(found.digest_id, found.key)
-        slot = next_slot(slot, schedule, zone)
-    raise RuntimeError(f"no digest of user {user_id} takes members before {slot.isoformat()}")
+        if not waiting:
+            return merged
+        found = _digest_rows(session, dialect, {(r.user_id, r.slot) for r in waiting}, now)
+        joining: list[tuple[Request, _Found]] = []
+        later: list[Request] = []
+        for request in waiting:
+            digest = found[digest_key(request.user_id, request.slot)]
+            if _takes(digest.digest_id, digest.status, taking):
+                joining.append((request, digest))
+            elif request.schedule is not None:
+                slot = next_slot(request.slot, request.schedule, request.zone)
+                later.append(request._replace(slot=slot))
+        _link(session, dialect, joining, now, moved=linked)
+        merged.update({r.claim.id: Merged(d.digest_id, d.key) for r, d in joining})
+        waiting = later
+    if not waiting:
+        return merged
+    first = waiting[0]
+    raise RuntimeError(
+        f"no digest of user {first.user_id} takes members before {first.slot.isoformat()}"
+    )
 
 
 def join(
@@ -161,16 +218,8 @@ def join(
     the end of a quiet window), created when missing, in the session's transaction; None
     when that digest no longer takes members (it went out): the reminder then goes alone.
     Idempotent as `merge` is."""
-    taking = frozenset(held or ())
-    current = _current(session, claim)
-    if current is not None and _takes(current.digest_id, current.status, taking):
-        return Merged(current.digest_id, current.key)
-    dialect = session.get_bind().dialect.name
-    found = _digest_row(session, dialect, user_id, at, now)
-    if not _takes(found.digest_id, found.status, taking):
-        return None
-    _link(session, dialect, claim, found.digest_id, now, moved=current is not None)
-    return Merged(found.digest_id, found.key)
+    request = Request(claim, user_id, at, None, ZoneInfo("UTC"))
+    return merge_all(session, [request], now=now, held=held).get(claim.id)
 
 
 def taking_digest(
@@ -192,66 +241,74 @@ class _Found(NamedTuple):
     status: str
 
 
-def _current(session: Session, claim: Claim) -> _Found | None:
-    """The digest the reminder is a member of, locked, if any."""
-    row = session.execute(
-        select(_members.c.digest_id, OutboxRow.idempotency_key, OutboxRow.status)
-        .join(OutboxRow, OutboxRow.id == _members.c.digest_id)
-        .where(_members.c.member_id == claim.id)
-        .with_for_update()
-    ).first()
-    return None if row is None else _Found(row.digest_id, row.idempotency_key, row.status)
-
-
 def _takes(digest_id: int, status: str, held: frozenset[int]) -> bool:
     return status in WAITING or digest_id in held
 
 
-def _digest_row(
-    session: Session, dialect: str, user_id: int, slot: datetime, now: datetime
-) -> _Found:
-    """The digest row of (user, slot), created when missing (a cancelled one armed again),
-    locked for this transaction."""
-    key = digest_key(user_id, slot)
-    message = NewMessage(
-        key,
-        DIGEST_KIND,
-        subject_id=user_id,
-        subject_at=slot,
-        available_at=slot,
-        recipient_id=user_id,
-        offset_seconds=0,  # its moment is the slot itself
+def _digest_rows(
+    session: Session, dialect: str, slots: set[tuple[int, datetime]], now: datetime
+) -> dict[str, _Found]:
+    """The digest rows of each (user, slot), created when missing (a cancelled one armed
+    again), locked for this transaction in key order; by key."""
+    messages = sorted(
+        (
+            NewMessage(
+                digest_key(user_id, slot),
+                DIGEST_KIND,
+                subject_id=user_id,
+                subject_at=slot,
+                available_at=slot,
+                recipient_id=user_id,
+                offset_seconds=0,  # its moment is the slot itself
+            )
+            for user_id, slot in slots
+        ),
+        key=lambda message: message.key,
     )
-    _enqueue(dialect).enqueue(session, [message], now)
-    row = session.execute(
-        select(OutboxRow.id, OutboxRow.status)
-        .where(OutboxRow.idempotency_key == key)
+    _enqueue(dialect).enqueue(session, messages, now)
+    rows = session.execute(
+        select(OutboxRow.id, OutboxRow.idempotency_key, OutboxRow.status)
+        .where(OutboxRow.idempotency_key.in_([message.key for message in messages]))
+        .order_by(OutboxRow.idempotency_key)
         .with_for_update()
-    ).one()
-    return _Found(row.id, key, row.status)
+    ).all()
+    return {row.idempotency_key: _Found(row.id, row.idempotency_key, row.status) for row in rows}
 
 
 def _link(
-    session: Session, dialect: str, claim: Claim, digest_id: int, now: datetime, *, moved: bool
+    session: Session,
+    dialect: str,
+    joining: Sequence[tuple[Request, _Found]],
+    now: datetime,
+    *,
+    moved: set[int],
 ) -> None:
-    values: dict[str, Any] = {
-        "member_id": claim.id,
-        "digest_id": digest_id,
-        "member_key": claim.key,
-        "kind": claim.kind,
-        "task_id": claim.subject_id,
-        "subject_at": claim.subject_at,
-        "recipient_id": claim.recipient_id,
-        "offset_seconds": claim.offset_seconds,
-        "created_at": now,
-    }
-    if moved:
-        session.execute(update(_members).where(_members.c.member_id == claim.id).values(values))
+    """Link each reminder to its digest: one insert for the new members; an update for each
+    member moving out of a digest that went out (rare: a replay armed it again)."""
+    fresh: list[dict[str, Any]] = []
+    for request, digest in joining:
+        claim = request.claim
+        values: dict[str, Any] = {
+            "member_id": claim.id,
+            "digest_id": digest.digest_id,
+            "member_key": claim.key,
+            "kind": claim.kind,
+            "task_id": claim.subject_id,
+            "subject_at": claim.subject_at,
+            "recipient_id": claim.recipient_id,
+            "offset_seconds": claim.offset_seconds,
+            "created_at": now,
+        }
+        if claim.id in moved:
+            session.execute(update(_members).where(_members.c.member_id == claim.id).values(values))
+        else:
+            fresh.append(values)
+    if not fresh:
         return
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     # Another relay holding the same reminder (its lease ran out under this one) may link it
     # first; its link stands, and this relay's verdict on the row is fenced anyway.
-    session.execute(insert(_members).values(values).on_conflict_do_nothing())
+    session.execute(insert(_members).on_conflict_do_nothing(), fresh)
 
 
 @functools.cache
@@ -305,11 +362,13 @@ __all__ = [
     "DigestMemberRow",
     "Member",
     "Merged",
+    "Request",
     "in_digest",
     "join",
     "member_of",
     "members_of",
     "merge",
+    "merge_all",
     "merge_into_digest",
     "taking_digest",
 ]

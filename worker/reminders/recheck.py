@@ -367,36 +367,26 @@ def _merge_batch(
     """Merge each reminder into its digest; a digest ``held`` by this re-check gets the
     reminder among its ``members`` too, to be re-checked with them. Returns the answers, and
     the released reminders whose burst digest went out already, to be sent alone."""
+    requests = [
+        digest_store.Request(m.claim, m.user_id, m.slot, m.schedule, m.zone) for m in merges
+    ]
+    # One batch of statements for every reminder (`digest_store.merge_all`), not a round
+    # trip per reminder: a digest slot can gather every user's reminders at once.
+    merged = digest_store.merge_all(session, requests, now=now, held=held)
     answers = {}
     left = []
-    # In key order: relays merging into the same digests lock them in the same order.
-    for merge in sorted(merges, key=lambda m: m.key):
+    for merge in merges:
         claim = merge.claim
-        merged: digest_store.Merged | None
-        if merge.schedule is None:
-            merged = digest_store.join(
-                session, claim, merge.user_id, merge.slot, now=now, held=held
-            )
-        else:
-            merged = digest_store.merge(
-                session,
-                claim,
-                merge.user_id,
-                merge.slot,
-                schedule=merge.schedule,
-                zone=merge.zone,
-                now=now,
-                held=held,
-            )
-        if merged is None:
+        found = merged.get(claim.id)
+        if found is None:
             assert merge.alone is not None  # only a burst's digest can be gone
             left.append(merge.alone)
             continue
-        answers[claim.id] = Cancel(digest_store.in_digest(merged.key))
-        if merged.digest_id in held:
-            listed = members.setdefault(merged.digest_id, [])
+        answers[claim.id] = Cancel(digest_store.in_digest(found.key))
+        if found.digest_id in held:
+            listed = members.setdefault(found.digest_id, [])
             if claim.id not in {member.id for member in listed}:
-                listed.append(digest_store.member_of(claim, merged.digest_id, now))
+                listed.append(digest_store.member_of(claim, found.digest_id, now))
     return answers, left
 
 

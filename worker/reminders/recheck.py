@@ -505,6 +505,8 @@ def _send_time(
     if claim.subject_at is None:  # no due moment to place it by: as before preferences
         return send_time.Send()
     moment = _moment(claim, user, legacy_offset, wall_clock=wall_clock)
+    if claim.offset_seconds is None:  # queued before rules: meant to go out once queued
+        moment = min(moment, claim.created_at)
     zone = send_time.zone_of(user.timezone)
     chosen = now.wanted.preferences(user.id)
     return send_time.decide(moment, claim.subject_at, now.at, chosen, zone, digests=False)

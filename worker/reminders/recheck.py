@@ -331,7 +331,6 @@ class _Merge(NamedTuple):
     digest schedule, or the burst digest at the end of a quiet window (no ``schedule``:
     that digest or none, when ``alone`` is how it goes)."""
 
-    key: str  # the digest's
     claim: Claim
     user_id: int
     slot: datetime
@@ -349,12 +348,12 @@ class _Merge(NamedTuple):
         moment = max(moment_of(claim, legacy_offset), claim.created_at)
         slot = slot_of(moment, schedule, zone)
         user_id = found.user.id
-        return cls(digest_key(user_id, slot), claim, user_id, slot, schedule, zone)
+        return cls(claim, user_id, slot, schedule, zone)
 
     @classmethod
     def burst(cls, claim: Claim, user_id: int, end: datetime, alone: _Released) -> _Merge:
         """Bound for the burst digest of the window ending at ``end``."""
-        return cls(digest_key(user_id, end), claim, user_id, end, None, ZoneInfo("UTC"), alone)
+        return cls(claim, user_id, end, None, ZoneInfo("UTC"), alone)
 
 
 def _merge_batch(

@@ -56,7 +56,7 @@ class Claim:
 _NOW = bindparam("now", type_=UTCDateTime())
 
 #: A row's columns as a `Claim` has them, in its fields' order.
-_CLAIMED = (
+CLAIM_COLUMNS = (
     OutboxRow.id,
     OutboxRow.idempotency_key,
     OutboxRow.kind,
@@ -103,7 +103,7 @@ _CLAIM = (
         last_attempt_at=_NOW,
         updated_at=_NOW,
     )
-    .returning(*_CLAIMED)
+    .returning(*CLAIM_COLUMNS)
 )
 
 #: Why a row expired unsent, before its last error, if any.
@@ -134,7 +134,7 @@ _EXPIRE = (
         lease_owner=None,
         updated_at=_NOW,
     )
-    .returning(*_CLAIMED)
+    .returning(*CLAIM_COLUMNS)
 )
 
 

@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -21,7 +20,7 @@ from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session
 
 from outbox.relay import Answer, Cancel, Relay
-from outbox.store import Claim
+from outbox.store import CLAIM_COLUMNS, Claim
 from outbox.table import OutboxRow, Status
 from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
@@ -202,7 +201,7 @@ def test_a_member_merging_while_its_digest_is_being_sent_goes_to_the_next_slot(
         )
     assert services.relay().relay_until_idle().counts == {"cancelled": 1}
     with services.session_factory() as session:
-        member = session.execute(select(*claim_columns()).where(OutboxRow.subject_id == 2)).one()
+        member = session.execute(select(*CLAIM_COLUMNS).where(OutboxRow.subject_id == 2)).one()
     waiting = Claim(*member)
     clock.set(SLOT)
 
@@ -240,25 +239,6 @@ def test_a_member_merging_while_its_digest_is_being_sent_goes_to_the_next_slot(
     assert answers == [Cancel(f"in digest {digest_key(1, NEXT_SLOT)}")]
     (sent,) = channel.sent
     assert [line["task_id"] for line in sent.document["reminders"]] == [1]
-
-
-def claim_columns() -> tuple[Any, ...]:
-    """An outbox row's columns in the order of `Claim`'s fields."""
-    return (
-        OutboxRow.id,
-        OutboxRow.idempotency_key,
-        OutboxRow.kind,
-        OutboxRow.subject_id,
-        OutboxRow.subject_at,
-        OutboxRow.attempts,
-        OutboxRow.lease_token,
-        OutboxRow.available_at,
-        OutboxRow.created_at,
-        OutboxRow.expires_at,
-        OutboxRow.unfinished_claims,
-        OutboxRow.recipient_id,
-        OutboxRow.offset_seconds,
-    )
 
 
 def wait_for_a_lock_wait(engine: Engine) -> None:

@@ -285,3 +285,28 @@ def test_the_recheck_hands_the_users_channel_url_to_the_channel(
     urls = {message.recipient: message.channel_url for message in channel.sent}
     assert urls == {"user1@example.com": SECRET_URL, "user2@example.com": None}
     assert SECRET_URL not in repr(channel.sent)
+
+
+def test_a_reminder_cancelled_by_an_opt_out_is_not_armed_again(
+    engine: Engine, clock: ManualClock
+) -> None:
+    """The scan does not read the opt-out, so the re-check must not hand it the task back:
+    re-planned, the reminder would be armed and cancelled again at every tick until it
+    expired. A later reminder of the user still goes out once they opt back in."""
+    channel = RecordingChannel()
+    services = make_services(engine, clock, channel)
+    add_user(services, 1)
+    add_task(services, 10, 1, T0 + timedelta(hours=2))
+    add_task(services, 11, 1, T0 + timedelta(hours=30))
+    edit(services, 1, PreferenceEdit(unsubscribe=True))
+    assert services.scan().queued == 1
+    assert services.relay().relay_until_idle().counts == {"cancelled": 1}
+    for _ in range(3):
+        clock.advance(timedelta(minutes=1))
+        assert services.scan().queued == 0
+        assert services.relay().relay_until_idle().counts == {}
+    edit(services, 1, PreferenceEdit(unsubscribe=False))
+    clock.advance(timedelta(hours=6))
+    assert services.scan().queued == 1
+    assert services.relay().relay_until_idle().counts == {"delivered": 1}
+    assert [message.key.rsplit("-", 1)[-1] for message in channel.sent] == ["11"]

@@ -61,6 +61,7 @@ from worker.reminders.due import DEFAULT_LOOKAHEAD, forget_reminder
 from worker.reminders.host import REFERENCE_SCHEMA, HostSchema
 from worker.reminders.keys import reminder_key, reminder_variant
 from worker.reminders.local_time import reading
+from worker.reminders.preference_store import OPTED_OUT
 from worker.reminders.render import (
     DigestItem,
     OwnerFacts,
@@ -473,9 +474,11 @@ def _cancelled(
     session: Session, host: HostSchema, reminder: Queued, now: _Now, reason: str
 ) -> Cancel:
     task = now.tasks.get(reminder.subject_id)
-    if task is not None:
-        # The scan may plan the task again: it plans only what still stands, so that a
-        # reminder cancelled here is not armed again unless its task or recipient came back.
+    # The scan may plan the task again: it plans only what still stands, so that a reminder
+    # cancelled here is not armed again unless its task or recipient came back. Not after an
+    # opt-out, which the scan does not read: it would arm the reminder again at every tick
+    # until it expired. An opt-in before a later moment is planned by the window anyway.
+    if task is not None and reason != OPTED_OUT:
         forget_reminder(session, host.tasks, task.id, task.marker)
     return Cancel(reason)
 

@@ -82,3 +82,20 @@ def test_bad_input_is_refused_and_changes_nothing(
     assert message in refused(result)
     assert "hunter2" not in result.stderr + result.stdout
     assert stored(engine) == before
+
+
+def test_a_digest_time_the_zone_skips_is_set_with_a_note(
+    url: str, engine: Engine, tmp_path: Path
+) -> None:
+    """Not refused (the digest goes out at the end of the gap that day), but said: one more
+    line naming the day and the time it goes out instead; a time the clock never skips
+    gets none."""
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE users SET timezone = 'Europe/Berlin' WHERE id = 1"))
+    lines = ok(run(url, "prefs", "set", "--user", "1", "--digest", "02:30", cwd=tmp_path))
+    first, note = lines.splitlines()
+    assert first.endswith("digest 02:30; pause none; channel none")
+    assert note.startswith("note: 02:30 does not exist in Europe/Berlin on ")
+    assert note.endswith(" (DST): that day's digest goes out at 03:00")
+    lines = ok(run(url, "prefs", "set", "--user", "1", "--digest", "08:00", cwd=tmp_path))
+    assert len(lines.splitlines()) == 1

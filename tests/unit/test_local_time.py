@@ -14,6 +14,7 @@ from worker.errors import InvalidPreference
 from worker.reminders.local_time import (
     first_instant,
     last_instant,
+    next_skip,
     occurrences,
     reading,
     time_of_day,
@@ -84,3 +85,16 @@ def test_first_instant_is_the_first_time_the_clock_reaches_it(
         assert reading(first, tz) == local == reading(last, tz)
     else:
         assert first == last
+
+
+def test_next_skip_finds_the_day_the_clock_skips_a_time() -> None:
+    """The spring-forward Sunday for a time in the gap; none for a time outside it, nor when
+    only workdays count (Berlin springs forward on a Sunday); Lord Howe skips 02:00-02:30."""
+    today = date(2026, 12, 2)
+    assert next_skip(time(2, 30), BERLIN, today) == date(2027, 3, 28)
+    assert next_skip(time(3, 0), BERLIN, today) is None
+    assert next_skip(time(2, 30), BERLIN, today, on=lambda d: d.weekday() < 5) is None
+    assert next_skip(time(2, 30), BERLIN, today, days=100) is None
+    lord_howe = ZoneInfo("Australia/Lord_Howe")
+    assert next_skip(time(2, 15), lord_howe, today) == date(2027, 10, 3)
+    assert next_skip(time(2, 30), lord_howe, today) is None

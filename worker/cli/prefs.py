@@ -8,7 +8,9 @@ exit 2, and changes nothing.
 
 from __future__ import annotations
 
+from datetime import date, time
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 
@@ -16,7 +18,9 @@ from worker.cli import common
 from worker.cli.common import JsonOption
 from worker.errors import UsageError
 from worker.reminders import preference_store
+from worker.reminders.local_time import first_instant, next_skip, reading
 from worker.reminders.preferences import ALL_KINDS, PreferenceEdit, Preferences
+from worker.reminders.send_time import zone_of
 
 prefs_app = typer.Typer(
     help="A user's preferences: opt-out, quiet hours, digest, pause, channel. "
@@ -100,12 +104,20 @@ def set_prefs(
     if edit == PreferenceEdit():
         raise UsageError("prefs set: give at least one preference to set (see --help)")
     services = common.ready_services()
+    now = services.clock.now()
     with services.session_factory.begin() as session:
         chosen, changed = preference_store.edit_preferences(
-            session, services.host, user_id, edit, now=services.clock.now()
+            session, services.host, user_id, edit, now=now
         )
+        found = preference_store.recipient(session, services.host, user_id)
     suffix = "" if changed else " (unchanged)"
     common.out.print(common.plain(f"preferences of user {user_id}{suffix}: {describe(chosen)}"))
+    if edit.digest is not None and chosen.digest_at is not None:
+        zone = zone_of(None if found is None else found.timezone)
+        today = now.astimezone(zone).date()
+        note = digest_skip_note(chosen.digest_at, chosen.digest_workdays, zone, today)
+        if note is not None:
+            common.out.print(common.plain(note))
 
 
 @prefs_app.command("show")
@@ -161,3 +173,16 @@ def describe(chosen: Preferences) -> str:
     parts.append(f"pause {pause}")
     parts.append(f"channel {chosen.masked_channel or 'none'}")
     return "; ".join(parts)
+
+
+def digest_skip_note(at: time, workdays: bool, zone: ZoneInfo, today: date) -> str | None:
+    """The line that says on which digest day within a year from ``today`` the clock in
+    ``zone`` skips ``at``, and when that day's digest goes out (None: on no such day)."""
+    day = next_skip(at, zone, today, on=(lambda d: d.weekday() < 5) if workdays else None)
+    if day is None:
+        return None
+    instead = reading(first_instant(day, at, zone), zone)
+    return (
+        f"note: {at:%H:%M} does not exist in {zone.key} on {day:%Y-%m-%d} (DST): "
+        f"that day's digest goes out at {instead:%H:%M}"
+    )

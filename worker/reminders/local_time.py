@@ -14,6 +14,7 @@ time into an instant say which instant they mean:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -53,6 +54,18 @@ def last_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
     local = datetime.combine(day, at)
     found = occurrences(local, zone)
     return found[-1] if found else _end_of_gap(local, zone)
+
+
+def next_skip(
+    at: time, zone: ZoneInfo, since: date, days: int = 366, on: Callable[[date], bool] | None = None
+) -> date | None:
+    """The first of the ``days`` days from ``since`` (those ``on`` accepts, when given) on
+    which the clock in ``zone`` skips ``at``; None when it reads ``at`` on each of them."""
+    for n in range(days):
+        day = since + timedelta(days=n)
+        if (on is None or on(day)) and not occurrences(datetime.combine(day, at), zone):
+            return day
+    return None
 
 
 def _end_of_gap(local: datetime, zone: ZoneInfo) -> datetime:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import jinja2
+import pytest
 
 from outbox.channels.base import Message
 from outbox.channels.webhook import WebhookChannel
@@ -53,6 +55,18 @@ LINE = (
 )
 
 
+class Links:
+    """A link maker for a service with a public URL."""
+
+    def unsubscribe(self, user_id: int, key: str) -> str:
+        """The unsubscribe URL of ``user_id`` for ``key``."""
+        return f"https://r.example.com/u/{user_id}/{key}?t=sig"
+
+    def snooze(self, user_id: int, key: str, delay: timedelta) -> str:
+        """The snooze URL of ``user_id`` for ``key`` and ``delay``."""
+        return f"https://r.example.com/s/{user_id}/{key}/{int(delay.total_seconds())}?t=sig"
+
+
 def item(key: str, task_id: int, title: str, hours: float, *, overdue: bool) -> DigestItem:
     """A member of task ``task_id``, due ``hours`` after the slot."""
     return DigestItem(key, TaskFacts(task_id, title, SLOT + hours * HOUR, True), overdue)
@@ -96,3 +110,22 @@ def test_the_webhook_posts_the_digest_document_byte_for_byte() -> None:
         message = renderer.render_digest(KEY, SLOT, sample(), OWNER)
         assert posted(message) == BODY.encode()
         assert message.line == LINE
+
+
+def test_a_webhook_digest_renders_no_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The webhook's renderer builds a digest's document and line without rendering any
+    template, and its message carries no worded part and no link."""
+    renderer = renderer_for(WEBHOOK, Links())  # its start-up check renders samples, worded
+
+    def no_template(*args: object, **kwargs: object) -> str:
+        raise AssertionError("a template was rendered for a webhook digest")
+
+    monkeypatch.setattr(jinja2.Template, "render", no_template)
+    monkeypatch.setattr(jinja2.Template, "generate", no_template)
+    with pytest.raises(AssertionError, match="a template was rendered"):
+        ReminderRenderer("example.com").render_digest(KEY, SLOT, sample(), OWNER)
+    message = renderer.render_digest(KEY, SLOT, sample(), OWNER)
+    assert (message.subject, message.text, message.html) == ("", "", None)
+    assert posted(message) == BODY.encode()
+    assert message.line == LINE
+    assert "List-Unsubscribe" not in message.headers

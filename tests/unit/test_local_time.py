@@ -1,5 +1,5 @@
-"""A local date and time as an instant: the first or last time the clock reads it, and the
-end of the gap for a time the clock skips."""
+"""A local date and time as an instant: the first or last time the clock reads it, the end
+of the gap for a time the clock skips, and the instant PostgreSQL gives for it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from worker.reminders.local_time import (
     last_instant,
     next_skip,
     occurrences,
+    postgres_instant,
     reading,
     time_of_day,
 )
@@ -58,6 +59,29 @@ def test_a_skipped_date_starts_at_the_next_one() -> None:
     midnight = datetime(2011, 12, 30, 10, 0, tzinfo=UTC)
     assert first_instant(date(2011, 12, 30), time(8), apia) == midnight
     assert reading(midnight, apia) == datetime(2011, 12, 31, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("zone", "local", "expected"),
+    [
+        # What PostgreSQL 15 answers for `timestamp 'local' AT TIME ZONE zone`; live in
+        # tests/integration/test_all_day_moment_postgres.py.
+        ("Europe/Berlin", datetime(2026, 3, 29, 2, 30), datetime(2026, 3, 29, 1, 30)),  # skipped
+        ("Europe/Berlin", datetime(2026, 3, 29, 3, 0), datetime(2026, 3, 29, 1, 0)),
+        ("Europe/Berlin", datetime(2026, 10, 25, 2, 0), datetime(2026, 10, 25, 1, 0)),  # twice
+        ("Europe/Berlin", datetime(2026, 10, 25, 2, 30), datetime(2026, 10, 25, 1, 30)),
+        ("America/New_York", datetime(2026, 3, 8, 2, 30), datetime(2026, 3, 8, 7, 30)),
+        ("America/New_York", datetime(2026, 11, 1, 1, 30), datetime(2026, 11, 1, 6, 30)),
+        ("Australia/Lord_Howe", datetime(2026, 4, 5, 1, 45), datetime(2026, 4, 4, 15, 15)),
+        ("Australia/Lord_Howe", datetime(2026, 10, 4, 2, 15), datetime(2026, 10, 3, 15, 45)),
+    ],
+)
+def test_postgres_reads_a_repeated_time_late_and_a_skipped_one_with_the_offset_before(
+    zone: str, local: datetime, expected: datetime
+) -> None:
+    """A repeated time is its second occurrence; a skipped time is read with the offset in
+    force before the change, as PostgreSQL does."""
+    assert postgres_instant(local, ZoneInfo(zone)) == expected.replace(tzinfo=UTC)
 
 
 @pytest.mark.parametrize("text", [("24", "00"), ("25", "00"), ("07", "60")])

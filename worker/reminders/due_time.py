@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
@@ -38,6 +39,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
 from outbox.types import UTCDateTime, at, instant
+from worker.reminders.local_time import postgres_instant, reading
 
 #: The local time of an all-day task's reminder moment.
 ALL_DAY_AT = time(9, 0)
@@ -242,6 +244,26 @@ class DateDue:
 
     def same(self, due: ColumnElement[Any], value: Any) -> ColumnElement[bool]:
         return due == literal(value, Date())
+
+
+def all_day_moment(due_at: datetime, at: time, offset: timedelta, zone: ZoneInfo) -> datetime:
+    """`DateDue.moment` in Python, for the relay's re-check: the moment ``offset`` before
+    (negative: after) an all-day task's due moment ``due_at``, counted on the wall clock in
+    ``zone``, each wall time the instant PostgreSQL gives for it (`postgres_instant`).
+
+    ``due_at`` is the instant `DateDue.instant` gave for the task's date at ``at``, the
+    recipient's all-day time. Its wall time is that date at ``at``, also where ``at`` is a
+    time the clock skipped that day (``due_at`` then reads later); a row planned under
+    another all-day time keeps the wall time its ``due_at`` reads.
+    """
+    seen = reading(due_at, zone)
+    local = seen
+    for day in (seen.date(), seen.date() - timedelta(days=1)):
+        planned = datetime.combine(day, at)
+        if postgres_instant(planned, zone) == due_at:
+            local = planned
+            break
+    return postgres_instant(local - offset, zone)
 
 
 def shifted(moment: Any, seconds: Any) -> ColumnElement[datetime]:

@@ -10,6 +10,10 @@ time into an instant say which instant they mean:
   gap ends). Where a window starts and where a digest is sent.
 - `last_instant`: the last instant at which the clock reads exactly that time: a repeated
   time's second occurrence; a skipped time, as `first_instant`. Where a quiet window ends.
+- `postgres_instant`: the instant PostgreSQL gives for a local wall time (``AT TIME ZONE``):
+  a repeated time's second occurrence, a skipped time read with the offset in force before
+  the change (02:30 in Berlin on the day it skips 02:00-03:00 is 01:30 UTC, which reads
+  03:30). Where an all-day task's moments are, as the planner computes them in SQL.
 """
 
 from __future__ import annotations
@@ -38,6 +42,20 @@ def occurrences(local: datetime, zone: ZoneInfo) -> list[datetime]:
         if reading(instant, zone) == local.replace(fold=0):
             found.add(instant)
     return sorted(found)
+
+
+def postgres_instant(local: datetime, zone: ZoneInfo) -> datetime:
+    """The instant (aware UTC) PostgreSQL gives for ``local`` (naive) in ``zone``, as
+    ``local AT TIME ZONE zone`` does: a repeated time's second occurrence (the offset after
+    the change), a skipped time read with the offset before the change.
+
+    PostgreSQL documents the rule ("Handling of Invalid or Ambiguous Timestamps"); Python's
+    ``fold=0`` alone takes a repeated time's first occurrence instead.
+    """
+    found = occurrences(local, zone)
+    if found:
+        return found[-1]
+    return local.replace(tzinfo=zone, fold=0).astimezone(UTC)  # fold=0: the offset before
 
 
 def first_instant(day: date, at: time, zone: ZoneInfo) -> datetime:

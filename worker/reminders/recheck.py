@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any, NamedTuple, Protocol, cast
 from zoneinfo import ZoneInfo
 
@@ -58,9 +58,9 @@ from worker.reminders.digest_slots import (
     slot_of,
 )
 from worker.reminders.due import DEFAULT_LOOKAHEAD, forget_reminder
+from worker.reminders.due_time import ALL_DAY_AT, all_day_moment
 from worker.reminders.host import REFERENCE_SCHEMA, HostSchema
 from worker.reminders.keys import reminder_key, reminder_variant
-from worker.reminders.local_time import reading
 from worker.reminders.preference_store import OPTED_OUT
 from worker.reminders.render import (
     DigestItem,
@@ -126,11 +126,13 @@ class RecheckQueries:
             )
         rules = rule_sql(builtin_rule(lookahead))
         every = plan.offsets(rules)
+        settings = rules.settings
         offsets = (
-            select(users.id, every.c.offset_seconds)
+            select(users.id, every.c.offset_seconds, settings.c.all_day_at)
             .select_from(users.table)
             .outerjoin(rules.own, rules.own.c.user_id == users.id)
             .join(every, every.c.rule_id == rules.rule_id)
+            .join(settings, settings.c.rule_id == rules.rule_id)
             .where(users.id.in_(user_ids))
         )
         return cls(
@@ -150,8 +152,14 @@ class _Now:
     users: Mapping[int, OwnerFacts]
     listed: frozenset[tuple[int, int]]
     offsets: Mapping[int, frozenset[int]]
+    all_day_at: Mapping[int, time]  # each recipient's rule's all-day time
     wanted: preference_store.Screens
     at: datetime  # the clock's time of the re-check
+
+    def all_day_time(self, user_id: int, *, wall_clock: bool) -> time | None:
+        """The all-day time of ``user_id``'s rule when moments are counted on the wall clock
+        (``wall_clock``: an all-day task), else None."""
+        return self.all_day_at.get(user_id, ALL_DAY_AT) if wall_clock else None
 
 
 class Queued(Protocol):
@@ -309,6 +317,7 @@ def _bursting(
     quiet = send_time.quiet_hours(chosen)
     assert quiet is not None  # a window released them
     zone = send_time.zone_of(user.timezone)
+    all_day_at = context.now.all_day_time(user_id, wall_clock=context.wall_clock)
     # Counted before the digest is looked for: a relay committing its burst between the two
     # reads has either left its rows live here or its digest there.
     others = [
@@ -317,7 +326,7 @@ def _bursting(
         if FOLLOW_UP_MARK not in row.key
         and row.subject_at is not None
         and quiet_policy.held_until(
-            _moment(row, user, context.legacy_offset, wall_clock=context.wall_clock), quiet, zone
+            _moment(row, user, context.legacy_offset, all_day_at=all_day_at), quiet, zone
         )
         == end
     ]
@@ -430,11 +439,13 @@ def _read(
         found = connection.execute(queries.listed, {"ids": ids, "user_ids": user_ids})
         listed = frozenset((task, user) for task, user in found)
     offsets: dict[int, set[int]] = {}
-    for user, offset in connection.execute(queries.offsets, {"user_ids": user_ids}):
+    all_day_at: dict[int, time] = {}
+    for user, offset, all_day in connection.execute(queries.offsets, {"user_ids": user_ids}):
         offsets.setdefault(user, set()).add(offset)
+        all_day_at[user] = all_day
     wanted = preference_store.screens(session, users)
     by_user = {user: frozenset(o) for user, o in offsets.items()}
-    return _Now(tasks, users, listed, by_user, wanted, at)
+    return _Now(tasks, users, listed, by_user, all_day_at, wanted, at)
 
 
 def _stands(reminder: Queued, now: _Now, legacy_offset: int) -> Standing | str:
@@ -500,13 +511,14 @@ def _send_time(
     """What the recipient's pause and quiet hours say of the reminder now.
 
     Its moment is the row's due moment less its offset, counted on the recipient's wall
-    clock for an all-day task (``wall_clock``), as the planner counts it. A digest user's
+    clock for an all-day task (``wall_clock``), exactly as the planner counts it. A digest user's
     reminder is decided as anyone else's (``digests=False``): the pause applies to it here,
     its quiet hours to the digest it joins.
     """
     if claim.subject_at is None:  # no due moment to place it by: as before preferences
         return send_time.Send()
-    moment = _moment(claim, user, legacy_offset, wall_clock=wall_clock)
+    all_day_at = now.all_day_time(user.id, wall_clock=wall_clock)
+    moment = _moment(claim, user, legacy_offset, all_day_at=all_day_at)
     if claim.offset_seconds is None:  # queued before rules: meant to go out once queued
         moment = min(moment, claim.created_at)
     zone = send_time.zone_of(user.timezone)
@@ -515,19 +527,19 @@ def _send_time(
 
 
 def _moment(
-    reminder: Queued, user: OwnerFacts, legacy_offset: int, *, wall_clock: bool
+    reminder: Queued, user: OwnerFacts, legacy_offset: int, *, all_day_at: time | None
 ) -> datetime:
     """A reminder's moment as its recipient's quiet hours see it: its due moment less its
-    offset, on the recipient's wall clock for an all-day task (``wall_clock``)."""
+    offset; for an all-day task (``all_day_at``, the recipient's all-day time) on the
+    recipient's wall clock, the instant the planner's SQL gives (`all_day_moment`)."""
     assert reminder.subject_at is not None  # the caller's to check
     offset = timedelta(
         seconds=legacy_offset if reminder.offset_seconds is None else reminder.offset_seconds
     )
-    if not wall_clock:
+    if all_day_at is None:
         return reminder.subject_at - offset
     zone = send_time.zone_of(user.timezone)
-    local = reading(reminder.subject_at, zone) - offset
-    return local.replace(tzinfo=zone).astimezone(UTC)
+    return all_day_moment(reminder.subject_at, all_day_at, offset, zone)
 
 
 def _digest(  # noqa: PLR0917  (the batch's facts, passed on)

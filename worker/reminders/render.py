@@ -109,9 +109,9 @@ class ReminderRenderer:
 
     ``task_url`` is ``REMINDERS_TASK_URL`` (with its ``{task_id}`` placeholder); ``links``
     makes the unsubscribe and snooze links, and without it a reminder has neither.
-    Without ``worded`` the message carries only its JSON document and console line, for a
-    channel that posts the document (a webhook): the templates, the costliest part of a
-    send's preparation, are not rendered for parts nobody reads.
+    Without ``worded`` a reminder or a digest carries only its JSON document and console
+    line, for a channel that posts the document (a webhook): the templates, the costliest
+    part of a send's preparation, are not rendered for parts nobody reads.
     """
 
     mail_domain: str
@@ -186,24 +186,15 @@ class ReminderRenderer:
     ) -> Message:
         """The message of the digest under ``key`` due at ``slot``: one line per task of
         ``items`` (a task with several members once; overdue if any of them is), overdue
-        ones first, each group by due time."""
+        ones first, each group by due time. Without ``worded``: its document and console
+        line only, as for a reminder."""
         language = language_for(owner.locale)
         zone = owner_zone(owner.timezone, user_id=owner.id)
         lines = _digest_lines(items, zone, language, self._task_url)
         overdue = [line for line in lines if line.overdue]
         due_soon = [line for line in lines if not line.overdue]
-        unsubscribe = None if self.links is None else self.links.unsubscribe(owner.id, key)
-        local_slot = slot.astimezone(zone)
-        context: dict[str, Any] = {
-            "key": key,
-            "count": len(lines),
-            "overdue": overdue,
-            "due_soon": due_soon,
-            "slot": language.due(local_slot),
-            "slot_date": local_slot,
-            "unsubscribe_url": unsubscribe,
-        }
-        parts = self.templates.render_digest(language, context)
+        links = self.links if self.worded else None  # a document carries no links
+        unsubscribe = None if links is None else links.unsubscribe(owner.id, key)
         headers = {
             "Message-ID": f"<{key}@{self.mail_domain}>",
             "X-Reminder-Key": key,
@@ -215,14 +206,28 @@ class ReminderRenderer:
         if unsubscribe is not None:
             headers["List-Unsubscribe"] = f"<{unsubscribe}>"
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        subject, text, html = "", "", None
+        if self.worded:
+            local_slot = slot.astimezone(zone)
+            context: dict[str, Any] = {
+                "key": key,
+                "count": len(lines),
+                "overdue": overdue,
+                "due_soon": due_soon,
+                "slot": language.due(local_slot),
+                "slot_date": local_slot,
+                "unsubscribe_url": unsubscribe,
+            }
+            parts = self.templates.render_digest(language, context)
+            subject, text, html = short_line(parts.subject, SUBJECT_LIMIT), parts.text, parts.html
         named = ", ".join(repr(line.short_title[:40]) for line in lines[:LINE_TITLES])
         more = len(lines) - LINE_TITLES
         return Message(
             key=key,
             recipient=owner.email,
-            subject=short_line(parts.subject, SUBJECT_LIMIT),
-            text=parts.text,
-            html=parts.html,
+            subject=subject,
+            text=text,
+            html=html,
             headers=headers,
             document={
                 "type": "digest",

@@ -42,6 +42,7 @@ from tests.support.channels import RecordingChannel
 from tests.support.clock import T0, ManualClock
 from tests.support.db import make_services
 from tests.support.hosts import REFERENCE_APP, TODO_APP_BERLIN, HostApp, HostTask
+from tests.support.watchers import WATCHERS, watched_mapping
 from worker.bootstrap import Services
 from worker.db import make_engine
 from worker.reminders.keys import reminder_key
@@ -853,16 +854,10 @@ STEP = timedelta(seconds=30)
 RULED_TASKS = 60
 
 
-def watched_mapping(tmp_path: Path) -> str:
+def watched_schema_file(tmp_path: Path) -> str:
     """A mapping file: the reference tables, and a watchers table of (task, user)."""
     path = tmp_path / "schema.toml"
-    path.write_text(
-        '[tasks]\ntable = "tasks"\nid = "id"\nowner = "owner_id"\ntitle = "title"\n'
-        'due = "due_date"\ncompleted_at = "completed_at"\n'
-        '[users]\ntable = "users"\nid = "id"\nemail = "email"\ntimezone = "timezone"\n'
-        'enabled = "notifications_enabled"\n'
-        '[recipients]\ntable = "watchers"\ntask = "task_ref"\nuser = "account_ref"\n'
-    )
+    path.write_text(watched_mapping(WATCHERS))
     return str(path)
 
 
@@ -901,7 +896,7 @@ def test_two_scanners_and_two_relays_under_rules_and_recipients_send_each_remind
         connection.execute(text("CREATE TABLE watchers (task_ref BIGINT, account_ref BIGINT)"))
         pairs = [{"t": t, "u": u} for t, users in watchers.items() for u in users]
         connection.execute(text("INSERT INTO watchers VALUES (:t, :u)"), pairs)
-    schema = watched_mapping(tmp_path)
+    schema = watched_schema_file(tmp_path)
     made = make_services(host.engine, clock, channel, schema_file=schema)
     with made.session_factory.begin() as session:
         rule_store.set_rule(session, made.host, None, Rule(before=DEFAULT_LEADS), now=start)

@@ -1,4 +1,4 @@
-"""Message templates: overrides by name, errors found at start, compiled once per process."""
+"""Message templates: their output, overrides by name, errors found at start, compiled once."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import jinja2
 import pytest
 from sqlalchemy import Engine
 
+from tests.support.rendered_samples import fixture, rendered
 from worker.bootstrap import bootstrap
+from worker.reminders.languages import LANGUAGES
 from worker.reminders.render import OwnerFacts, TaskFacts, renderer_for
 from worker.reminders.templates import NAMES, SHIPPED_DIR, TemplateProblem, load_templates
 from worker.settings import load_settings
@@ -42,6 +44,14 @@ def test_the_shipped_templates_are_the_three_parts() -> None:
         "body.html", "body.txt", "digest_body.html", "digest_body.txt", "digest_subject.txt",
         "subject.txt",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("code", LANGUAGES)
+def test_the_shipped_templates_give_the_recorded_messages(code: str) -> None:
+    """Every part of the sample reminders and digests is, to the byte, what
+    ``tests/fixtures/rendered`` records for the language; run
+    ``python -m tests.support.rendered_samples`` after changing a template or a catalog."""
+    assert rendered(code) == fixture(code).read_text(encoding="utf-8")
 
 
 def test_a_template_in_the_folder_replaces_the_shipped_one_by_name(tmp_path: Path) -> None:

@@ -15,7 +15,13 @@ from tests.support.rendered_samples import fixture, rendered
 from worker.bootstrap import bootstrap
 from worker.reminders.languages import LANGUAGES
 from worker.reminders.render import OwnerFacts, TaskFacts, renderer_for
-from worker.reminders.templates import NAMES, SHIPPED_DIR, TemplateProblem, load_templates
+from worker.reminders.templates import (
+    NAMES,
+    SHARED,
+    SHIPPED_DIR,
+    TemplateProblem,
+    load_templates,
+)
 from worker.settings import load_settings
 
 TASK = TaskFacts(5, "Pay <rent>", datetime(2026, 11, 28, 12, 0, tzinfo=UTC), True)
@@ -39,10 +45,11 @@ def problem(tmp_path: Path, **files: str) -> str:
 
 
 def test_the_shipped_templates_are_the_three_parts() -> None:
-    """The package ships a subject, a text and an HTML template, for reminders and digests."""
+    """The package ships a subject, a text and an HTML template, for reminders and digests,
+    and the HTML layout and the text footer both kinds share."""
     assert sorted(path.name for path in SHIPPED_DIR.iterdir()) == [
         "body.html", "body.txt", "digest_body.html", "digest_body.txt", "digest_subject.txt",
-        "subject.txt",
+        "footer.txt", "layout.html", "subject.txt",
     ]  # fmt: skip
 
 
@@ -77,6 +84,16 @@ def test_an_override_can_extend_the_shipped_template(tmp_path: Path) -> None:
     assert message.html is not None
     assert "<em>Pay &lt;rent&gt;</em> — Votre tâche arrive bientôt à échéance." in message.html
     assert "Tâche\xa0:" in message.html  # the rest is the shipped template's
+
+
+def test_the_shared_parts_are_not_replaced_by_name(tmp_path: Path) -> None:
+    """A ``layout.html`` or ``footer.txt`` in the folder changes nothing: the shipped bodies
+    extend and include the shipped ones."""
+    directory = folder(tmp_path, layout_html="{{ nothing }}\n", footer_txt="{{ nothing }}\n")
+    message = renderer_for(load_settings(template_dir=str(directory))).render(
+        "due_soon-5-X", TASK, OWNER
+    )
+    assert message == renderer_for(load_settings()).render("due_soon-5-X", TASK, OWNER)
 
 
 def test_text_templates_do_not_escape(tmp_path: Path) -> None:
@@ -137,7 +154,7 @@ def test_templates_are_compiled_once_per_process(
     """A folder's templates compile once; renderers and renders after that compile nothing."""
     settings = load_settings(template_dir=str(folder(tmp_path, subject_txt="{{ title }}\n")))
     first = renderer_for(settings)
-    assert sorted(name for name in compiles if name) == sorted(NAMES)
+    assert sorted(name for name in compiles if name) == sorted([*NAMES, *SHARED])
     compiles.clear()
     again = renderer_for(settings)
     assert again.templates is first.templates

@@ -36,39 +36,19 @@ from benchmarks.memory import in_child, worker_peaks
 from benchmarks.receivers import Receivers
 from benchmarks.report import Row, Table
 from benchmarks.scan import LONG_AGO, NOOP_RUNS, services_for, timed
+from tests.support.watchers import watched_mapping, watchers_ddl
 from worker.bootstrap import Services, plan_ahead
+from worker.reminders.mapping import RecipientsMapping
 
 FIRST_SCAN_RATIO = 3.0
 FLAT_RATIO = 2.0
 NEXT_TICK = timedelta(minutes=1)
 LEADS = (86_400, 3_600, 0)
 
-MAPPING = """\
-[tasks]
-table = "tasks"
-id = "id"
-owner = "owner_id"
-title = "title"
-due = "due_date"
-completed_at = "completed_at"
-
-[users]
-table = "users"
-id = "id"
-email = "email"
-timezone = "timezone"
-enabled = "notifications_enabled"
-
-[recipients]
-table = "task_recipients"
-task = "task_id"
-user = "user_id"
-"""
-
+#: The recipients table, read as ``[recipients]`` beside the reference tables.
+RECIPIENTS = RecipientsMapping(table="task_recipients", task="task_id", user="user_id")
 RECIPIENTS_SQL = [
-    "CREATE TABLE IF NOT EXISTS task_recipients (task_id bigint NOT NULL, "
-    "user_id bigint NOT NULL, PRIMARY KEY (task_id, user_id))",
-    "CREATE INDEX IF NOT EXISTS ix_task_recipients_user_id ON task_recipients (user_id)",
+    *watchers_ddl(RECIPIENTS),
     # A watcher other than the owner (1 + id % users) for every second task.
     "INSERT INTO task_recipients (task_id, user_id) "
     "SELECT id, 1 + (id + 1 + id % (:users - 1)) % :users FROM tasks WHERE id % 2 = 0 "
@@ -200,7 +180,7 @@ def mapping_file() -> Iterator[Path]:
     """The schema file with the ``[recipients]`` mapping, in a directory removed after."""
     with tempfile.TemporaryDirectory(prefix="bench_rules_") as directory:
         path = Path(directory) / "schema.toml"
-        path.write_text(MAPPING, encoding="utf-8")
+        path.write_text(watched_mapping(RECIPIENTS), encoding="utf-8")
         yield path
 
 

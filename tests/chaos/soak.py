@@ -60,8 +60,10 @@ from tests.acceptance.harness import (
     smtp_env,
 )
 from tests.chaos.model import EARLY_TOLERANCE, SENT_WITHIN, Model, Steps, Verdict
+from tests.support.watchers import watched_mapping, watchers_ddl
 from worker import api_rules
 from worker.db import make_engine
+from worker.reminders.mapping import RecipientsMapping
 from worker.reminders.rules import Rule, builtin_rule
 from worker.settings import Settings, load_settings
 
@@ -183,33 +185,8 @@ class Supervisor:
 
 # --- the host application -------------------------------------------------------------------
 
-#: The mapping the soak's service reads: the reference tables plus a watchers table.
-MAPPING = """\
-[tasks]
-table = "tasks"
-id = "id"
-owner = "owner_id"
-title = "title"
-due = "due_date"
-completed_at = "completed_at"
-
-[users]
-table = "users"
-id = "id"
-email = "email"
-timezone = "timezone"
-enabled = "notifications_enabled"
-
-[recipients]
-table = "task_watchers"
-task = "task_id"
-user = "user_id"
-"""
-WATCHERS_SQL = [
-    "CREATE TABLE task_watchers (task_id bigint NOT NULL, user_id bigint NOT NULL, "
-    "PRIMARY KEY (task_id, user_id))",
-    "CREATE INDEX ix_task_watchers_user_id ON task_watchers (user_id)",
-]
+#: The watchers table the soak's service reads as ``[recipients]``, beside the reference tables.
+WATCHERS = RecipientsMapping(table="task_watchers", task="task_id", user="user_id")
 #: The rules at the start: several lead times for everyone, an overdue nudge, and users 1-3
 #: with a rule of their own (no reminder at the due time, an earlier one before it).
 DEFAULT_RULE = Rule(before=(DAY, 2 * MINUTE, timedelta(0)), overdue_every=MINUTE, overdue_count=1)
@@ -275,7 +252,7 @@ class Host:
         """The watchers table, the rules, the owners, ``count`` tasks and tasks that are
         never due."""
         with self.engine.begin() as connection:
-            for statement in WATCHERS_SQL:
+            for statement in watchers_ddl(WATCHERS):
                 connection.execute(text(statement))
         owners = [(i, f"user{i}@example.com", "UTC", True) for i in range(1, OWNERS + 1)]
         add_users(self.engine, owners)
@@ -733,7 +710,7 @@ def soak(
     """The run itself; returns whether it passed."""
     engine = make_engine(url)
     mapping = directory / "schema.toml"
-    mapping.write_text(MAPPING, encoding="utf-8")
+    mapping.write_text(watched_mapping(WATCHERS), encoding="utf-8")
     settings = load_settings(database_url=url, schema_file=str(mapping))
     host = Host(engine, random.Random(rng.random()), settings, rules=options.rules)
     initial = options.tasks // 3

@@ -11,66 +11,22 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
 
 import pytest
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
 
-from outbox.relay import Answer, Relay
-from outbox.store import Claim
-from outbox.table import OutboxRow, Status
 from tests.support import bursts
 from tests.support.bursts import END, KEY
 from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
 from tests.support.db import make_services
-from worker.reminders.digest_slots import DIGEST_KIND
-from worker.reminders.digest_store import DigestMemberRow
+from tests.support.races import meeting, one_pending_digest, race
 
 pytestmark = pytest.mark.postgres
 
 HELD = 10
 #: More than either relay's half, less than the ten: only counting both halves makes a burst.
 THRESHOLD = 6
-WAIT = 30.0
-
-
-def meeting(relay: Relay, barrier: threading.Barrier, *, once: bool) -> Relay:
-    """``relay``, its first re-check held until the other relay's reaches the barrier;
-    ``once``: it stops after that round."""
-    prepare = relay.prepare
-    met: list[bool] = []
-
-    def prepared(session: Session, claims: Sequence[Claim]) -> Mapping[int, Answer]:
-        if not met:
-            met.append(True)
-            barrier.wait(WAIT)
-            if once:
-                relay.stop.set()
-        return prepare(session, claims)
-
-    relay.prepare = prepared
-    return relay
-
-
-def race(relays: Sequence[Relay]) -> None:
-    """Run the relays in threads until each is idle or stopped."""
-    errors: list[BaseException] = []
-
-    def run(relay: Relay) -> None:
-        try:
-            relay.relay_until_idle()
-        except BaseException as error:  # re-raised below, in the test's thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(relay,)) for relay in relays]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT * 2)
-        assert not thread.is_alive()
-    assert not errors, errors
 
 
 def test_two_relays_racing_on_a_released_night_make_one_digest_with_each_once(
@@ -89,19 +45,7 @@ def test_two_relays_racing_on_a_released_night_make_one_digest_with_each_once(
     race([meeting(services.relay(), barrier, once=True) for _ in range(2)])
     services.stop.clear()  # the relays share the services' stop
     assert channel.sent == []
-    with Session(services.engine) as session:
-        digests = session.execute(
-            select(OutboxRow.id, OutboxRow.idempotency_key, OutboxRow.status).where(
-                OutboxRow.kind == DIGEST_KIND
-            )
-        ).all()
-        members = session.execute(
-            select(DigestMemberRow.member_key, DigestMemberRow.digest_id)
-        ).all()
-    ((digest_id, key, status),) = digests
-    assert (key, status) == (KEY, Status.PENDING)
-    assert sorted(member for member, _ in members) == keys
-    assert {digest for _, digest in members} == {digest_id}
+    assert sorted(member.key for member in one_pending_digest(services.engine, KEY)) == keys
     assert set(bursts.reasons(services).values()) == {f"in digest {KEY}"}
 
     assert services.relay().relay_until_idle().counts == {"delivered": 1}

@@ -19,16 +19,16 @@ import pytest
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session
 
-from outbox.relay import Answer, Cancel, Relay
+from outbox.relay import Answer, Cancel
 from outbox.store import CLAIM_COLUMNS, Claim
 from outbox.table import OutboxRow, Status
 from tests.support.channels import RecordingChannel
 from tests.support.clock import ManualClock
 from tests.support.db import add_task, add_user, make_services
+from tests.support.races import WAIT, meeting, one_pending_digest, race
 from worker.bootstrap import Services
 from worker.reminders import digest_store, preference_store
 from worker.reminders.digest_slots import DIGEST_KIND, DigestSchedule, digest_key
-from worker.reminders.digest_store import DigestMemberRow
 from worker.reminders.preferences import PreferenceEdit
 
 pytestmark = pytest.mark.postgres
@@ -39,33 +39,22 @@ NEXT_SLOT = SLOT + timedelta(days=1)
 SCHEDULE = DigestSchedule(clock_time(18, 0))
 BERLIN = ZoneInfo("Europe/Berlin")
 TASKS = 20
-WAIT = 30.0
 
 
-def meeting(relay: Relay, barrier: threading.Barrier) -> Relay:
-    """``relay``, its first re-check held until the other relay's reaches the barrier."""
-    prepare = relay.prepare
-    met: list[bool] = []
-
-    def prepared(session: Session, claims: Sequence[Claim]) -> Mapping[int, Answer]:
-        if not met:
-            met.append(True)
-            barrier.wait(WAIT)
-        return prepare(session, claims)
-
-    relay.prepare = prepared
-    return relay
+def with_a_digest_at_18(services: Services, clock: ManualClock) -> None:
+    """User 1 in Berlin, with a digest at 18:00."""
+    add_user(services, 1, email="ada@example.com", timezone="Europe/Berlin")
+    with services.session_factory.begin() as session:
+        preference_store.edit_preferences(
+            session, services.host, 1, PreferenceEdit(digest="18:00"), now=clock.now()
+        )
 
 
 @pytest.fixture
 def services(postgres_engine: Engine, clock: ManualClock, channel: RecordingChannel) -> Services:
     """User 1 in Berlin with a digest at 18:00 and 20 tasks due after it, scanned."""
     built = make_services(postgres_engine, clock, channel, relay_batch=10)
-    add_user(built, 1, email="ada@example.com", timezone="Europe/Berlin")
-    with built.session_factory.begin() as session:
-        preference_store.edit_preferences(
-            session, built.host, 1, PreferenceEdit(digest="18:00"), now=clock.now()
-        )
+    with_a_digest_at_18(built, clock)
     for task_id in range(1, TASKS + 1):
         add_task(built, task_id, 1, SLOT + timedelta(hours=1, minutes=task_id))
     assert built.scan().queued == TASKS
@@ -78,45 +67,19 @@ def test_two_relays_merging_into_one_slot_make_one_digest_with_each_member_once(
     """Both relays hold half the reminders and merge at once: one digest row, every
     reminder in it once, none sent alone; at the slot, one message lists all twenty."""
     barrier = threading.Barrier(2)
-    relays = [meeting(services.relay(), barrier) for _ in range(2)]
-    reports = []
-    errors: list[BaseException] = []
-
-    def run(relay: Relay) -> None:
-        try:
-            reports.append(relay.relay_until_idle())
-        except BaseException as error:  # re-raised below, in the test's thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(relay,)) for relay in relays]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT * 2)
-        assert not thread.is_alive()
-    assert not errors, errors
+    reports = race([meeting(services.relay(), barrier) for _ in range(2)])
     assert all(report.claimed > 0 for report in reports)  # both took part
     assert sum(report.counts.get("cancelled", 0) for report in reports) == TASKS
     assert channel.sent == []
 
+    members = one_pending_digest(services.engine, KEY)
     with Session(services.engine) as session:
-        digests = session.execute(
-            select(OutboxRow.id, OutboxRow.idempotency_key, OutboxRow.status).where(
-                OutboxRow.kind == DIGEST_KIND
-            )
-        ).all()
-        members = session.execute(
-            select(DigestMemberRow.member_id, DigestMemberRow.digest_id)
-        ).all()
         reminders = session.execute(
             select(OutboxRow.id, OutboxRow.status, OutboxRow.last_error).where(
                 OutboxRow.kind != DIGEST_KIND
             )
         ).all()
-    ((digest_id, key, status),) = digests
-    assert (key, status) == (KEY, Status.PENDING)
-    assert Counter(member for member, _ in members) == Counter(r.id for r in reminders)
-    assert {digest for _, digest in members} == {digest_id}
+    assert Counter(member.id for member in members) == Counter(r.id for r in reminders)
     assert {(r.status, r.last_error) for r in reminders} == {(Status.CANCELLED, f"in digest {KEY}")}
 
     clock.set(SLOT)
@@ -136,11 +99,7 @@ def test_a_digest_being_joined_is_not_claimed_until_the_member_is_in(
     with the new member in it. Without the lock the second relay would send the digest
     without it, and the member's own row would already say ``in digest``."""
     services = make_services(postgres_engine, clock, channel, relay_batch=1)
-    add_user(services, 1, email="ada@example.com", timezone="Europe/Berlin")
-    with services.session_factory.begin() as session:
-        preference_store.edit_preferences(
-            session, services.host, 1, PreferenceEdit(digest="18:00"), now=clock.now()
-        )
+    with_a_digest_at_18(services, clock)
     add_task(services, 1, 1, SLOT + timedelta(hours=2))
     services.scan()
     assert services.relay().relay_until_idle().counts == {"cancelled": 1}  # the digest exists
@@ -185,11 +144,7 @@ def test_a_member_merging_while_its_digest_is_being_sent_goes_to_the_next_slot(
     then waits for that commit, finds the digest claimed and joins the next slot's digest.
     Reading the digest unlocked, it would see it still pending, join it and be lost."""
     services = make_services(postgres_engine, clock, channel, relay_batch=1)
-    add_user(services, 1, email="ada@example.com", timezone="Europe/Berlin")
-    with services.session_factory.begin() as session:
-        preference_store.edit_preferences(
-            session, services.host, 1, PreferenceEdit(digest="18:00"), now=clock.now()
-        )
+    with_a_digest_at_18(services, clock)
     add_task(services, 1, 1, SLOT + timedelta(hours=2))
     add_task(services, 2, 1, SLOT + timedelta(hours=3))
     services.scan()

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, select, text
@@ -42,6 +42,8 @@ from tests.support.channels import RecordingChannel
 from tests.support.clock import T0, ManualClock
 from tests.support.db import make_services
 from tests.support.hosts import REFERENCE_APP, TODO_APP_BERLIN, HostApp, HostTask
+from tests.support.races import run_threads
+from tests.support.watchers import WATCHERS, watched_mapping
 from worker.bootstrap import Services
 from worker.db import make_engine
 from worker.reminders.keys import reminder_key
@@ -55,7 +57,6 @@ HOUR = timedelta(hours=1)
 #: leases), which read nothing of the host's that the other tests do not: the reference
 #: schema alone, or one case on the mapped schema.
 REFERENCE_ONLY = pytest.mark.parametrize("host_app", [REFERENCE_APP], ids=["reference"])
-R = TypeVar("R")
 WAIT = 30.0  # seconds; an upper bound for threads and subprocesses, never reached when healthy
 REMINDERS = Path(sys.executable).with_name("reminders")
 
@@ -142,28 +143,6 @@ def assert_exactly_one_row_per_due_task(host: HostDatabase, due_dates: dict[int,
         for task_id, (stored, marker) in marked.items()
     )
     assert {r.status for r in rows} == {Status.PENDING}
-
-
-def run_threads(targets: list[Callable[[], R]]) -> list[R]:
-    """Run each target in its own thread; return the results; re-raise the first error."""
-    results: dict[int, R] = {}
-    errors: list[BaseException] = []
-
-    def runner(index: int) -> None:
-        try:
-            results[index] = targets[index]()
-        except BaseException as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=runner, args=(i,)) for i in range(len(targets))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT * 4)
-        assert not thread.is_alive(), "a thread did not finish"
-    if errors:
-        raise errors[0]
-    return [results[index] for index in range(len(targets))]
 
 
 @pytest.fixture
@@ -255,7 +234,7 @@ def test_many_scanner_threads_queue_exactly_one_row_per_due_task(
         start.wait()
         return services.scan()
 
-    results = run_threads([functools.partial(scan, s) for s in scanners])
+    results = run_threads([functools.partial(scan, s) for s in scanners], wait=WAIT * 4)
 
     assert sum(r.queued for r in results) == 2000
     assert sum(r.marked for r in results) == 2000
@@ -402,7 +381,7 @@ def test_concurrent_first_scans_both_record_their_heartbeat(
                 with contextlib.suppress(threading.BrokenBarrierError):
                     both_there.wait()
 
-    results = run_threads([s.scan for s in scanners])
+    results = run_threads([s.scan for s in scanners], wait=WAIT * 4)
 
     assert sum(r.queued for r in results) == 20
     with host.engine.connect() as connection:
@@ -440,7 +419,7 @@ def test_two_relays_racing_deliver_each_key_exactly_once(
         start.wait()
         return services.relay().relay_until_idle()
 
-    reports = run_threads([functools.partial(relay, s) for s in relays])
+    reports = run_threads([functools.partial(relay, s) for s in relays], wait=WAIT * 4)
 
     sent = Counter(channel.keys)
     assert set(sent) == {reminder_key(i, d) for i, d in due_dates.items()}
@@ -853,16 +832,10 @@ STEP = timedelta(seconds=30)
 RULED_TASKS = 60
 
 
-def watched_mapping(tmp_path: Path) -> str:
+def watched_schema_file(tmp_path: Path) -> str:
     """A mapping file: the reference tables, and a watchers table of (task, user)."""
     path = tmp_path / "schema.toml"
-    path.write_text(
-        '[tasks]\ntable = "tasks"\nid = "id"\nowner = "owner_id"\ntitle = "title"\n'
-        'due = "due_date"\ncompleted_at = "completed_at"\n'
-        '[users]\ntable = "users"\nid = "id"\nemail = "email"\ntimezone = "timezone"\n'
-        'enabled = "notifications_enabled"\n'
-        '[recipients]\ntable = "watchers"\ntask = "task_ref"\nuser = "account_ref"\n'
-    )
+    path.write_text(watched_mapping(WATCHERS))
     return str(path)
 
 
@@ -901,7 +874,7 @@ def test_two_scanners_and_two_relays_under_rules_and_recipients_send_each_remind
         connection.execute(text("CREATE TABLE watchers (task_ref BIGINT, account_ref BIGINT)"))
         pairs = [{"t": t, "u": u} for t, users in watchers.items() for u in users]
         connection.execute(text("INSERT INTO watchers VALUES (:t, :u)"), pairs)
-    schema = watched_mapping(tmp_path)
+    schema = watched_schema_file(tmp_path)
     made = make_services(host.engine, clock, channel, schema_file=schema)
     with made.session_factory.begin() as session:
         rule_store.set_rule(session, made.host, None, Rule(before=DEFAULT_LEADS), now=start)
@@ -938,7 +911,7 @@ def test_two_scanners_and_two_relays_under_rules_and_recipients_send_each_remind
         together = threading.Barrier(4, timeout=WAIT)
         steps: list[Callable[[], object]] = [functools.partial(scan, s, together) for s in scanners]
         steps += [functools.partial(relay, s, together) for s in relays]
-        run_threads(steps)
+        run_threads(steps, wait=WAIT * 4)
         clock.advance(STEP)
     for services in relays:  # the last rows the scans committed as the relays finished
         services.relay().relay_until_idle()

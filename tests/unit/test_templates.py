@@ -1,4 +1,4 @@
-"""Message templates: overrides by name, errors found at start, compiled once per process."""
+"""Message templates: their output, overrides by name, errors found at start, compiled once."""
 
 from __future__ import annotations
 
@@ -11,9 +11,17 @@ import jinja2
 import pytest
 from sqlalchemy import Engine
 
+from tests.support.rendered_samples import fixture, rendered
 from worker.bootstrap import bootstrap
+from worker.reminders.languages import LANGUAGES
 from worker.reminders.render import OwnerFacts, TaskFacts, renderer_for
-from worker.reminders.templates import NAMES, SHIPPED_DIR, TemplateProblem, load_templates
+from worker.reminders.templates import (
+    NAMES,
+    SHARED,
+    SHIPPED_DIR,
+    TemplateProblem,
+    load_templates,
+)
 from worker.settings import load_settings
 
 TASK = TaskFacts(5, "Pay <rent>", datetime(2026, 11, 28, 12, 0, tzinfo=UTC), True)
@@ -37,11 +45,20 @@ def problem(tmp_path: Path, **files: str) -> str:
 
 
 def test_the_shipped_templates_are_the_three_parts() -> None:
-    """The package ships a subject, a text and an HTML template, for reminders and digests."""
+    """The package ships a subject, a text and an HTML template, for reminders and digests,
+    and the HTML layout and the text footer both kinds share."""
     assert sorted(path.name for path in SHIPPED_DIR.iterdir()) == [
         "body.html", "body.txt", "digest_body.html", "digest_body.txt", "digest_subject.txt",
-        "subject.txt",
+        "footer.txt", "layout.html", "subject.txt",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("code", LANGUAGES)
+def test_the_shipped_templates_give_the_recorded_messages(code: str) -> None:
+    """Every part of the sample reminders and digests is, to the byte, what
+    ``tests/fixtures/rendered`` records for the language; run
+    ``python -m tests.support.rendered_samples`` after changing a template or a catalog."""
+    assert rendered(code) == fixture(code).read_text(encoding="utf-8")
 
 
 def test_a_template_in_the_folder_replaces_the_shipped_one_by_name(tmp_path: Path) -> None:
@@ -67,6 +84,16 @@ def test_an_override_can_extend_the_shipped_template(tmp_path: Path) -> None:
     assert message.html is not None
     assert "<em>Pay &lt;rent&gt;</em> — Votre tâche arrive bientôt à échéance." in message.html
     assert "Tâche\xa0:" in message.html  # the rest is the shipped template's
+
+
+def test_the_shared_parts_are_not_replaced_by_name(tmp_path: Path) -> None:
+    """A ``layout.html`` or ``footer.txt`` in the folder changes nothing: the shipped bodies
+    extend and include the shipped ones."""
+    directory = folder(tmp_path, layout_html="{{ nothing }}\n", footer_txt="{{ nothing }}\n")
+    message = renderer_for(load_settings(template_dir=str(directory))).render(
+        "due_soon-5-X", TASK, OWNER
+    )
+    assert message == renderer_for(load_settings()).render("due_soon-5-X", TASK, OWNER)
 
 
 def test_text_templates_do_not_escape(tmp_path: Path) -> None:
@@ -127,7 +154,7 @@ def test_templates_are_compiled_once_per_process(
     """A folder's templates compile once; renderers and renders after that compile nothing."""
     settings = load_settings(template_dir=str(folder(tmp_path, subject_txt="{{ title }}\n")))
     first = renderer_for(settings)
-    assert sorted(name for name in compiles if name) == sorted(NAMES)
+    assert sorted(name for name in compiles if name) == sorted([*NAMES, *SHARED])
     compiles.clear()
     again = renderer_for(settings)
     assert again.templates is first.templates

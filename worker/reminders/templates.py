@@ -2,8 +2,10 @@
 
 Three templates make a reminder: ``subject.txt``, ``body.txt`` (the text part) and
 ``body.html`` (the HTML part); three more a digest: ``digest_subject.txt``,
-``digest_body.txt`` and ``digest_body.html``. A file of the same name in the override folder
-(``REMINDERS_TEMPLATE_DIR``) replaces the shipped one; the shipped ones stay reachable as
+``digest_body.txt`` and ``digest_body.html``. Both HTML bodies extend ``layout.html`` (the
+page around the content, and the footer) and both text bodies include ``footer.txt``, each
+as ``default/<name>``. A file of the same name in the override folder
+(``REMINDERS_TEMPLATE_DIR``) replaces one of the six; the shipped ones stay reachable as
 ``default/<name>``, so an override can extend one and change a block. HTML templates
 escape every value (autoescape); text templates do not. An undefined variable is an error
 (``StrictUndefined``), not an empty string.
@@ -41,6 +43,8 @@ DIGEST_SUBJECT, DIGEST_TEXT, DIGEST_HTML = (
     "digest_body.html",
 )
 NAMES = (SUBJECT, TEXT, HTML, DIGEST_SUBJECT, DIGEST_TEXT, DIGEST_HTML)
+#: What the shipped bodies share; not replaced by a file of the same name in the folder.
+SHARED = ("layout.html", "footer.txt")
 
 
 class TemplateProblem(ConfigError):

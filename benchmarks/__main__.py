@@ -2,6 +2,7 @@
 
 Sections: scan (with the EXPLAIN of the due query), memory, relay, latency, schedule,
 lateness, rules (the scan and memory with rules and recipients, and the EXPLAIN of the window),
+quiet (the no-op scan with quiet hours for a tenth of the users, against none),
 relay-rules (the relay with them), digests (reminders merged into digests and sent, against
 sending them one by one).
 Needs the PostgreSQL server (``BENCH_POSTGRES_URL``, default postgres on
@@ -24,7 +25,7 @@ from benchmarks.report import Table
 
 SECTIONS = (
     "scan", "memory", "relay", "latency", "schedule", "lateness", "rules", "relay-rules",
-    "digests",
+    "digests", "quiet",
 )  # fmt: skip
 
 
@@ -76,11 +77,11 @@ def database_sections(
     plan: Plan, sections: list[str], tables: list[Table], plans: list[tuple[str, str]]
 ) -> None:
     """Scan, EXPLAIN, memory and rules: they share the generated databases."""
-    from benchmarks import explain, memory, rules, scan
+    from benchmarks import explain, memory, quiet, rules, scan
     from benchmarks.database import Schema, datasets
 
     sizes = sorted(
-        set(plan.scan_sizes if {"scan", "rules"} & set(sections) else [])
+        set(plan.scan_sizes if {"scan", "rules", "quiet"} & set(sections) else [])
         | set(plan.memory_sizes if "memory" in sections else [])
     )
     schemas: tuple[Schema, ...] = (
@@ -110,6 +111,8 @@ def database_sections(
             plans.extend(window)
             for title, text in window:
                 print(f"\n== {title} ==\n{text}", flush=True)
+        if "quiet" in sections:
+            show(quiet.run(built, plan.scan_sizes), tables)
 
 
 def markdown(path: Path, tables: list[Table], plans: list[tuple[str, str]], header: str) -> None:
@@ -137,7 +140,7 @@ def main() -> None:
             failed.append(name)
             traceback.print_exc()
 
-    if {"scan", "memory", "rules"} & set(args.sections):
+    if {"scan", "memory", "rules", "quiet"} & set(args.sections):
         attempt("scan/memory/rules", lambda: database_sections(plan, args.sections, tables, plans))
     if "relay" in args.sections:
         from benchmarks import relay

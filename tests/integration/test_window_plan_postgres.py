@@ -22,6 +22,7 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 TASKS = 50_000
 USERS = 5_000
 AHEAD = timedelta(minutes=2)
+PULL_TICK = datetime(2026, 12, 1, 21, 58, tzinfo=UTC)
 
 FILL = [
     "INSERT INTO users (id, email) SELECT u, 'user' || u || '@example.com' "
@@ -35,7 +36,7 @@ FILL = [
     "PRIMARY KEY (task_ref, account_ref))",
     # One watcher other than the owner for every second task.
     "INSERT INTO watchers SELECT g, 1 + (g + 1) % :users FROM generate_series(2, :tasks, 2) AS g",
-    # One user with quiet hours: the scan's pull-forward reads the next day's tasks too.
+    # One user with quiet hours (UTC): the scan's pull-forward reads the window's tasks.
     "INSERT INTO reminder_preferences (user_id, quiet_start, quiet_end, digest_workdays, "
     "updated_at) VALUES (1, '22:00', '07:00', FALSE, :now)",
     "INSERT INTO reminder_rules (user_id, overdue_count, all_day_at, updated_at) "
@@ -76,14 +77,20 @@ def test_the_window_reads_tasks_per_offset_and_recipients_by_index(
     try:
         with make_session_factory(postgres_engine).begin() as session:
             queued = queries.plan_window(session, NOW, AHEAD)
+        # No quiet window's pull is in reach at noon: the window statement alone.
+        assert len(plans) == 1, "the scan's window statement was not seen"
+        # At 21:58 the pull to 21:59 of the 22:00 window is: the pull-forward's read (the
+        # same join, over the window's moments, for the recipients with that setting).
+        with make_session_factory(postgres_engine)() as session:
+            queries.plan_window(session, PULL_TICK, AHEAD)
+            session.rollback()
     finally:
         event.remove(postgres_engine, "before_cursor_execute", explain_the_window)
 
     # Due every 30 s, three lead times, 1.5 recipients: 2 minutes hold 4 x 3 x 1.5 moments.
     assert queued == 18
-    # The window statement, then the pull-forward's read (the same join, a day wider, for
-    # the recipients with quiet hours).
-    assert len(plans) == 2, "the scan's window and pull-forward statements were not seen"
+    assert len(plans) == 3, "the window and pull-forward statements were not seen"
+    plans = [plans[0], plans[2]]
     for name, plan in zip(("window", "pull-forward"), plans, strict=True):
         print(f"\nEXPLAIN of the {name} statement ({TASKS:,} tasks):\n{plan}")
         assert "ix_tasks_open_due" in plan

@@ -298,7 +298,7 @@ class PostgresDueQueries(_RecordsScans):
             return 0
         values = {"now": now, "after": after, "until": until}
         queued = int(session.connection().execute(self.window, values).scalar_one())
-        queued += self.pull.plan(session, now, until)
+        queued += self.pull.plan(session, now, after, until)
         self.heartbeat.move_to(session, now, until)
         return queued
 
@@ -522,7 +522,7 @@ class SqliteDueQueries(_RecordsScans):
         values = {"after": after, "until": until}
         planned = plan.chosen(self._candidates(session, self.window, values), now, after, until)
         queued = self.outbox.enqueue(session, self._messages(planned, now), now)
-        queued += self.pull.plan(session, now, until)
+        queued += self.pull.plan(session, now, after, until)
         self.heartbeat.move_to(session, now, until)
         return queued
 

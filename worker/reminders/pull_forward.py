@@ -2,28 +2,45 @@
 to go out just before the window starts (`worker.reminders.send_time.pulled_to`).
 
 The scan plans a reminder one tick before its moment; one pulled forward must be waiting
-before its window starts, up to a window's length before its moment. So, after planning,
-the scan reads the reminders of recipients with quiet hours whose moments lie in the next
-`PULL_SPAN` (one statement: the window planner's join, restricted to those recipients by the
-preferences table), computes each one's pulled instant in Python (the DST rules of
-`worker.reminders.quiet`, which SQLite's date functions cannot say), and, for those whose
-pulled instant is within the scan's horizon, writes the row to wait until then: a new row
-under the reminder's own key, or an earlier ``available_at`` for one already waiting. When the
-moment itself comes into a later scan's horizon, its key is taken and nothing is planned
-twice.
+before its window starts, up to a window's length before its moment. Driven by the windows,
+not the tasks: after planning, the scan reads the quiet settings in force (start, end, days
+and the recipient's zone, each distinct once: a read of the quiet users, not of the tasks),
+and for each one lists in Python the windows that start after the scan's window start (the
+last scan's time) and whose reminders are pulled forward to the scan's horizon or before
+(`worker.reminders.quiet.windows_pulled_within`, the DST rules of `worker.reminders.quiet`,
+which SQLite's date functions cannot say). Most ticks find none and run nothing more. For
+each window found, one statement reads the reminders of the recipients with that setting and
+zone whose moments lie in the window and are still to come (the window planner's join,
+through the due index), computes each one's pulled instant, and writes the row to wait until
+then: a new row under the reminder's own key, or an earlier ``available_at`` for one already
+waiting. When the moment itself comes into a later scan's horizon, its key is taken and
+nothing is planned twice.
 
-The statement reads the open tasks due within the span through the due index, as the window
-does for one tick, and keeps the reminders of recipients with quiet hours; no user has them,
-it is not run at all (one probe of the preferences table).
+Each window is pulled forward by the scans whose range (last scan, horizon] holds its pulled
+instant, so a scan after a long gap (its window start capped at `plan.LATE_LIFETIME` ago)
+reads every window that started in the gap. A window started before the last scan ran is not
+read again: a reminder whose task was created or moved into it since is planned at its moment
+by the window planner, and the relay's re-check (`worker.reminders.send_time.decide`) holds or
+expires it there, as it would have one pulled forward to an instant already past.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, String, Table, bindparam, literal, select, update
+from sqlalchemy import (
+    Select,
+    SmallInteger,
+    String,
+    Table,
+    Time,
+    bindparam,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Update
@@ -37,16 +54,42 @@ from worker.reminders.host import HostSchema
 from worker.reminders.keys import REMINDER_KIND
 from worker.reminders.preference_store import PreferencesRow
 from worker.reminders.preferences import Preferences, QuietHours, mask_days
+from worker.reminders.quiet import QuietWindow, windows_pulled_within
 from worker.reminders.rule_store import RuleSql
-from worker.reminders.send_time import pulled_to, zone_of
+from worker.reminders.send_time import pulled_to, quiet_hours, zone_of
 
-#: How far past the horizon the scan looks for reminders to pull forward: longer than a
-#: quiet window can last (under 24 hours, plus an hour where the clock goes back that night).
-PULL_SPAN = timedelta(hours=26)
-
-_AFTER = bindparam("after", type_=UTCDateTime())
-_UNTIL = bindparam("until", type_=UTCDateTime())
+_NOW = bindparam("now", type_=UTCDateTime())
+_START = bindparam("w_start", type_=UTCDateTime())
+_END = bindparam("w_end", type_=UTCDateTime())
+_QUIET_START = bindparam("q_start", type_=Time())
+_QUIET_END = bindparam("q_end", type_=Time())
+_QUIET_DAYS = bindparam("q_days", type_=SmallInteger())
+_ZONE = bindparam("zone", type_=String())
 _prefs: Table = PreferencesRow.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class QuietSetting:
+    """One quiet setting in force, as the settings statement finds it: the stored window
+    and days, and the zone name of the users row (as stored: the statement matches it)."""
+
+    start: Any
+    end: Any
+    days: int | None
+    timezone: str | None
+
+    def preferences(self, user_id: int) -> Preferences:
+        """The preferences of a recipient with this setting, as far as pulling goes."""
+        return Preferences(user_id, quiet=QuietHours(self.start, self.end, mask_days(self.days)))
+
+    def values(self) -> dict[str, Any]:
+        """The statement's parameters that pick the recipients with this setting."""
+        return {
+            "q_start": self.start,
+            "q_end": self.end,
+            "q_days": self.days,
+            "zone": self.timezone,
+        }
 
 
 @dataclass(frozen=True)
@@ -55,16 +98,15 @@ class _Found:
 
     message: NewMessage
     moment: datetime
-    preferences: Preferences
-    timezone: str | None
+    user_id: int
 
 
 @dataclass(frozen=True, eq=False)
 class PullForward:
     """The pull-forward statements for one host's tables on one dialect, built once."""
 
+    settings: Select[Any]
     found: Select[Any]
-    any_quiet: Select[Any]
     outbox: ValuesEnqueue
     earlier: Update
     legacy_offset: int
@@ -76,21 +118,26 @@ class PullForward:
     ) -> PullForward:
         """The statements; ``lookahead`` the built-in rule's lead time in seconds (the key of a
         row queued before rules)."""
-        tasks = host.tasks
+        tasks, users = host.tasks, host.users
         on_sqlite = dialect == "sqlite"
-        # SQLite: a second's slack on each side (its date functions keep milliseconds); the
-        # exact test is in Python.
-        after, until = (shifted(_AFTER, -1), shifted(_UNTIL, 1)) if on_sqlite else (_AFTER, _UNTIL)
-        hits = plan.window_hits(tasks, rules, after, until)
+        # A second's slack on each side (SQLite's date functions keep milliseconds, the
+        # window is half-open); the exact test is on the moment.
+        until = shifted(_END, 1) if on_sqlite else _END
+        hits = plan.window_hits(tasks, rules, shifted(_START, -1), until)
         found = plan.candidates(
             host, rules, hits, needs_address=needs_address, per_task=not on_sqlite
         ).subquery("candidate")
         c = found.c
-        quiet = (_prefs.c.quiet_start, _prefs.c.quiet_end, _prefs.c.quiet_days)
         joined = found.join(_prefs, _prefs.c.user_id == c.user_id)
-        wanted = [_prefs.c.quiet_start.is_not(None), c.offset_seconds >= 0]
+        wanted = [
+            _prefs.c.quiet_start == _QUIET_START,
+            _prefs.c.quiet_end == _QUIET_END,
+            _prefs.c.quiet_days.is_not_distinct_from(_QUIET_DAYS),
+            c.timezone.is_not_distinct_from(_ZONE),
+            c.offset_seconds >= 0,
+        ]
         if on_sqlite:
-            query = select(found, *quiet).select_from(joined).where(*wanted)
+            query = select(found).select_from(joined).where(*wanted)
         else:
             due_time = tasks.due_time
             moment = plan.moment_of(due_time, c)
@@ -99,17 +146,21 @@ class PullForward:
                     c.task_id,
                     c.owner_id,
                     c.user_id,
-                    c.timezone,
                     c.offset_seconds,
                     moment.label("moment"),
                     plan.due_instant_of(due_time, c).label("due_at"),
                     plan.expiry_of(due_time, c).label("expires_at"),
                     plan.key_of(due_time, c, legacy_offset=lookahead).label("key"),
-                    *quiet,
                 )
                 .select_from(joined)
-                .where(*wanted, moment > _AFTER, moment <= _UNTIL)
+                .where(*wanted, moment >= _START, moment < _END, moment > _NOW)
             )
+        settings = (
+            select(_prefs.c.quiet_start, _prefs.c.quiet_end, _prefs.c.quiet_days, users.timezone)
+            .distinct()
+            .select_from(_prefs.join(users.table, users.id == _prefs.c.user_id))
+            .where(_prefs.c.quiet_start.is_not(None))
+        )
         earlier = (
             update(OutboxRow)
             .where(
@@ -125,35 +176,50 @@ class PullForward:
                 updated_at=bindparam("b_now", type_=UTCDateTime()),
             )
         )
-        any_quiet = select(_prefs.c.user_id).where(_prefs.c.quiet_start.is_not(None)).limit(1)
         return cls(
-            query, any_quiet, ValuesEnqueue.for_dialect(dialect), earlier, lookahead, on_sqlite
+            settings, query, ValuesEnqueue.for_dialect(dialect), earlier, lookahead, on_sqlite
         )
 
-    def plan(self, session: Session, now: datetime, until: datetime) -> int:
-        """Plan the reminders pulled forward to ``until`` or before, in the session's
-        transaction; return how many rows are now pending or earlier than they were."""
-        if session.connection().execute(self.any_quiet).first() is None:
-            return 0
-        span_end = _plus(until, PULL_SPAN)
-        values = {"after": now, "until": span_end}
-        rows = session.connection().execute(self.found, values).mappings()
-        found = self._sqlite_rows(rows, now, span_end) if self.sqlite else self._rows(rows)
-        pulled: list[tuple[NewMessage, datetime]] = []
-        for item in found:
-            zone = zone_of(item.timezone)
-            try:
-                at = pulled_to(item.moment, _due(item.message), item.preferences, zone)
-            except OverflowError:  # a window at the calendar's end: held at send, not pulled
-                continue
-            if at is not None and at <= until:
-                pulled.append((_available(item.message, max(at, now)), item.moment))
+    def windows(
+        self, session: Session, now: datetime, after: datetime, until: datetime
+    ) -> list[tuple[QuietSetting, QuietWindow]]:
+        """The windows this scan pulls forward, each with its setting: those starting after
+        ``after`` (the last scan's time), not over at ``now``, pulled to ``until`` or before."""
+        found = []
+        for row in session.connection().execute(self.settings):
+            setting = QuietSetting(*row)
+            quiet = quiet_hours(setting.preferences(0))
+            assert quiet is not None  # the statement reads set windows only
+            for window in windows_pulled_within(after, until, quiet, zone_of(setting.timezone)):
+                if window.end > now:
+                    found.append((setting, window))
+        return found
+
+    def plan(self, session: Session, now: datetime, after: datetime, until: datetime) -> int:
+        """Plan the reminders pulled forward to ``until`` or before out of the windows that
+        started after ``after``, in the session's transaction; return how many rows are now
+        pending or earlier than they were."""
+        pulled: dict[str, tuple[NewMessage, datetime]] = {}
+        for setting, window in self.windows(session, now, after, until):
+            values = {"now": now, "w_start": window.start, "w_end": window.end}
+            rows = session.connection().execute(self.found, values | setting.values()).mappings()
+            found = self._sqlite_rows(rows, now, window) if self.sqlite else self._rows(rows)
+            zone = zone_of(setting.timezone)
+            for item in found:
+                preferences = setting.preferences(item.user_id)
+                try:
+                    at = pulled_to(item.moment, _due(item.message), preferences, zone)
+                except OverflowError:  # a window at the calendar's end: held at send, not pulled
+                    continue
+                if at is not None and at <= until:
+                    message = _available(item.message, max(at, now))
+                    pulled[message.key] = (message, item.moment)
         if not pulled:
             return 0
-        queued = self.outbox.enqueue(session, [message for message, _ in pulled], now)
+        queued = self.outbox.enqueue(session, [message for message, _ in pulled.values()], now)
         moves = [
             {"b_key": m.key, "b_at": m.available_at, "b_moment": moment, "b_now": now}
-            for m, moment in pulled
+            for m, moment in pulled.values()
         ]
         moved = session.connection().execute(self.earlier, moves).rowcount
         return queued + max(moved, 0)
@@ -172,13 +238,12 @@ class PullForward:
                     offset_seconds=row["offset_seconds"],
                 ),
                 row["moment"],
-                _preferences(row),
-                row["timezone"],
+                row["user_id"],
             )
             for row in rows
         ]
 
-    def _sqlite_rows(self, rows: Any, after: datetime, until: datetime) -> list[_Found]:
+    def _sqlite_rows(self, rows: Any, now: datetime, window: QuietWindow) -> list[_Found]:
         found = []
         for row in rows:
             candidate = plan.Candidate(
@@ -189,7 +254,7 @@ class PullForward:
                 offset_seconds=row["offset_seconds"],
                 every_seconds=row["every_seconds"],
             )
-            if not after < candidate.moment <= until:
+            if candidate.moment not in window or candidate.moment <= now:
                 continue
             message = NewMessage(
                 candidate.key(legacy_offset=self.legacy_offset),
@@ -201,21 +266,8 @@ class PullForward:
                 recipient_id=None if candidate.user_id == candidate.owner_id else candidate.user_id,
                 offset_seconds=candidate.offset_seconds,
             )
-            found.append(_Found(message, candidate.moment, _preferences(row), row["timezone"]))
+            found.append(_Found(message, candidate.moment, candidate.user_id))
         return found
-
-
-def _plus(moment: datetime, span: timedelta) -> datetime:
-    """``moment`` plus ``span``, or the last instant there is."""
-    try:
-        return moment + span
-    except OverflowError:
-        return datetime.max.replace(tzinfo=UTC)
-
-
-def _preferences(row: Any) -> Preferences:
-    quiet = QuietHours(row["quiet_start"], row["quiet_end"], mask_days(row["quiet_days"]))
-    return Preferences(row["user_id"], quiet=quiet)
 
 
 def _due(message: NewMessage) -> datetime:
@@ -233,4 +285,4 @@ def _read_instant(value: Any) -> datetime:
     return converted
 
 
-__all__ = ["PULL_SPAN", "PullForward"]
+__all__ = ["PullForward", "QuietSetting"]

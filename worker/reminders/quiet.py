@@ -3,7 +3,8 @@
 `QuietHours` is the preference (``22:00-07:00``, optionally only windows starting on some
 weekdays); `held_until` says until when a reminder whose moment falls inside a window waits,
 `pulled_forward` when one whose task falls due inside a window goes out instead, and
-`send_at` combines the two for one reminder. Every function takes aware UTC instants (a naive
+`send_at` combines the two for one reminder; `windows_pulled_within` lists the windows whose
+pulled-forward reminders a scan plans. Every function takes aware UTC instants (a naive
 one is refused) and the user's zone; nothing here reads a clock or a database, so the planner
 and the send-time re-check apply the same policy.
 
@@ -29,6 +30,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from outbox.clock import require_utc
@@ -162,8 +164,12 @@ def pulled_forward(due: datetime, quiet: QuietHours, zone: ZoneInfo) -> datetime
     falls in.
     """
     window = window_at(due, quiet, zone)
-    if window is None:
-        return None
+    return None if window is None else pulled_ahead_of(window, quiet, zone)
+
+
+def pulled_ahead_of(window: QuietWindow, quiet: QuietHours, zone: ZoneInfo) -> datetime:
+    """When the reminders pulled forward out of ``window`` go out: `PULL_AHEAD` before it
+    starts, and before any window that ends in that margin (aware UTC)."""
     moment = window.start - PULL_AHEAD
     for _ in range(_MAX_LINKS):
         earlier = window_at(moment, quiet, zone)
@@ -171,6 +177,29 @@ def pulled_forward(due: datetime, quiet: QuietHours, zone: ZoneInfo) -> datetime
             break
         moment = earlier.start - PULL_AHEAD
     return moment
+
+
+def windows_pulled_within(
+    after: datetime, until: datetime, quiet: QuietHours, zone: ZoneInfo
+) -> list[QuietWindow]:
+    """The windows that start after ``after`` and whose reminders pulled forward go out by
+    ``until`` (`pulled_ahead_of`), earliest first: those a scan planning up to ``until``
+    must pull forward, when the scan before it ran at ``after``.
+
+    A window is pulled to at most a window's length before its start, more only where a
+    chain of windows touch across clock changes; the days read run two past ``until``'s.
+    """
+    start, stop = require_utc(after), require_utc(until)
+    first = reading(start, zone).date() - timedelta(days=1)
+    last = reading(stop, zone).date() + timedelta(days=2)
+    found = []
+    for offset in range((last - first).days + 1):
+        window = _window_starting(first + timedelta(days=offset), quiet, zone)
+        if window is None or window.start <= start:
+            continue
+        if pulled_ahead_of(window, quiet, zone) <= stop:
+            found.append(window)
+    return found
 
 
 def send_at(moment: datetime, due: datetime, quiet: QuietHours | None, zone: ZoneInfo) -> datetime:
@@ -198,6 +227,10 @@ def send_at(moment: datetime, due: datetime, quiet: QuietHours | None, zone: Zon
     return release
 
 
+# Pure and asked again at every tick (the scan lists the windows in reach of every quiet
+# setting) and for every re-checked reminder: a small cache keeps the zone arithmetic off
+# the repeated days.
+@lru_cache(maxsize=4096)
 def _window_starting(day: date, quiet: QuietHours, zone: ZoneInfo) -> QuietWindow | None:
     if quiet.days is not None and day.weekday() not in quiet.days:
         return None

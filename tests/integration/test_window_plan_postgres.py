@@ -39,6 +39,8 @@ FILL = [
     # One user with quiet hours (UTC): the scan's pull-forward reads the window's tasks.
     "INSERT INTO reminder_preferences (user_id, quiet_start, quiet_end, digest_workdays, "
     "updated_at) VALUES (1, '22:00', '07:00', FALSE, :now)",
+]
+RULES = [
     "INSERT INTO reminder_rules (user_id, overdue_count, all_day_at, updated_at) "
     "VALUES (NULL, 0, '09:00', :now)",
     "INSERT INTO reminder_rule_leads (rule_id, lead_seconds) "
@@ -46,16 +48,18 @@ FILL = [
 ]
 
 
+@pytest.mark.parametrize("leads", [3, 1], ids=["rule-of-three-leads", "no-rule-set"])
 def test_the_window_reads_tasks_per_offset_and_recipients_by_index(
-    postgres_engine: Engine,
+    postgres_engine: Engine, leads: int
 ) -> None:
-    """With a rule of three lead times and a watcher for every second task, the window plans
-    its reminders through ix_tasks_open_due and probes the watchers' and the users' indexes
-    per task and recipient: no sequential read of the tasks, the recipients or the users,
-    however many the planner expects the per-offset ranges to hold."""
+    """With a rule of three lead times (or none set: the built-in lead, the rules' tables
+    empty and never analysed) and a watcher for every second task, the window plans its
+    reminders through ix_tasks_open_due and probes the watchers' and the users' indexes per
+    task and recipient: no sequential read of the tasks, the recipients or the users,
+    however many the planner expects the per-offset ranges or the rules to hold."""
     values = {"users": USERS, "tasks": TASKS, "now": NOW}
     with postgres_engine.begin() as connection:
-        for statement in FILL:
+        for statement in FILL + (RULES if leads == 3 else []):
             connection.execute(text(statement), values)
     with postgres_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("ANALYZE users, tasks, watchers"))
@@ -87,8 +91,9 @@ def test_the_window_reads_tasks_per_offset_and_recipients_by_index(
     finally:
         event.remove(postgres_engine, "before_cursor_execute", explain_the_window)
 
-    # Due every 30 s, three lead times, 1.5 recipients: 2 minutes hold 4 x 3 x 1.5 moments.
-    assert queued == 18
+    # Due every 30 s, three lead times or one, 1.5 recipients: 2 minutes hold 4 x 3 x 1.5
+    # moments, or 4 x 1 x 1.5.
+    assert queued == 4 * leads * 3 // 2
     assert len(plans) == 3, "the window and pull-forward statements were not seen"
     plans = [plans[0], plans[2]]
     for name, plan in zip(("window", "pull-forward"), plans, strict=True):
@@ -109,7 +114,7 @@ def test_planning_the_window_again_writes_and_locks_nothing(postgres_engine: Eng
         "FROM generate_series(1, :tasks) AS g"
     )
     with postgres_engine.begin() as connection:
-        for statement in (FILL[0], near, *FILL[-2:]):  # users, tasks, the rule
+        for statement in (FILL[0], near, *RULES):  # users, tasks, the rule
             connection.execute(text(statement), {"users": 50, "tasks": 2_000, "now": NOW})
     queries = PostgresDueQueries.build()
     factory = make_session_factory(postgres_engine)

@@ -366,7 +366,7 @@ class _Planner:
         cancelled one is left out by a probe of the key's unique index, so that the
         ``ON CONFLICT`` path, which locks the row it finds, is taken only to re-arm.
         """
-        hit = plan.window_hits(self.host.tasks, self.rules, _AFTER, _UNTIL)
+        hit = plan.window_hits(self.host.tasks, self.rules, _AFTER, _UNTIL, materialized=True)
         ranked = self._ranked(hit, lower=_AFTER).cte("ranked")
         # A scalar subquery with LIMIT, not EXISTS: the planner would turn EXISTS into an
         # anti-join reading the whole outbox, where a probe of the key's index per planned

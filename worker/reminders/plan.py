@@ -120,13 +120,20 @@ def recipients(host: HostSchema, tasks: FromClause, *, per_task: bool = False) -
     return union(owner, others).subquery("reminder_recipient_of")
 
 
-def window_hits(tasks: TaskColumns, rules: RuleSql, after: Any, until: Any) -> Any:
+def window_hits(
+    tasks: TaskColumns, rules: RuleSql, after: Any, until: Any, *, materialized: bool = False
+) -> Any:
     """The open dated tasks with a reminder moment in (after, until] for some offset in
     force, one row per (task, offset) as ``id``, ``owner_id``, ``due``, ``hit``: read by a
-    range on the due column per offset, through the partial index on open dated tasks."""
+    range on the due column per offset, through the partial index on open dated tasks.
+
+    ``materialized`` (PostgreSQL): a ``MATERIALIZED`` CTE, read on its own before the
+    recipients and rules are joined to it. As a subquery the planner may join the tasks to
+    the rules first, and with tables it has no statistics for (no rule set yet, never
+    analysed) it estimated a thousand rules and read every open task at each tick."""
     found = distinct_offsets(rules)
     in_window = tasks.due_time.offset_window(tasks.due, after, until, found.c.offset_seconds)
-    return (
+    query = (
         select(
             tasks.id.label("id"),
             tasks.owner_id.label("owner_id"),
@@ -135,8 +142,10 @@ def window_hits(tasks: TaskColumns, rules: RuleSql, after: Any, until: Any) -> A
         )
         .select_from(found)
         .join(tasks.table, and_(planned_reminder(tasks), in_window))
-        .subquery("reminder_hit")
     )
+    if materialized:
+        return query.cte("reminder_hit").prefix_with("MATERIALIZED")
+    return query.subquery("reminder_hit")
 
 
 def candidates(

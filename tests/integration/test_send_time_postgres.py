@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -105,13 +106,11 @@ def test_a_host_schemas_wall_time_deadline_is_pulled_forward_and_held(
     ]
 
 
-def test_an_all_day_reminder_across_the_fall_back_goes_out_at_its_wall_clock_moment(
-    empty_postgres_url: str, tmp_path: Path, clock: ManualClock
-) -> None:
-    """A ``date`` due column, Berlin, due Sun 25 Oct 2026 (09:00 CET, the clocks went back at
-    03:00), a day before on the wall clock: Sat 09:00 CEST, 25 hours before. The re-check
-    places the moment as the planner does, so it sends then, not an hour later at "due less
-    24 h"."""
+def _all_day_services(
+    empty_postgres_url: str, tmp_path: Path, clock: ManualClock, channel: RecordingChannel
+) -> tuple[Engine, Any]:
+    """Services on a host whose chores have a ``date`` due column: chore 1 of user 1
+    (Berlin), due Sun 25 Oct 2026, the day the clocks go back."""
     engine = make_engine(empty_postgres_url)
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE people (id INT PRIMARY KEY, email TEXT, zone TEXT)"))
@@ -126,12 +125,51 @@ def test_an_all_day_reminder_across_the_fall_back_goes_out_at_its_wall_clock_mom
     schema_file = tmp_path / "chores.toml"
     schema_file.write_text(ALL_DAY_MAPPING)
     migrate.run(engine, load_mapping(schema_file))
-    channel = RecordingChannel()
     settings = Settings(database_url=empty_postgres_url, schema_file=str(schema_file))
-    services = bootstrap(settings, clock=clock, engine=engine, make_channel=lambda: channel)
+    return engine, bootstrap(settings, clock=clock, engine=engine, make_channel=lambda: channel)
+
+
+def test_an_all_day_reminder_across_the_fall_back_goes_out_at_its_wall_clock_moment(
+    empty_postgres_url: str, tmp_path: Path, clock: ManualClock
+) -> None:
+    """A ``date`` due column, Berlin, due Sun 25 Oct 2026 (09:00 CET, the clocks went back at
+    03:00), a day before on the wall clock: Sat 09:00 CEST, 25 hours before. The re-check
+    places the moment as the planner does, so it sends then, not an hour later at "due less
+    24 h"."""
+    channel = RecordingChannel()
+    engine, services = _all_day_services(empty_postgres_url, tmp_path, clock, channel)
     moment = datetime(2026, 10, 24, 7, 0, tzinfo=UTC)  # Sat 09:00 CEST
     clock.set(moment - timedelta(minutes=1))
     assert services.scan().queued == 1
     clock.set(moment)
     assert services.relay().relay_until_idle().counts == {"delivered": 1}
+    engine.dispose()
+
+
+def test_an_all_day_reminder_across_the_fall_back_joins_the_digest_after_its_moment(
+    empty_postgres_url: str, tmp_path: Path, clock: ManualClock
+) -> None:
+    """The same chore, its user's digest at 09:30: the reminder's moment, Sat 09:00 CEST on
+    the wall clock, is in Saturday's 09:30 digest. Counted as "due less 24 h" (10:00 CEST) it
+    would wait for Sunday's, after the chore is due."""
+    channel = RecordingChannel()
+    engine, services = _all_day_services(empty_postgres_url, tmp_path, clock, channel)
+    with services.session_factory.begin() as session:
+        preference_store.edit_preferences(
+            session, services.host, 1, PreferenceEdit(digest="09:30"), now=clock.now()
+        )
+    moment = datetime(2026, 10, 24, 7, 0, tzinfo=UTC)  # Sat 09:00 CEST
+    slot = datetime(2026, 10, 24, 7, 30, tzinfo=UTC)  # Sat 09:30 CEST
+    clock.set(moment - timedelta(minutes=1))
+    assert services.scan().queued == 1
+    clock.set(moment)
+    services.relay().relay_until_idle()
+    with engine.connect() as connection:
+        digests = connection.execute(
+            text("SELECT subject_at FROM outbox WHERE kind = 'digest'")
+        ).all()
+    assert [at for (at,) in digests] == [slot]
+    clock.set(slot)
+    assert services.relay().relay_until_idle().counts == {"delivered": 1}
+    assert len(channel.sent) == 1
     engine.dispose()

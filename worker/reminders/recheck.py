@@ -230,7 +230,9 @@ def reminder_preparer(
             if isinstance(when, send_time.Expire):
                 answers[claim.id] = Expire(when.reason)
             elif found.screen.digest is not None and FOLLOW_UP_MARK not in claim.key:
-                merges.append(_Merge.of(claim, found, found.screen.digest, queries.legacy_offset))
+                all_day_at = now.all_day_time(found.user.id, wall_clock=wall_clock)
+                moment = _moment(claim, found.user, queries.legacy_offset, all_day_at=all_day_at)
+                merges.append(_Merge.of(claim, found, found.screen.digest, moment))
             elif isinstance(when, send_time.Hold):
                 answers[claim.id] = Defer(when.until, when.reason)
             elif isinstance(when, send_time.Send) and (
@@ -350,13 +352,14 @@ class _Merge(NamedTuple):
 
     @classmethod
     def of(
-        cls, claim: Claim, found: Standing, schedule: DigestSchedule, legacy_offset: int
+        cls, claim: Claim, found: Standing, schedule: DigestSchedule, moment: datetime
     ) -> _Merge:
+        """Bound for the slot of its recipient's ``schedule`` that ``moment`` (its moment, as
+        `_moment` gives it) falls in."""
         zone = slot_zone(found.user)
         # A reminder queued after its moment (its task created or moved late) counts from
         # when it was queued: its moment's slot may be long gone.
-        moment = max(moment_of(claim, legacy_offset), claim.created_at)
-        slot = slot_of(moment, schedule, zone)
+        slot = slot_of(max(moment, claim.created_at), schedule, zone)
         user_id = found.user.id
         return cls(claim, user_id, slot, schedule, zone)
 
@@ -397,16 +400,6 @@ def _merge_batch(
             if claim.id not in {member.id for member in listed}:
                 listed.append(digest_store.member_of(claim, found.digest_id, now))
     return answers, left
-
-
-def moment_of(reminder: Queued, legacy_offset: int) -> datetime:
-    """When a queued reminder is meant for: its due moment less its offset (a row queued
-    before rules: less the built-in lead time). An all-day task's moment is counted on the
-    recipient's clock when planned; here it is the same instant but on a day when the
-    clock changes, where it is an hour apart."""
-    assert reminder.subject_at is not None  # every reminder row has its due moment
-    offset = legacy_offset if reminder.offset_seconds is None else reminder.offset_seconds
-    return reminder.subject_at - timedelta(seconds=offset)
 
 
 def slot_zone(user: OwnerFacts) -> ZoneInfo:

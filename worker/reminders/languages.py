@@ -19,7 +19,13 @@ from typing import Any
 
 import structlog
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_skeleton, format_time, get_datetime_format
+from babel.dates import (
+    DateTimePattern,
+    get_datetime_format,
+    get_time_format,
+    match_skeleton,
+    parse_pattern,
+)
 from jinja2 import pass_context
 from jinja2.runtime import Context
 from markupsafe import Markup
@@ -36,6 +42,8 @@ DEFAULT = LANGUAGES[0]
 # reduced to its language part.
 _TAG = re.compile(r"[a-z]{2,3}(?:_[A-Za-z0-9]{2,8}){0,3}")
 _TAG_LIMIT = 64
+#: The CLDR skeleton of a due date: weekday, day, abbreviated month and year.
+DUE_DATE_SKELETON = "yMMMEd"
 
 
 @dataclass(frozen=True)
@@ -53,11 +61,24 @@ class Language:
     def due(self, local: datetime) -> str:
         """A local, aware time as this language writes it, with its zone and UTC offset:
         ``Sat, Nov 28, 2026, 9:00 PM JST (UTC+09:00)`` in English."""
-        date = format_skeleton("yMMMEd", local, locale=self.locale)
-        time = format_time(local, "short", locale=self.locale)
+        # What babel's format_skeleton("yMMMEd") and format_time("short") give, with their
+        # patterns looked up once per language rather than for every message.
+        date_pattern, time_pattern = self._patterns
+        date = date_pattern.apply(local, self.locale)
+        time = time_pattern.apply(local.timetz(), self.locale)
         offset = local.strftime("%z")
         moment = self.joined.replace("{1}", date).replace("{0}", time)
         return f"{moment} {local.tzname()} (UTC{offset[:3]}:{offset[3:]})"
+
+    @functools.cached_property
+    def _patterns(self) -> tuple[DateTimePattern, DateTimePattern]:
+        """The locale's date pattern of the skeleton ``yMMMEd`` and its short time pattern."""
+        skeletons = self.locale.datetime_skeletons
+        skeleton = DUE_DATE_SKELETON
+        if skeleton not in skeletons:  # the nearest one, as format_skeleton's fuzzy match
+            skeleton = match_skeleton(skeleton, skeletons) or skeleton
+        date = parse_pattern(skeletons[skeleton])
+        return date, parse_pattern(get_time_format("short", locale=self.locale))
 
 
 def normalise(tag: str | None) -> tuple[str, str]:

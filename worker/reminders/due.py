@@ -335,7 +335,10 @@ class _Planner:
             )
             .cte("marked")
         )
-        ranked = self._ranked(marked, lower=None).cte("ranked")
+        # A batch's users by a join: the planner knows how few tasks one UPDATE marks, so it
+        # does not hash the whole users table as for the window, and a probe per row costs
+        # a first scan over a backlog more than the join.
+        ranked = self._ranked(marked, lower=None, users_per_row=False).cte("ranked")
         queued = self._insert(ranked).cte("queued")
         still = select(literal(1)).where(ranked.c.key == OutboxRow.idempotency_key)
         marked_ids = select(marked.c.id).scalar_subquery()
@@ -381,12 +384,17 @@ class _Planner:
         queued = self._insert(ranked, unless=planned).cte("queued")
         return select(select(func.count()).select_from(queued).scalar_subquery())
 
-    def _ranked(self, tasks: Any, *, lower: Any) -> Select[Any]:
+    def _ranked(self, tasks: Any, *, lower: Any, users_per_row: bool = True) -> Select[Any]:
         """The candidates of ``tasks`` with a moment up to the horizon (and after ``lower``),
         with their moment, due moment, expiry and key, and ``chosen``: whether to plan it."""
         due_time = self.host.tasks.due_time
         found = plan.candidates(
-            self.host, self.rules, tasks, needs_address=self.needs_address, per_task=True
+            self.host,
+            self.rules,
+            tasks,
+            needs_address=self.needs_address,
+            per_task=True,
+            users_per_row=users_per_row,
         ).subquery("candidate")
         c = found.c
         moment = plan.moment_of(due_time, c)

@@ -155,13 +155,15 @@ def candidates(
     *,
     needs_address: bool,
     per_task: bool = False,
+    users_per_row: bool | None = None,
 ) -> Select[Any]:
     """The reminders of ``tasks`` (columns ``id``, ``owner_id``, ``due``, ``hit``): one row
     per (task, recipient who wants reminders, offset of the recipient's rule) with
     ``task_id``, ``owner_id``, ``user_id``, ``due``, ``timezone``, ``offset_seconds``,
     ``every_seconds``, ``all_day_at``. Where ``hit`` is not NULL, only that offset.
     ``needs_address``: a recipient without an e-mail address is left out; ``per_task``: see
-    `recipients`."""
+    `recipients`; ``users_per_row`` (``per_task`` unless given): each recipient's user row
+    read by a probe of its own, not by a join."""
     users = host.users
     of = recipients(host, tasks, per_task=per_task)
     own = rules.own
@@ -174,7 +176,7 @@ def candidates(
     timezone: Any = users.timezone
     reminded: Any = of.join(users.table, users.id == of.c.user_id)
     kept = wanted
-    if per_task:
+    if per_task if users_per_row is None else users_per_row:
         # One probe of the users' primary key per recipient, as for the listed recipients:
         # as a join the planner, estimating millions of candidates, hashes the whole users
         # table at every tick. LIMIT keeps the subquery from being pulled up into a join.

@@ -127,10 +127,11 @@ def window_hits(
     force, one row per (task, offset) as ``id``, ``owner_id``, ``due``, ``hit``: read by a
     range on the due column per offset, through the partial index on open dated tasks.
 
-    ``materialized`` (PostgreSQL): a ``MATERIALIZED`` CTE, read on its own before the
-    recipients and rules are joined to it. As a subquery the planner may join the tasks to
-    the rules first, and with tables it has no statistics for (no rule set yet, never
-    analysed) it estimated a thousand rules and read every open task at each tick."""
+    ``materialized`` (PostgreSQL; the window's and the pull-forward's reads): a
+    ``MATERIALIZED`` CTE, read on its own before the recipients and rules are joined to it.
+    As a subquery the planner may join the tasks to the rules first, and with tables it has
+    no statistics for (no rule set yet, never analysed) it estimated a thousand rules and
+    read every open task at each tick."""
     found = distinct_offsets(rules)
     in_window = tasks.due_time.offset_window(tasks.due, after, until, found.c.offset_seconds)
     query = (

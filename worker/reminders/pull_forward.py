@@ -123,7 +123,9 @@ class PullForward:
         # A second's slack on each side (SQLite's date functions keep milliseconds, the
         # window is half-open); the exact test is on the moment.
         until = shifted(_END, 1) if on_sqlite else _END
-        hits = plan.window_hits(tasks, rules, shifted(_START, -1), until)
+        hits = plan.window_hits(
+            tasks, rules, shifted(_START, -1), until, materialized=not on_sqlite
+        )
         found = plan.candidates(
             host, rules, hits, needs_address=needs_address, per_task=not on_sqlite
         ).subquery("candidate")

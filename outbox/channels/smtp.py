@@ -11,13 +11,15 @@ the relay offers it, and is refused for good when it does not.
 from __future__ import annotations
 
 import email.errors
+import functools
 import smtplib
 import socket
 import ssl as tls
 import unicodedata
 from collections.abc import Mapping
+from datetime import datetime
 from email import policy
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
@@ -29,8 +31,23 @@ from outbox.masking import mask_email, mask_emails_in, one_line
 
 SUBJECT_LIMIT = 200
 _ERROR_LIMIT = 300
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The email package's header registry, building each field's class once.
+
+    The stock registry creates a new class for every field of every message (twice per
+    field: once to check how often it may appear, once to parse it), a large share of
+    the cost of a message's header. The class depends on the field's name alone.
+    """
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019  (one registry, alive as long as the process)
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        return super().__getitem__(name)
+
+
 # Strict: a defect while building the message is an error, never a silently odd e-mail.
-_POLICY = policy.SMTP.clone(raise_on_defect=True)
+_POLICY = policy.SMTP.clone(raise_on_defect=True, header_factory=_HeaderClasses())
 # For an international address: headers in UTF-8, sent with SMTPUTF8.
 _UTF8_POLICY = _POLICY.clone(utf8=True)
 _UTF8_OPTIONS = ("SMTPUTF8", "BODY=8BITMIME")
@@ -134,6 +151,7 @@ class SmtpChannel:
         self._clock = clock or SystemClock()
         self._domain = mail_from.rpartition("@")[2]
         self._connection: smtplib.SMTP | None = None
+        self._date: tuple[datetime, BaseHeader] | None = None
 
     def send(self, message: Message) -> Delivery:
         """Send one e-mail and classify the relay's answer; never raises for a failure."""
@@ -201,15 +219,23 @@ class SmtpChannel:
         # folded); the body's fixed MIME framing by `outbox.channels.mime`.
         mail = EmailMessage(policy=_UTF8_POLICY if international else _POLICY)
         mail["From"] = self._from
-        mail["To"] = message.recipient
+        mail["To"] = _to_field(message.recipient)
         mail["Subject"] = _subject(message.subject)
-        mail["Date"] = format_datetime(self._clock.now())
+        mail["Date"] = self._date_field()
         for name, value in message.headers.items():
             mail[name] = value
         if "Message-ID" not in mail:
             mail["Message-ID"] = make_msgid(domain=self._domain)
         head = mail.as_bytes()  # the header fields, then the blank line that ends them
         return head[: -len(b"\r\n")] + mime.body(message.text, message.html)
+
+    def _date_field(self) -> BaseHeader:
+        """The Date field of a message built now: parsed once per second."""
+        second = self._clock.now().replace(microsecond=0)
+        if self._date is None or self._date[0] != second:
+            field: BaseHeader = _POLICY.header_store_parse("Date", format_datetime(second))[1]
+            self._date = second, field
+        return self._date[1]
 
     def _transmit(self, limit: Deadline, recipient: str, data: bytes, international: bool) -> None:
         connection = self._connection
@@ -298,6 +324,15 @@ def _subject(title: str) -> str:
     return subject if len(subject) <= SUBJECT_LIMIT else subject[: SUBJECT_LIMIT - 1] + "…"
 
 
+@functools.lru_cache(maxsize=1024)  # a recipient's reminders come in runs
+def _to_field(address: str) -> BaseHeader:
+    """The To field for ``address``, parsed once for its runs of reminders (a parsed field
+    does not depend on the policy: it is folded by the message's own when sent)."""
+    field: BaseHeader = _POLICY.header_store_parse("To", address)[1]
+    return field
+
+
+@functools.lru_cache(maxsize=1024)
 def _address_problem(address: str) -> str | None:
     """Say why ``address`` is not one plain e-mail address, or None if it is.
 

@@ -49,7 +49,7 @@ from worker.reminders.preferences import (
     mask_days,
 )
 from worker.reminders.rule_store import user_exists
-from worker.reminders.schema import Base
+from worker.reminders.schema import Base, among
 
 OPTED_OUT = "recipient unsubscribed"
 
@@ -80,6 +80,8 @@ class PreferencesRow(Base):
 
 
 _table = cast(Table, PreferencesRow.__table__)
+#: The stored preferences of the users given as ``user_ids``.
+_stored_of = select(_table).where(among(_table.c.user_id, "user_ids"))
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def preferences_for(session: Session, user_ids: Iterable[int]) -> dict[int, Pref
     ids = sorted(set(user_ids))
     if not ids:
         return {}
-    rows = session.execute(select(_table).where(_table.c.user_id.in_(ids)))
+    rows = session.execute(_stored_of, {"user_ids": ids})
     return {row.user_id: _preferences(row) for row in rows}
 
 

@@ -39,7 +39,7 @@ from datetime import datetime, time, timedelta
 from typing import Any, NamedTuple, Protocol, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from outbox.admin import FOLLOW_UP_MARK, original_key
@@ -71,7 +71,7 @@ from worker.reminders.render import (
 )
 from worker.reminders.rule_store import rule_sql
 from worker.reminders.rules import builtin_rule
-from worker.reminders.schema import TaskColumns, owner_wants_reminders, task_open
+from worker.reminders.schema import TaskColumns, among, owner_wants_reminders, task_open
 
 #: Why a digest none of whose members still stands is not sent.
 NO_REMINDERS_LEFT = "no reminders left"
@@ -109,21 +109,18 @@ class RecheckQueries:
             tasks.owner_id,
             tasks.due_time.key_instant(tasks.due).label("due_key"),
             tasks.reminder_due_at,
-        ).where(tasks.id.in_(bindparam("ids", expanding=True)))
-        user_ids: Any = bindparam("user_ids", expanding=True)
+        ).where(among(tasks.id, "ids"))
         user_query = select(
             users.id,
             users.email,
             users.timezone,
             owner_wants_reminders(users).label("wants_reminders"),
             users.locale,
-        ).where(users.id.in_(user_ids))
+        ).where(among(users.id, "user_ids"))
         listed = None
         if host.recipients is not None:
             r = host.recipients.c
-            listed = select(r.task, r.user).where(
-                r.task.in_(bindparam("ids", expanding=True)), r.user.in_(user_ids)
-            )
+            listed = select(r.task, r.user).where(among(r.task, "ids"), among(r.user, "user_ids"))
         rules = rule_sql(builtin_rule(lookahead))
         every = plan.offsets(rules)
         settings = rules.settings
@@ -133,7 +130,7 @@ class RecheckQueries:
             .outerjoin(rules.own, rules.own.c.user_id == users.id)
             .join(every, every.c.rule_id == rules.rule_id)
             .join(settings, settings.c.rule_id == rules.rule_id)
-            .where(users.id.in_(user_ids))
+            .where(among(users.id, "user_ids"))
         )
         return cls(
             task_query,

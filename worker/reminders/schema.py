@@ -25,12 +25,16 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    any_,
+    bindparam,
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.functions import FunctionElement
 
 from outbox.table import NAMING
@@ -217,3 +221,34 @@ def _distinct_from(element: _DistinctFrom, compiler: SQLCompiler, **kw: Any) -> 
 def _distinct_from_sqlite(element: _DistinctFrom, compiler: SQLCompiler, **kw: Any) -> str:
     left, right = (compiler.process(clause, **kw) for clause in element.clauses.clauses)
     return f"{left} IS NOT {right}"
+
+
+def among(column: ColumnElement[int], name: str) -> ColumnElement[bool]:
+    """``column`` is one of the ids given as the list parameter ``name``.
+
+    PostgreSQL gets one array parameter, ``= ANY(:name::BIGINT[])``: the statement reads the
+    same for any number of ids, so it is prepared once, and nothing is rendered per id when
+    it runs, which an expanding ``IN`` does (a placeholder and a cast per id, a new text per
+    length). Elsewhere: ``IN (…)``.
+    """
+    return _Among(column, bindparam(name, expanding=True)).as_comparison(1, 2)
+
+
+class _Among(FunctionElement[bool]):
+    type = Boolean()
+    name = "among"
+    inherit_cache = True
+
+
+@compiles(_Among)
+def _among(element: _Among, compiler: SQLCompiler, **kw: Any) -> str:
+    column, ids = element.clauses.clauses
+    return compiler.process(column.in_(ids), **kw)
+
+
+@compiles(_Among, "postgresql")
+def _among_postgresql(element: _Among, compiler: SQLCompiler, **kw: Any) -> str:
+    column, ids = element.clauses.clauses
+    assert isinstance(ids, BindParameter)
+    array = bindparam(ids.key, type_=ARRAY(BigInteger()))
+    return compiler.process(column == any_(array), **kw)

@@ -1,9 +1,10 @@
 """The real receivers, in a process of their own, noting when each message is accepted.
 
 The recording aiosmtpd server and HTTP/1.1 webhook server of the tests (``tests/support``) are
-reused as they are (imported, subclassed only to timestamp acceptances). They run in a
-separate process so that they do not share the benchmark's interpreter lock: the
-receiver's own CPU time is then the same for the raw loop and for the relay.
+reused as they are (imported; the webhook's subclassed only to timestamp acceptances, which
+the SMTP server records itself). They run in a separate process so that they do not share the
+benchmark's interpreter lock: the receiver's own CPU time is then the same for the raw loop
+and for the relay.
 """
 
 from __future__ import annotations
@@ -19,19 +20,6 @@ from tests.support.servers.smtp import RecordingSmtpServer
 from tests.support.servers.webhook import RecordedRequest, RecordingWebhookServer, Reply
 
 WAIT_SECONDS = 120.0
-
-
-class TimedSmtpServer(RecordingSmtpServer):
-    """The recording SMTP server, also noting the wall-clock time of each accepted DATA."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.accepted_at: list[float] = []
-
-    def _data(self, envelope: Any) -> str:
-        reply = super()._data(envelope)
-        self.accepted_at.append(time.time())
-        return reply
 
 
 class TimedWebhookServer(RecordingWebhookServer):
@@ -50,7 +38,7 @@ class TimedWebhookServer(RecordingWebhookServer):
 
 def _serve(conn: Connection) -> None:
     """Run both servers and answer the parent's commands until told to stop."""
-    smtp, hook = TimedSmtpServer(), TimedWebhookServer()
+    smtp, hook = RecordingSmtpServer(), TimedWebhookServer()
     smtp.start()
     hook.start()
     conn.send({"smtp_port": smtp.port, "webhook_url": hook.url})
@@ -60,17 +48,16 @@ def _serve(conn: Connection) -> None:
         with lock:
             if command == "reset":
                 smtp.messages.clear()
-                smtp.accepted_at.clear()
                 hook.requests.clear()
                 hook.accepted_at.clear()
                 conn.send(None)
             elif command == "wait":
                 channel, count = argument
-                server = smtp if channel == "smtp" else hook
+                accepted = smtp.messages if channel == "smtp" else hook.accepted_at
                 deadline = time.monotonic() + WAIT_SECONDS
-                while len(server.accepted_at) < count and time.monotonic() < deadline:
+                while len(accepted) < count and time.monotonic() < deadline:
                     time.sleep(0.01)
-                conn.send(len(server.accepted_at))
+                conn.send(len(accepted))
             elif command == "webhook_arrivals":
                 arrivals = [
                     (at, json.loads(request.body)["task_id"])

@@ -12,10 +12,8 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -38,28 +36,9 @@ WITHIN = 10.0
 _PARSER = email.parser.BytesParser(policy=email.policy.default)
 
 
-class TimedSmtp(SmtpReceiver):
-    """The recording SMTP server, noting the wall-clock time each message is accepted."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.accepted_at: list[float] = []
-
-    def _data(self, envelope: Any) -> str:
-        reply = super()._data(envelope)
-        self.accepted_at.append(time.time())
-        return reply
-
-    def mails(self) -> list[tuple[float, EmailMessage]]:
-        """Each accepted message, parsed, with when it was accepted."""
-        found = list(zip(self.accepted_at, list(self.messages), strict=False))
-        return [(at, _PARSER.parsebytes(mail.raw)) for at, mail in found]
-
-
-@pytest.fixture
-def timed_smtp() -> Iterator[TimedSmtp]:
-    with TimedSmtp() as server:
-        yield server
+def mails(smtp: SmtpReceiver) -> list[tuple[float, EmailMessage]]:
+    """Each accepted message, parsed, with when it was accepted."""
+    return [(mail.received_at, _PARSER.parsebytes(mail.raw)) for mail in list(smtp.messages)]
 
 
 def minute(at: datetime) -> datetime:
@@ -77,7 +56,7 @@ def plain_text(message: EmailMessage) -> str:
 
 
 def test_quiet_hours_hold_reminders_to_the_window_end_and_a_digest_goes_out_once(
-    deployment: Deployment, timed_smtp: TimedSmtp
+    deployment: Deployment, smtp: SmtpReceiver
 ) -> None:
     """Two reminders meant inside a quiet window are mailed only after it ends, both within
     seconds of it; three reminders of a digest user are mailed as one digest at its slot,
@@ -94,7 +73,7 @@ def test_quiet_hours_hold_reminders_to_the_window_end_and_a_digest_goes_out_once
             (DIGEST_USER, "digest@example.com", DIGEST_ZONE, True),
         ]
     )
-    env = deployment.env(timed_smtp)
+    env = deployment.env(smtp)
     quiet = f"{hhmm(window_start, QUIET_ZONE)}-{hhmm(window_end, QUIET_ZONE)}"
     for user, option, value in (
         (QUIET_USER, "--quiet", quiet),
@@ -136,7 +115,7 @@ def test_quiet_hours_hold_reminders_to_the_window_end_and_a_digest_goes_out_once
             connection.execute(text("UPDATE tasks SET completed_at = now() WHERE id = 24"))
 
         def received(keys: set[str]) -> bool:
-            return keys <= {str(m["X-Reminder-Key"]) for _, m in timed_smtp.mails()}
+            return keys <= {str(m["X-Reminder-Key"]) for _, m in mails(smtp)}
 
         latest = max(window_end, slot).timestamp() + WITHIN
         wait_until(
@@ -155,9 +134,8 @@ def test_quiet_hours_hold_reminders_to_the_window_end_and_a_digest_goes_out_once
         )
     assert worker.terminate() == 0, worker.log()
 
-    mails = timed_smtp.mails()
     by_key: dict[str, list[tuple[float, EmailMessage]]] = {}
-    for at, message in mails:
+    for at, message in mails(smtp):
         by_key.setdefault(str(message["X-Reminder-Key"]), []).append((at, message))
     assert set(by_key) == {*quiet_keys, digest}, sorted(by_key)
     assert all(len(found) == 1 for found in by_key.values()), {k: len(v) for k, v in by_key.items()}

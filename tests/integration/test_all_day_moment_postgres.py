@@ -14,6 +14,7 @@ from sqlalchemy import Date, Integer, String, Time, column, select, values
 from tests.conftest import database_from
 from worker.db import make_engine
 from worker.reminders import recheck
+from worker.reminders.burst import Live
 from worker.reminders.due_time import DateDue
 from worker.reminders.render import OwnerFacts
 
@@ -60,17 +61,6 @@ CASES = [
 ]
 
 
-class Queued(NamedTuple):
-    """An outbox row as the re-check reads it."""
-
-    key: str
-    kind: str
-    subject_id: int
-    subject_at: datetime | None
-    recipient_id: int | None
-    offset_seconds: int | None
-
-
 Planned = dict[tuple[str, date, time, int], tuple[datetime, datetime]]
 
 
@@ -112,6 +102,6 @@ def test_the_recheck_places_an_all_day_moment_where_the_planner_does(
     """For an all-day task due on ``due`` at ``at`` local time, ``offset`` seconds before on
     the wall clock, the re-check's moment is the planner's, to the second."""
     due_at, moment = planned[zone, due, at, offset]
-    row = Queued("k", "reminder", 1, due_at, None, offset)
+    row = Live(1, "k", "reminder", 1, due_at, None, offset)
     user = OwnerFacts(1, "ada@example.com", zone, True)
     assert recheck._moment(row, user, 0, all_day_at=at) == moment

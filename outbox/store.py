@@ -18,16 +18,20 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    any_,
     bindparam,
     case,
     func,
     literal,
     or_,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement, Grouping
+from sqlalchemy.types import TypeEngine
 
 from outbox.clock import require_utc
 from outbox.table import ACTIVE, OutboxRow, Status
@@ -209,31 +213,34 @@ def record(session: Session, verdicts: Sequence[Verdict], now: datetime) -> set[
     return set(session.connection().execute(_RECORD, given).scalars())
 
 
-# PostgreSQL: one statement records a whole round, each column as one array parameter.
-_GIVEN = (
-    func.unnest(
-        bindparam("ids", type_=ARRAY(BigInteger())),
-        bindparam("tokens", type_=ARRAY(BigInteger())),
-        bindparam("statuses", type_=ARRAY(String())),
-        bindparam("errors", type_=ARRAY(Text())),
-        bindparam("retry_ats", type_=ARRAY(UTCDateTime())),
-    )
-    .table_valued("id", "token", "status", "error", "retry_at")
-    .render_derived()
-)
+# PostgreSQL: one statement records a whole round, each column as one array parameter read
+# at the row's place in ``ids``. The rows are found by primary key: joined to the arrays
+# unnested instead, they were read once per array element, the planner taking the claimed
+# rows for a handful.
+_IDS = bindparam("ids", type_=ARRAY(BigInteger()))
+_AT = func.array_position(_IDS, OutboxRow.id)
+
+
+def _given(name: str, item: TypeEngine[Any]) -> ColumnElement[Any]:
+    """The element of array parameter ``name`` for the row being written."""
+    array = ARRAY(item)
+    return type_coerce(Grouping(bindparam(name, type_=array)), array)[_AT]
+
+
+_verdict_status = _given("statuses", String())
 _RECORD = (
     update(OutboxRow)
     .where(
-        OutboxRow.id == _GIVEN.c.id,
-        OutboxRow.lease_token == _GIVEN.c.token,
+        OutboxRow.id == any_(_IDS),
+        OutboxRow.lease_token == _given("tokens", BigInteger()),
         OutboxRow.status == Status.CLAIMED,
     )
     .values(
-        status=_GIVEN.c.status,
-        last_error=_GIVEN.c.error,
-        available_at=func.coalesce(_GIVEN.c.retry_at, OutboxRow.available_at),
+        status=_verdict_status,
+        last_error=_given("errors", Text()),
+        available_at=func.coalesce(_given("retry_ats", UTCDateTime()), OutboxRow.available_at),
         delivered_at=case(
-            (_GIVEN.c.status == Status.DELIVERED.value, _NOW), else_=OutboxRow.delivered_at
+            (_verdict_status == Status.DELIVERED.value, _NOW), else_=OutboxRow.delivered_at
         ),
         updated_at=_NOW,
         lease_owner=None,

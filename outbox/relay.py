@@ -70,6 +70,10 @@ LEASE_MARGIN = timedelta(seconds=5)
 FIRST_CLAIM = 10
 #: Most rows past their expiry one claim ends as expired (the rest, at the next claims).
 EXPIRE_BATCH = 1000
+#: How often a relay run ends the rows past their expiry: at its first claim, then before a
+#: claim at most this often. The claim never takes such a row meanwhile; ending it is only
+#: bookkeeping, which need not cost a statement per round.
+EXPIRE_EVERY = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,11 @@ class _Batch:
     waiting: list[Claim] = field(default_factory=list)
     unrecorded: list[Judged] = field(default_factory=list)
     group: int = 0  # how many rows the next round re-checks
+    expired_at: datetime | None = None  # when this run last ended the rows past expiry
+
+    def expiring(self, now: datetime) -> bool:
+        """Whether the next claim ends the rows past their expiry first."""
+        return self.expired_at is None or now - self.expired_at >= EXPIRE_EVERY
 
 
 @dataclass
@@ -161,6 +170,7 @@ class _Round:
     spent: list[Judged]  # out of attempts (dead) or past their expiry (expired), unsent
     group: list[Claim]  # the head of `kept`, re-checked this round
     expired: list[Claim] = field(default_factory=list)  # expired by the claim, to report
+    expired_at: datetime | None = None  # when the claim ended the rows past expiry, if it did
     ready: list[tuple[Claim, Message]] = field(default_factory=list)  # to send, in order
     attempts: list[Attempt] = field(default_factory=list)  # committed, to report
 
@@ -241,6 +251,10 @@ class Relay:
             self.log.warning("recheck_failed", rows=len(batch.waiting), exc_info=error)
             batch.unrecorded = self._recheck_one_by_one(round_)
         self._report(report, round_.attempts)
+        if round_.expired_at is not None:
+            # A full batch of them: more may wait, ended at the next claim.
+            full = len(round_.expired) >= EXPIRE_BATCH
+            batch.expired_at = None if full else round_.expired_at
         settled = {c.id for c in round_.group} - {c.id for c, _ in round_.ready}
         batch.waiting = [claim for claim in round_.kept if claim.id not in settled]
         return round_.ready, bool(settled or round_.spent or round_.expired)
@@ -272,13 +286,15 @@ class Relay:
     def _hold(self, session: Session, batch: _Batch, now: datetime, *, claiming: bool) -> _Round:
         """The rows this relay holds for the round.
 
-        Waiting rows keep their leases (renewed when short); once none waits, the rows due
-        past their expiry are expired and a new batch is claimed. A row out of claims (its
-        worker died every time) is spent, dead, and one past its expiry expired, both unsent.
+        Waiting rows keep their leases (renewed when short); once none waits, a new batch is
+        claimed, the rows due past their expiry expired first (`EXPIRE_EVERY`). A row out of
+        claims (its worker died every time) is spent, dead, and one past its expiry expired,
+        both unsent.
         """
         waiting, size = batch.waiting, batch.group
         lost: list[Claim] = []
         gone: list[Claim] = []
+        expired_at = None
         if waiting and not self._lease_left(waiting[0], now):
             kept = extend_leases(session, waiting, now + self.lease)
             ids = {claim.id for claim in kept}
@@ -286,7 +302,8 @@ class Relay:
         elif waiting or not claiming:
             kept = waiting
         else:
-            gone = expire_due_rows(session, now, EXPIRE_BATCH)
+            if batch.expiring(now):
+                gone, expired_at = expire_due_rows(session, now, EXPIRE_BATCH), now
             # About what the last round could send, so that a slow receiver's rows stay
             # free for other relays; a fast one's claims double up to the batch size.
             limit = min(self.batch_size, batch.group or FIRST_CLAIM)
@@ -303,7 +320,8 @@ class Relay:
         if spent:
             ended = {item.verdict.claim.id for item in spent}
             kept = [claim for claim in kept if claim.id not in ended]
-        return _Round(kept=kept, lost=lost, spent=spent, group=kept[:size], expired=gone)
+        group = kept[:size]
+        return _Round(kept, lost, spent, group, expired=gone, expired_at=expired_at)
 
     def _lease_left(self, claim: Claim, now: datetime) -> bool:
         margin = min(LEASE_MARGIN, self.lease / 4)

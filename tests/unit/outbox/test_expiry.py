@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from outbox import relay as relay_module
 from outbox.channels.base import Delivery
-from outbox.relay import Attempt, AttemptOutcome, Relay
+from outbox.relay import EXPIRE_EVERY, Attempt, AttemptOutcome, Relay
 from outbox.retry import RetryPolicy
-from outbox.store import claim_due_rows
+from outbox.store import Claim, claim_due_rows
 from outbox.table import Status
 from tests.support.channels import RecordingChannel
 from tests.support.clock import T0, ManualClock
@@ -104,6 +106,59 @@ def test_a_row_due_past_its_expiry_is_expired_by_the_claim_never_claimed(
         (gone, AttemptOutcome.EXPIRED)
     ]
     assert statuses(sessions) == [Status.EXPIRED, Status.DELIVERED, Status.DELIVERED]
+
+
+def counted_expiries(monkeypatch: pytest.MonkeyPatch) -> list[datetime]:
+    """Note the instant of each statement that ends the rows past their expiry."""
+    calls: list[datetime] = []
+    expire = relay_module.expire_due_rows
+
+    def counting(session: Session, now: datetime, limit: int) -> list[Claim]:
+        calls.append(now)
+        return expire(session, now, limit)
+
+    monkeypatch.setattr(relay_module, "expire_due_rows", counting)
+    return calls
+
+
+@pytest.mark.parametrize("step", [timedelta(0), EXPIRE_EVERY])
+def test_a_run_ends_expired_rows_at_its_first_claim_then_at_most_once_a_second(
+    sessions: sessionmaker[Session],
+    make_relay: MakeRelay,
+    channel: RecordingChannel,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    step: timedelta,
+) -> None:
+    """Six rows claimed two at a time: four claims. Each claim ends the rows past their
+    expiry first only when a second passed since the run last did."""
+    calls = counted_expiries(monkeypatch)
+    add_rows(sessions, *range(1, 7))
+    channel.on_send = lambda _message: clock.advance(step / 2)
+    report = make_relay(batch_size=2).relay_until_idle()
+    assert report.counts == {"delivered": 6}
+    assert calls == ([T0] if not step else [T0 + i * step for i in range(4)])
+
+
+def test_a_row_past_its_expiry_between_paced_claims_is_never_sent(
+    sessions: sessionmaker[Session],
+    make_relay: MakeRelay,
+    channel: RecordingChannel,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A row that comes due at its expiry half a second into a run: the next claim, which
+    does not expire rows, skips it; the claim a second in ends it expired, unsent."""
+    calls = counted_expiries(monkeypatch)
+    half = EXPIRE_EVERY / 2
+    [late] = add_rows(sessions, 9, due=T0 + half, expires_at=T0 + half)
+    add_rows(sessions, *range(1, 5))
+    channel.on_send = lambda _message: clock.advance(half / 2)
+    report = make_relay(batch_size=2).relay_until_idle()
+    assert report.counts == {"delivered": 4, "expired": 1}
+    assert calls == [T0, T0 + EXPIRE_EVERY]
+    assert "user9@example.com" not in [m.recipient for m in channel.sent]
+    assert row(sessions, late).status == Status.EXPIRED
 
 
 def test_a_held_row_whose_expiry_passes_behind_a_slow_send_is_not_sent(

@@ -8,7 +8,9 @@ registers each socket it opens (`Deadline.watch`); when the deadline passes, the
 shuts them down, which wakes the blocked call with an error or an end of stream, and the
 caller learns from `Deadline.expired` why. The socket itself is never closed by the
 watchdog: it works on a duplicate of the descriptor, taken while the caller surely owned
-the socket, so a descriptor number reused by another thread is never touched.
+the socket, so a descriptor number reused by another thread is never touched. A caller that
+sends many times on one connection can keep one duplicate for the connection's life
+(`Deadline.watch_duplicate`) instead of one per deadline.
 
 One daemon thread serves every deadline of the process. It starts with the first deadline
 and ends once none was armed for `Watchdog.linger` seconds; a deadline left early does not
@@ -36,12 +38,21 @@ class Deadline:
         self.expired = False  # set (under the watchdog's lock) before the sockets are shut
         self._watchdog = watchdog
         self._duplicates: list[int] = []  # descriptors, duplicated from the watched sockets'
+        self._kept: list[int] = []  # duplicates the caller keeps open past this deadline
 
     def watch(self, sock: socket.socket) -> None:
         """Shut ``sock`` down when the deadline passes (at once, if it passed already)."""
         duplicate = os.dup(sock.fileno())
         with self._watchdog.changed:
             self._duplicates.append(duplicate)
+            if self.expired:
+                self._shut_down()
+
+    def watch_duplicate(self, duplicate: int) -> None:
+        """Shut down the socket behind ``duplicate`` when the deadline passes: a duplicated
+        descriptor of it that the caller keeps open until this deadline's block has ended."""
+        with self._watchdog.changed:
+            self._kept.append(duplicate)
             if self.expired:
                 self._shut_down()
 
@@ -62,14 +73,14 @@ class Deadline:
     ) -> None:
         self._watchdog.disarm(self)
         with self._watchdog.changed:
-            duplicates, self._duplicates = self._duplicates, []
+            duplicates, self._duplicates, self._kept = self._duplicates, [], []
         for duplicate in duplicates:
             os.close(duplicate)  # only the duplicate: the caller's socket stays as it is
 
     def _shut_down(self) -> None:
         """Called with the watchdog's lock held, so no duplicate is closed meanwhile."""
         self.expired = True  # first: the woken caller reads it to learn why
-        for duplicate in self._duplicates:
+        for duplicate in self._duplicates + self._kept:
             sock = socket.socket(fileno=duplicate)
             with contextlib.suppress(OSError):  # already closed by its peer: nothing to wake
                 sock.shutdown(socket.SHUT_RDWR)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import socket
 import ssl
 from collections.abc import Sequence
@@ -73,7 +74,9 @@ class WebhookChannel:
         self._tls = _tls_context()
         self._client = client
         self._owns_client = client is None
-        self._sockets: list[socket.socket] = []  # of the connections this channel opened
+        # The sockets of the connections this channel opened, each with a duplicate of its
+        # descriptor for the deadlines to shut it down by: one per connection, not per send.
+        self._sockets: dict[socket.socket, int] = {}
 
     def send(self, message: Message) -> Delivery:
         """Post one message and classify the answer; never raises for a failure."""
@@ -107,15 +110,15 @@ class WebhookChannel:
         self, limit: Deadline, body: bytes, headers: dict[str, str], now: datetime
     ) -> Delivery:
         """Post within ``limit``: the sockets of this channel's connections are watched."""
-        self._sockets = [sock for sock in self._sockets if sock.fileno() != -1]
-        for sock in self._sockets:  # one of them may carry this request
-            limit.watch(sock)
+        self._forget_closed()
+        for duplicate in self._sockets.values():  # one of them may carry this request
+            limit.watch_duplicate(duplicate)
 
         def trace(event: str, info: dict[str, Any]) -> None:
             if event in _NEW_STREAM:  # a new connection, or its TLS layer
                 sock = info["return_value"].get_extra_info("socket")
-                self._sockets.append(sock)
-                limit.watch(sock)
+                self._sockets[sock] = duplicate = os.dup(sock.fileno())
+                limit.watch_duplicate(duplicate)
 
         try:
             response = self._http().post(
@@ -142,7 +145,15 @@ class WebhookChannel:
         if self._owns_client and self._client is not None:
             self._client.close()
             self._client = None
-            self._sockets = []
+        self._forget_closed()
+
+    def _forget_closed(self) -> None:
+        """Close the duplicates of the sockets their connections closed (outside a send, so
+        no deadline holds them): until then the kernel keeps such a socket open."""
+        for sock, duplicate in list(self._sockets.items()):
+            if sock.fileno() == -1:
+                del self._sockets[sock]
+                os.close(duplicate)
 
     def _http(self) -> httpx.Client:
         if self._client is None:

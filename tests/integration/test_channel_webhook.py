@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import json
 import socket
 from collections.abc import Iterator
@@ -101,6 +102,47 @@ def test_one_connection_is_kept_alive_across_sends(server: RecordingWebhookServe
     assert [r.headers["webhook-id"] for r in server.wait_for_requests(4)] == [
         "rk-0", "rk-1", "rk-2", "rk-3"
     ]  # fmt: skip
+
+
+def answer_then_wait_for_the_end(listener: socket.socket, answers: int) -> bytes:
+    """Accept one connection, answer ``answers`` requests 200 on it, then read until the
+    client ends it (b"") or 2 s pass (what the last read gave, or b"timeout")."""
+    connection, _ = listener.accept()
+    with connection:
+        connection.settimeout(2.0)
+        for _ in range(answers):
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += connection.recv(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            while len(body) < length:
+                body += connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        try:
+            return connection.recv(65536)
+        except TimeoutError:
+            return b"timeout"
+
+
+def test_close_ends_the_connection_for_the_receiver() -> None:
+    """After sends on one kept-alive connection, close() ends it: the receiver reads the end
+    of the stream, nothing held open behind it (the deadlines' duplicate of the socket)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+        channel = channel_for(url)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            ended = pool.submit(answer_then_wait_for_the_end, listener, 3)
+            try:
+                for n in range(3):
+                    assert channel.send(reminder(f"rk-{n}")).outcome is Outcome.DELIVERED
+            finally:
+                channel.close()
+            assert ended.result() == b""
 
 
 def test_429_with_retry_after_seconds_is_retried_later(server: RecordingWebhookServer) -> None:

@@ -12,7 +12,7 @@ from outbox import relay as relay_module
 from outbox.channels.base import Delivery
 from outbox.relay import EXPIRE_EVERY, Attempt, AttemptOutcome, Relay
 from outbox.retry import RetryPolicy
-from outbox.store import Claim, claim_due_rows
+from outbox.store import Claim, claim_due_rows, expire_due_rows
 from outbox.table import Status
 from tests.support.channels import RecordingChannel
 from tests.support.clock import T0, ManualClock
@@ -111,7 +111,7 @@ def test_a_row_due_past_its_expiry_is_expired_by_the_claim_never_claimed(
 def counted_expiries(monkeypatch: pytest.MonkeyPatch) -> list[datetime]:
     """Note the instant of each statement that ends the rows past their expiry."""
     calls: list[datetime] = []
-    expire = relay_module.expire_due_rows
+    expire = expire_due_rows
 
     def counting(session: Session, now: datetime, limit: int) -> list[Claim]:
         calls.append(now)

@@ -64,7 +64,7 @@ class WebhookChannel:
             raise ValueError("give the webhook secrets as a non-empty sequence of strings")
         for secret in secrets:
             secret_key(secret)  # refuse a malformed secret at start, not at the first send
-        self._url = url
+        self._url = parsed  # parsed once, not at every send
         self._secrets = tuple(secrets)
         self._send_timeout = timeout
         self._timeout = httpx.Timeout(timeout)
@@ -157,10 +157,36 @@ class WebhookChannel:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(
+            self._client = _CookielessClient(
                 timeout=self._timeout, follow_redirects=False, verify=self._tls
             )
         return self._client
+
+
+class _NoCookies(httpx.Cookies):
+    """An empty cookie jar that stays empty."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        """Keep nothing of what the receiver set."""
+
+
+class _CookielessClient(httpx.Client):
+    """A client that neither stores nor sends cookies.
+
+    Each delivery stands alone: a receiver cannot tie the next delivery to state it set
+    in an answer (a session, a load balancer's affinity), and no answer pays for parsing
+    the cookie jar's view of it.
+    """
+
+    _no_cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        raise TypeError("a webhook delivery carries no cookies")
 
 
 @functools.cache

@@ -104,6 +104,17 @@ def test_one_connection_is_kept_alive_across_sends(server: RecordingWebhookServe
     ]  # fmt: skip
 
 
+def test_a_cookie_the_receiver_sets_is_never_sent_back(server: RecordingWebhookServer) -> None:
+    """Each delivery stands alone: a Set-Cookie in one answer reaches no later request."""
+    server.replies.append(Reply(200, {"Set-Cookie": "session=abc; Path=/"}))
+    with closing(channel_for(server.url)) as channel:
+        for n in range(2):
+            assert channel.send(reminder(f"rk-{n}")).outcome is Outcome.DELIVERED
+    requests = server.wait_for_requests(2)
+    assert [r.headers["webhook-id"] for r in requests] == ["rk-0", "rk-1"]
+    assert [r.headers.get("cookie") for r in requests] == [None, None]
+
+
 def answer_then_wait_for_the_end(listener: socket.socket, answers: int) -> bytes:
     """Accept one connection, answer ``answers`` requests 200 on it, then read until the
     client ends it (b"") or 2 s pass (what the last read gave, or b"timeout")."""

@@ -164,7 +164,7 @@ class WebhookChannel:
 
 
 class _NoCookies(httpx.Cookies):
-    """An empty cookie jar that stays empty."""
+    """A cookie jar that keeps nothing a receiver sets."""
 
     def extract_cookies(self, response: httpx.Response) -> None:
         """Keep nothing of what the receiver set."""
@@ -178,7 +178,9 @@ class _CookielessClient(httpx.Client):
     the cookie jar's view of it.
     """
 
-    _no_cookies = _NoCookies()
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._no_cookies = _NoCookies()  # its own: nothing shared between clients
 
     @property
     def cookies(self) -> httpx.Cookies:

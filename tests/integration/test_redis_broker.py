@@ -109,8 +109,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def scrape(port: int, alive: Callable[[], None], expect: str = "reminders_") -> str:
-    """The text of http://127.0.0.1:PORT/metrics once it contains ``expect``."""
+def scrape(port: int, alive: Callable[[], None], *expect: str) -> str:
+    """The text of http://127.0.0.1:PORT/metrics once it contains every one of ``expect``
+    (by default, any of the service's own metrics)."""
+    wanted = expect or ("reminders_",)
     page: list[str] = [""]
 
     def ready() -> bool:
@@ -119,7 +121,7 @@ def scrape(port: int, alive: Callable[[], None], expect: str = "reminders_") -> 
                 page[0] = answer.read().decode()
         except OSError:
             return False
-        return expect in page[0]
+        return all(text in page[0] for text in wanted)
 
     wait_until(ready, 30, f"metrics on port {port}", alive)
     return page[0]
@@ -520,7 +522,11 @@ def test_reminders_run_serves_metrics(tmp_path: Path, processes: list[Process]) 
     assert process.popen.stdout is not None
     reader = LineReader(process.popen.stdout)
     wait_until(lambda: len(reader.keys()) >= 2, 30, "two reminder lines", process.check_alive)
-    metrics = scrape(port, process.check_alive, 'outcome="delivered"} 2.0')
+    # A scan is counted when it returns, which can be after the relay has delivered the
+    # rows its first batch committed: wait for both counts.
+    metrics = scrape(
+        port, process.check_alive, 'outcome="delivered"} 2.0', "reminders_queued_total 2.0"
+    )
     process.terminate_and_wait(10)
     reader.finish()
     assert sample(metrics, 'reminders_deliveries_total{channel="console",outcome="delivered"}') == 2

@@ -70,7 +70,10 @@ def seed(engine: Engine, clock: ManualClock) -> None:
 def test_the_count_is_one_statement_on_the_partial_index(
     postgres_engine: Engine, clock: ManualClock
 ) -> None:
-    """The counts are right, and the plan reads the awaiting-reminder index, never the table."""
+    """The counts are right, and the plan reads a range of a partial index of open tasks, never
+    the table. Both partial indexes on the due date serve the statement (the awaiting-reminder
+    predicate implies the open-due one) and, here, hold the same rows of the window: which one
+    the planner takes is the noise of ANALYZE's sample, so either passes."""
     seed(postgres_engine, clock)
     now = clock.now()
     with postgres_engine.connect() as connection:
@@ -83,5 +86,5 @@ def test_the_count_is_one_statement_on_the_partial_index(
         rows = connection.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {compiled}", values)
         plan = "\n".join(row[0] for row in rows)
     print(f"\nEXPLAIN ANALYZE of the unremindable count ({TASK_COUNT:,} tasks):\n{plan}")
-    assert "ix_tasks_awaiting_reminder" in plan
+    assert "ix_tasks_awaiting_reminder" in plan or "ix_tasks_open_due" in plan
     assert "Seq Scan on tasks" not in plan

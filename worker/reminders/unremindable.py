@@ -10,8 +10,8 @@ for a task already due), so the count says what can still be fixed. An owner who
 reminders off is not counted: that task is not reminded by choice.
 
 One set-based statement over `TaskColumns` and `UserColumns`, whatever tables they map; it
-starts from the tasks `awaiting_reminder` in the window, so the planner reads the same range
-of the partial index as the scan does.
+starts from the tasks `awaiting_reminder` in the window, so the planner reads that range of a
+partial index of open tasks, never the table.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def test_the_migrated_index_is_the_models(engine: Engine, index: Index) -> None:
 DIALECTS = [postgresql.dialect(), sqlite.dialect()]  # type: ignore[no-untyped-call]
 
 
-@pytest.mark.parametrize("dialect", DIALECTS, ids=str)
+@pytest.mark.parametrize("dialect", DIALECTS, ids=lambda dialect: dialect.name)
 def test_the_due_index_predicate_is_the_awaiting_reminder_rule(dialect: Dialect) -> None:
     """The partial index's predicate on each dialect is `awaiting_reminder`, compiled."""
     index = REFERENCE_SCHEMA.index

@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/reminders demo
 
+# Tests run in TEST_WORKERS processes (pytest-xdist); most of them wait on real subprocesses
+# and servers, so two share two cores well. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # Randomized soak: kills, broker and database restarts, a flaky receiver (docs/reliability.md).
 # Not part of `make test`; CHAOS_ARGS="--seed 7 --duration 300" to vary it.

@@ -25,7 +25,22 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = os.environ.get(
     "REMINDERS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REDIS_URL = os.environ.get("REMINDERS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _redis_url_of_this_process() -> str:
+    """The test Redis database; each pytest-xdist worker after the first (gw1, gw2, ...) takes
+    the one below it, so that no worker empties another's."""
+    url = os.environ.get("REMINDERS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    base, _, database = url.rpartition("/")
+    if not worker:
+        return url
+    if not database.isdigit() or int(database) < worker:
+        raise RuntimeError(f"test worker {worker}: no Redis database below {url}")
+    return f"{base}/{int(database) - worker}"
+
+
+REDIS_URL = _redis_url_of_this_process()
 # One template per test session, so that sessions running at once do not drop each other's.
 TEMPLATE = f"reminders_test_template_{os.getpid()}"
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import httpcore
 import httpx
 
 from outbox.channels.base import Delivery, Message
@@ -36,11 +37,12 @@ class WebhookChannel:
     """Posts ``message.document`` as compact JSON to ``url``, signed with every secret.
 
     One `httpx.Client` carries all sends, so connections are kept alive between them;
-    `close` closes it and the next send opens a new one. A ``client`` handed in belongs
-    to the caller: it is used as is and never closed here. httpx bounds each phase (connect,
-    each read, each write) by ``timeout``; a deadline (`outbox.deadline`) bounds each send as
-    a whole by the same ``timeout``, so a receiver that answers a byte at a time or a
-    connection that went silent cannot hold it longer. Not thread-safe.
+    `close` closes it and the next send opens a new one. The channel's own client keeps no
+    cookies and writes each request in one call (`_CookielessClient`). A ``client`` handed
+    in belongs to the caller: it is used as is and never closed here. httpx bounds each phase
+    (connect, each read, each write) by ``timeout``; a deadline (`outbox.deadline`) bounds
+    each send as a whole by the same ``timeout``, so a receiver that answers a byte at a time
+    or a connection that went silent cannot hold it longer. Not thread-safe.
     """
 
     name = "webhook"
@@ -171,11 +173,12 @@ class _NoCookies(httpx.Cookies):
 
 
 class _CookielessClient(httpx.Client):
-    """A client that neither stores nor sends cookies.
+    """A client that neither stores nor sends cookies, and writes each request at once.
 
     Each delivery stands alone: a receiver cannot tie the next delivery to state it set
     in an answer (a session, a load balancer's affinity), and no answer pays for parsing
-    the cookie jar's view of it.
+    the cookie jar's view of it. Its direct connections are corked (`_CorkedStream`);
+    a proxy's, from the environment, are httpx's own.
     """
 
     def __init__(self, **options: Any) -> None:
@@ -189,6 +192,107 @@ class _CookielessClient(httpx.Client):
     @cookies.setter
     def cookies(self, cookies: Any) -> None:
         raise TypeError("a webhook delivery carries no cookies")
+
+    def _init_transport(self, **options: Any) -> httpx.BaseTransport:  # type: ignore[override]
+        given = options.pop("transport", None)
+        return given if given is not None else _CorkedTransport(**options)
+
+
+class _CorkedTransport(httpx.HTTPTransport):
+    """httpx's transport for direct connections, each opened by `_CorkingBackend`."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        verify = options.get("verify", True)
+        if not isinstance(verify, ssl.SSLContext):
+            verify = httpx.create_ssl_context(
+                verify=verify, cert=options.get("cert"), trust_env=options.get("trust_env", True)
+            )
+        limits = options.get("limits") or httpx.Limits(
+            max_connections=100, max_keepalive_connections=20
+        )
+        self._pool.close()  # httpx's own pool, unused: it has opened nothing
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=verify,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http1=options.get("http1", True),
+            http2=options.get("http2", False),
+            network_backend=_CorkingBackend(),
+        )
+
+
+class _CorkingBackend(httpcore.NetworkBackend):
+    """httpcore's blocking backend, each TCP connection's stream corked."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _CorkedStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        return _CorkedStream(self._backend.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _CorkedStream(httpcore.NetworkStream):
+    """A connection whose writes wait for the next read, and then go out as one.
+
+    httpcore writes a request's head and its body in two calls; held and joined, they take
+    one system call and one hand-off of the interpreter lock instead of two, which is what
+    relays in threads of one process contend for. A request is always followed by a read
+    of its answer, so nothing waits longer than that; a failed write surfaces there.
+    """
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+        self._held: list[bytes] = []
+        self._timeout: float | None = None
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if buffer:
+            self._held.append(buffer)
+            self._timeout = timeout
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._send_held()
+        return self._stream.read(max_bytes, timeout)
+
+    def close(self) -> None:
+        self._held.clear()
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        self._send_held()
+        return _CorkedStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+    def _send_held(self) -> None:
+        if self._held:
+            data = b"".join(self._held)
+            self._held.clear()
+            self._stream.write(data, self._timeout)
 
 
 @functools.cache

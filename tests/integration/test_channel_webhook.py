@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from contextlib import closing
 from datetime import timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import httpx
 import pytest
+from httpcore._backends.sync import SyncStream  # the socket's writer, to count its calls
 
 from outbox.channels.base import Channel, Message, Outcome
 from outbox.channels.webhook import WebhookChannel, retry_after
@@ -113,6 +115,27 @@ def test_a_cookie_the_receiver_sets_is_never_sent_back(server: RecordingWebhookS
     requests = server.wait_for_requests(2)
     assert [r.headers["webhook-id"] for r in requests] == ["rk-0", "rk-1"]
     assert [r.headers.get("cookie") for r in requests] == [None, None]
+
+
+def test_each_request_goes_out_in_one_write(
+    server: RecordingWebhookServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request's head and body are written to the socket at once, not in two calls."""
+    writes: list[int] = []
+    write = SyncStream.write
+
+    def counted(stream: Any, buffer: bytes, timeout: float | None = None) -> None:
+        writes.append(len(buffer))
+        write(stream, buffer, timeout)
+
+    monkeypatch.setattr(SyncStream, "write", counted)
+    with closing(channel_for(server.url)) as channel:
+        for n in range(3):
+            assert channel.send(reminder(f"rk-{n}")).outcome is Outcome.DELIVERED
+    requests = server.wait_for_requests(3)
+    assert [json.loads(r.body)["key"] for r in requests] == ["rk-0", "rk-1", "rk-2"]
+    assert len(writes) == 3, writes
+    assert all(size > len(requests[0].body) for size in writes)
 
 
 def answer_then_wait_for_the_end(listener: socket.socket, answers: int) -> bytes:

@@ -201,16 +201,13 @@ class _CookielessClient(httpx.Client):
 class _CorkedTransport(httpx.HTTPTransport):
     """httpx's transport for direct connections, each opened by `_CorkingBackend`."""
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, *, limits: httpx.Limits, **options: Any) -> None:
+        super().__init__(limits=limits, **options)
         verify = options.get("verify", True)
         if not isinstance(verify, ssl.SSLContext):
             verify = httpx.create_ssl_context(
                 verify=verify, cert=options.get("cert"), trust_env=options.get("trust_env", True)
             )
-        limits = options.get("limits") or httpx.Limits(
-            max_connections=100, max_keepalive_connections=20
-        )
         self._pool.close()  # httpx's own pool, unused: it has opened nothing
         self._pool = httpcore.ConnectionPool(
             ssl_context=verify,

@@ -264,8 +264,8 @@ def test_smtp_with_the_localhost_mail_domain_warns_once_per_process(
 def test_a_webhook_renderer_builds_the_document_without_the_templates(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The webhook posts the JSON document only: its renderer gives the same document and
-    console line as a worded one, and never renders a template for the parts it drops."""
+    """The webhook posts the JSON document only: its renderer gives the same document as a
+    worded one, and no part that nobody reads (no template rendered, no headers, no line)."""
     worded = render(renderer=ReminderRenderer("mail.example.com"))
     renderer = renderer_for(
         load_settings(
@@ -282,6 +282,6 @@ def test_a_webhook_renderer_builds_the_document_without_the_templates(
     monkeypatch.setattr(type(renderer.templates), "render", no_templates)
     bare = render(renderer=renderer)
     assert bare.document == worded.document
-    assert bare.line == worded.line
-    assert (bare.text, bare.html) == ("", None)
+    assert worded.line and worded.headers  # what the bare message leaves out
+    assert (bare.text, bare.html, bare.line, dict(bare.headers)) == ("", None, "", {})
     assert bare.subject == "Pay rent"

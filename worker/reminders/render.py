@@ -109,9 +109,10 @@ class ReminderRenderer:
 
     ``task_url`` is ``REMINDERS_TASK_URL`` (with its ``{task_id}`` placeholder); ``links``
     makes the unsubscribe and snooze links, and without it a reminder has neither.
-    Without ``worded`` a reminder or a digest carries only its JSON document and console
-    line, for a channel that posts the document (a webhook): the templates, the costliest
-    part of a send's preparation, are not rendered for parts nobody reads.
+    Without ``worded`` a reminder or a digest carries only its JSON document (and a
+    reminder its title as subject), for a channel that posts the document (a webhook): the
+    templates, the due time in words, the headers and the console line, which are most of a
+    send's preparation, are not made for parts nobody reads.
     """
 
     mail_domain: str
@@ -126,11 +127,16 @@ class ReminderRenderer:
         """The message for ``task``'s reminder under idempotency key ``key``; ``overdue`` for
         a nudge after the due moment."""
         assert task.due_date is not None  # the re-check cancels undated tasks first
+        title = short_line(task.title, SUBJECT_TITLE_LIMIT)
+        document = _reminder_document(key, task, owner, overdue=overdue)
+        if not self.worded:
+            return Message(
+                key=key, recipient=owner.email, subject=title, text="", document=document
+            )
         language = language_for(owner.locale)
         local = task.due_date.astimezone(owner_zone(owner.timezone, user_id=owner.id))
         due_text = language.due(local)
-        title = short_line(task.title, SUBJECT_TITLE_LIMIT)
-        links = self.links if self.worded else None  # a document carries no links
+        links = self.links
         unsubscribe = None if links is None else links.unsubscribe(owner.id, key)
         context: dict[str, Any] = {
             "key": key,
@@ -155,25 +161,15 @@ class ReminderRenderer:
         if unsubscribe is not None:  # RFC 8058 one-click unsubscribe
             headers["List-Unsubscribe"] = f"<{unsubscribe}>"
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        subject, text, html = title, "", None
-        if self.worded:
-            parts = self.templates.render(language, context)
-            subject, text, html = short_line(parts.subject, SUBJECT_LIMIT), parts.text, parts.html
+        parts = self.templates.render(language, context)
         return Message(
             key=key,
             recipient=owner.email,
-            subject=subject,
-            text=text,
-            html=html,
+            subject=short_line(parts.subject, SUBJECT_LIMIT),
+            text=parts.text,
+            html=parts.html,
             headers=headers,
-            document={
-                "type": "task.overdue" if overdue else "task.due_soon",
-                "key": key,
-                "task_id": task.id,
-                "owner_id": owner.id,
-                "title": task.title,
-                "due_date": task.due_date.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            },
+            document=document,
             line=(
                 f"reminder to {mask_email(owner.email)}: {title!r} "
                 f"{'was' if overdue else 'is'} due {due_text} "
@@ -186,15 +182,23 @@ class ReminderRenderer:
     ) -> Message:
         """The message of the digest under ``key`` due at ``slot``: one line per task of
         ``items`` (a task with several members once; overdue if any of them is), overdue
-        ones first, each group by due time. Without ``worded``: its document and console
-        line only, as for a reminder."""
+        ones first, each group by due time. Without ``worded``: its document only, as for a
+        reminder."""
         language = language_for(owner.locale)
         zone = owner_zone(owner.timezone, user_id=owner.id)
         lines = _digest_lines(items, zone, language, self._task_url)
         overdue = [line for line in lines if line.overdue]
         due_soon = [line for line in lines if not line.overdue]
-        links = self.links if self.worded else None  # a document carries no links
-        unsubscribe = None if links is None else links.unsubscribe(owner.id, key)
+        document = {
+            "type": "digest",
+            "key": key,
+            "owner_id": owner.id,
+            "slot": _utc_text(slot),
+            "reminders": [_line_document(line) for line in [*overdue, *due_soon]],
+        }
+        if not self.worded:
+            return Message(key=key, recipient=owner.email, subject="", text="", document=document)
+        unsubscribe = None if self.links is None else self.links.unsubscribe(owner.id, key)
         headers = {
             "Message-ID": f"<{key}@{self.mail_domain}>",
             "X-Reminder-Key": key,
@@ -206,36 +210,27 @@ class ReminderRenderer:
         if unsubscribe is not None:
             headers["List-Unsubscribe"] = f"<{unsubscribe}>"
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        subject, text, html = "", "", None
-        if self.worded:
-            local_slot = slot.astimezone(zone)
-            context: dict[str, Any] = {
-                "key": key,
-                "count": len(lines),
-                "overdue": overdue,
-                "due_soon": due_soon,
-                "slot": language.due(local_slot),
-                "slot_date": local_slot,
-                "unsubscribe_url": unsubscribe,
-            }
-            parts = self.templates.render_digest(language, context)
-            subject, text, html = short_line(parts.subject, SUBJECT_LIMIT), parts.text, parts.html
+        local_slot = slot.astimezone(zone)
+        context: dict[str, Any] = {
+            "key": key,
+            "count": len(lines),
+            "overdue": overdue,
+            "due_soon": due_soon,
+            "slot": language.due(local_slot),
+            "slot_date": local_slot,
+            "unsubscribe_url": unsubscribe,
+        }
+        parts = self.templates.render_digest(language, context)
         named = ", ".join(repr(line.short_title[:40]) for line in lines[:LINE_TITLES])
         more = len(lines) - LINE_TITLES
         return Message(
             key=key,
             recipient=owner.email,
-            subject=subject,
-            text=text,
-            html=html,
+            subject=short_line(parts.subject, SUBJECT_LIMIT),
+            text=parts.text,
+            html=parts.html,
             headers=headers,
-            document={
-                "type": "digest",
-                "key": key,
-                "owner_id": owner.id,
-                "slot": _utc_text(slot),
-                "reminders": [_line_document(line) for line in [*overdue, *due_soon]],
-            },
+            document=document,
             line=(
                 f"digest to {mask_email(owner.email)}: {len(lines)} tasks, "
                 f"{len(overdue)} overdue: {named}"
@@ -304,6 +299,20 @@ def _digest_lines(
             )
         )
     return sorted(lines, key=lambda line: (not line.overdue, line.due_date, line.task_id))
+
+
+def _reminder_document(
+    key: str, task: TaskFacts, owner: OwnerFacts, *, overdue: bool
+) -> dict[str, Any]:
+    assert task.due_date is not None  # the caller's to check
+    return {
+        "type": "task.overdue" if overdue else "task.due_soon",
+        "key": key,
+        "task_id": task.id,
+        "owner_id": owner.id,
+        "title": task.title,
+        "due_date": _utc_text(task.due_date),
+    }
 
 
 def _line_document(line: DigestLine) -> dict[str, Any]:

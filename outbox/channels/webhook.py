@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import ssl
+import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -39,7 +40,8 @@ class WebhookChannel:
     One `httpx.Client` carries all sends, so connections are kept alive between them;
     `close` closes it and the next send opens a new one. The channel's own client keeps no
     cookies and writes each request in one call (`_CookielessClient`). A ``client`` handed
-    in belongs to the caller: it is used as is and never closed here. httpx bounds each phase
+    in belongs to the caller: it is used as is and never closed here (the channel's hold on
+    its sockets ends with the channel). httpx bounds each phase
     (connect, each read, each write) by ``timeout``; a deadline (`outbox.deadline`) bounds
     each send as a whole by the same ``timeout``, so a receiver that answers a byte at a time
     or a connection that went silent cannot hold it longer. Not thread-safe.
@@ -79,6 +81,9 @@ class WebhookChannel:
         # The sockets of the connections this channel opened, each with a duplicate of its
         # descriptor for the deadlines to shut it down by: one per connection, not per send.
         self._sockets: dict[socket.socket, int] = {}
+        # A caller's client may keep its connections past this channel: the duplicates go
+        # with the channel, or the kernel would hold those sockets open after their close.
+        weakref.finalize(self, _close_duplicates, self._sockets)
 
     def send(self, message: Message) -> Delivery:
         """Post one message and classify the answer; never raises for a failure."""
@@ -290,6 +295,12 @@ class _CorkedStream(httpcore.NetworkStream):
             data = b"".join(self._held)
             self._held.clear()
             self._stream.write(data, self._timeout)
+
+
+def _close_duplicates(sockets: dict[socket.socket, int]) -> None:
+    for duplicate in sockets.values():
+        os.close(duplicate)
+    sockets.clear()
 
 
 @functools.cache

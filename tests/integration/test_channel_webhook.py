@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import gc
 import json
 import socket
 from collections.abc import Iterator
@@ -176,6 +177,23 @@ def test_close_ends_the_connection_for_the_receiver() -> None:
                     assert channel.send(reminder(f"rk-{n}")).outcome is Outcome.DELIVERED
             finally:
                 channel.close()
+            assert ended.result() == b""
+
+
+def test_a_dropped_channel_holds_no_socket_of_the_callers_client() -> None:
+    """A channel on a caller's client, dropped, keeps none of its sockets open: when the
+    caller closes its client, the receiver reads the end of the stream."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            ended = pool.submit(answer_then_wait_for_the_end, listener, 2)
+            with httpx.Client() as client:
+                channel = WebhookChannel(url, [SECRET], timeout=5.0, client=client)
+                for n in range(2):
+                    assert channel.send(reminder(f"rk-{n}")).outcome is Outcome.DELIVERED
+                channel.close()  # the caller's client, and its connection, stay open
+                del channel
+                gc.collect()
             assert ended.result() == b""
 
 

@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(BIN)/reminders demo
 
 # Tests run in TEST_WORKERS processes (pytest-xdist); most of them wait on real subprocesses
-# and servers, so two share two cores well. TEST_WORKERS=0 runs them in this process.
-TEST_WORKERS ?= 2
+# and servers, so three share two cores well. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 

@@ -85,8 +85,8 @@ def set_rule(
 ) -> None:
     """Set the default rule, or one user's; mark its open tasks for planning.
 
-    The scan does not plan from rules yet: it queues one reminder REMINDERS_LOOKAHEAD ahead.
-    An option left out keeps the rule's value; a user's new rule starts from the rule the
+    The next scan plans the reminders of the rule's open tasks not sent yet again; sent ones
+    are never sent again. An option left out keeps the rule's value; a user's new rule starts from the rule the
     user follows now (the default rule, or one reminder REMINDERS_LOOKAHEAD ahead).
 
     Reads REMINDERS_DATABASE_URL.

@@ -193,3 +193,19 @@ def test_a_reminder_that_stands_again_before_its_moment_is_sent(
     come_back(services)
     sent = run_until(services, clock, channel, 5 * MINUTE)
     assert sent == {base: start + 2 * MINUTE, base + "-u2": start + 2 * MINUTE}
+
+
+def test_a_listed_users_reminder_is_addressed_and_documented_as_theirs(
+    engine: Engine, clock: ManualClock, channel: RecordingChannel, tmp_path: Path
+) -> None:
+    """A watcher's reminder goes to the watcher's address, and its document names the watcher
+    as ``owner_id`` (the user it reminds), while the owner's names the owner."""
+    services = watched_services(engine, clock, channel, tmp_path)
+    add_user(services, 1, email="owner@example.com")
+    add_user(services, 2, email="watcher@example.com")
+    due = clock.now() + 2 * HOUR
+    add_task(services, 1, 1, due)
+    watch(services, 1, 2)
+    run_until(services, clock, channel, MINUTE)
+    sent = {(m.recipient, m.document["owner_id"], m.document["task_id"]) for m in channel.sent}
+    assert sent == {("owner@example.com", 1, 1), ("watcher@example.com", 2, 1)}

@@ -86,8 +86,9 @@ def set_rule(
     """Set the default rule, or one user's; mark its open tasks for planning.
 
     The next scan plans the reminders of the rule's open tasks not sent yet again; sent ones
-    are never sent again. An option left out keeps the rule's value; a user's new rule starts from the rule the
-    user follows now (the default rule, or one reminder REMINDERS_LOOKAHEAD ahead).
+    are never sent again. An option left out keeps the rule's value; a user's new rule starts
+    from the rule the user follows now (the default rule, or one reminder REMINDERS_LOOKAHEAD
+    ahead).
 
     Reads REMINDERS_DATABASE_URL.
 

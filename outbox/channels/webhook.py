@@ -41,10 +41,10 @@ class WebhookChannel:
     `close` closes it and the next send opens a new one. The channel's own client keeps no
     cookies and writes each request in one call (`_CookielessClient`). A ``client`` handed
     in belongs to the caller: it is used as is and never closed here (the channel's hold on
-    its sockets ends with the channel). httpx bounds each phase
-    (connect, each read, each write) by ``timeout``; a deadline (`outbox.deadline`) bounds
-    each send as a whole by the same ``timeout``, so a receiver that answers a byte at a time
-    or a connection that went silent cannot hold it longer. Not thread-safe.
+    its sockets ends with the channel). httpx bounds each phase (connect, each read, each
+    write) by ``timeout``; a deadline (`outbox.deadline`) bounds each send as a whole by the
+    same ``timeout``, so a receiver that answers a byte at a time or a connection that went
+    silent cannot hold it longer. Not thread-safe.
     """
 
     name = "webhook"
